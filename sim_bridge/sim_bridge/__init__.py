@@ -1,0 +1,1 @@
+"""Simulator bridge: simulated environments (pure Python) and the ROS node around them."""
