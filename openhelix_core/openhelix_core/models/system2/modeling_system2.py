@@ -1,0 +1,649 @@
+"""System 2 of OpenHelix: a frozen LLaVA read out at one learnable ``<ACT>`` token.
+
+Data flow of :meth:`System2Planner.forward` (B prompts, L tokens, H = LLaVA hidden size):
+
+1. the frozen input-embedding table embeds the prompt tokens; the image placeholders get
+   the LLaVA's projected CLIP features, and the ``<ACT>`` position gets
+   :attr:`System2Planner.act_embedding`, a separate ``nn.Parameter`` of shape ``(H,)``
+   spliced into ``inputs_embeds`` (so the embedding table itself is never touched and
+   the only embedding that learns is the ``<ACT>`` row);
+2. the frozen language model runs over the sequence (no LM head, nothing is generated);
+3. its last-layer (post-norm) hidden state at ``<ACT>`` goes through a linear projection
+   to the ``goal_dim`` goal, and through the auxiliary head (linear -> activation ->
+   position (3), 6-D rotation (6), gripper logit (1)).
+
+Trainable: ``act_embedding``, ``projection``, ``aux_head``. Every LLaVA weight has
+``requires_grad=False`` and the LLaVA stays in eval mode.
+
+Facts reproduced from OpenHelix-robot/OpenHelix: ``planer_utils.py`` (``Model_init``:
+``<ACT>`` added to the tokenizer, out_dim 512, LLaVA in bfloat16; trainable modules
+``text_hidden_fcs``, ``pred_act_mlps``, ``pred_pos_act``, ``pred_rot_act``,
+``pred_gripper_act``), its planner module (``text_hidden_fcs`` = one
+``Linear(hidden, 512)`` on the last hidden state; ``pred_act_mlps`` =
+``Linear(hidden, hidden // 2)`` feeding position 3 / rotation 6 / gripper 1 heads without a
+nonlinearity; the ``<ACT>`` id hard-coded as 32003) and ``engine_act_simple.py`` (the
+planner saved as ``pytorch_model.bin`` = full ``state_dict``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_system2 import System2Config
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "system2_trainable.safetensors"
+FORMAT_NAME = "openhelix_system2"
+FORMAT_VERSION = 1
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---------------------------------------------------------------------------- outputs
+@dataclass
+class System2Output:
+    """Result of one System 2 call (B = batch size, H = LLaVA hidden size).
+
+    Attributes:
+        goal: ``(B, goal_dim)`` float32 goal vector for System 1.
+        act_hidden_state: ``(B, H)`` float32 last-layer hidden state at ``<ACT>``.
+        aux_position: ``(B, 3)`` auxiliary end-effector position prediction.
+        aux_rotation_6d: ``(B, 6)`` auxiliary rotation prediction (two matrix columns).
+        aux_gripper_logit: ``(B, 1)`` auxiliary gripper logit (sigmoid -> openness).
+    """
+
+    goal: torch.Tensor
+    act_hidden_state: torch.Tensor
+    aux_position: torch.Tensor
+    aux_rotation_6d: torch.Tensor
+    aux_gripper_logit: torch.Tensor
+
+
+class AuxHead(nn.Module):
+    """``trunk`` Linear(H, W) -> activation -> ``position`` (3), ``rotation`` (6), ``gripper`` (1)."""
+
+    def __init__(self, hidden_size: int, width: int, activation: str) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(hidden_size, width)
+        self.activation = {"gelu": nn.GELU(), "relu": nn.ReLU(), "identity": nn.Identity()}[activation]
+        self.position = nn.Linear(width, 3)
+        self.rotation = nn.Linear(width, 6)
+        self.gripper = nn.Linear(width, 1)
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.activation(self.trunk(hidden))
+        return self.position(features), self.rotation(features), self.gripper(features)
+
+
+# ---------------------------------------------------------------------------- helpers
+def resolve_attn_implementation(requested: str, device: torch.device | str | None, dtype: torch.dtype) -> str:
+    """``auto`` -> ``flash_attention_2`` if flash_attn is importable, the model goes to a
+    CUDA device and runs in half precision; ``sdpa`` otherwise. Explicit values pass."""
+    if requested != "auto":
+        return requested
+    on_gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if has_flash and on_gpu and dtype in (torch.float16, torch.bfloat16):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _require_dir(path: str | os.PathLike, what: str) -> Path:
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{what} {str(directory)!r} is not an existing local directory")
+    return directory
+
+
+def resolve_llava_config(config: System2Config):
+    """The ``LlavaConfig`` the planner will use: from ``llava_path`` when set (local files
+    only), else built from ``config.llava_config``."""
+    from transformers import AutoConfig, LlavaConfig
+
+    if config.llava_path is not None:
+        directory = _require_dir(config.llava_path, "llava_path")
+        return AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    return LlavaConfig(**config.llava_config)
+
+
+def _check_llava_against_config(llava_config, config: System2Config) -> None:
+    """When the config spells an expected architecture, make sure the LLaVA matches it."""
+    vision = llava_config.vision_config
+    if getattr(vision, "image_size", config.image_size) != config.image_size:
+        raise ValueError(
+            f"image_size={config.image_size} but the LLaVA vision tower reads {vision.image_size} px images"
+        )
+    if config.llava_config is None:
+        return
+    expected = config.llava_config
+    hidden = expected["text_config"].get("hidden_size")
+    if hidden is not None and hidden != llava_config.text_config.hidden_size:
+        raise ValueError(
+            f"llava_config expects hidden size {hidden} but the LLaVA has "
+            f"{llava_config.text_config.hidden_size}"
+        )
+    patch = expected["vision_config"].get("patch_size")
+    if patch is not None and patch != vision.patch_size:
+        raise ValueError(f"llava_config expects patch size {patch} but the LLaVA uses {vision.patch_size}")
+
+
+def build_llava(config: System2Config, device: torch.device | str | None = None):
+    """The frozen ``LlavaForConditionalGeneration``: loaded from ``llava_path`` (local
+    files only, never a hub download) or built with seeded random weights."""
+    from transformers import LlavaForConditionalGeneration
+
+    dtype = _DTYPES[config.torch_dtype]
+    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
+    if config.llava_path is not None:
+        directory = _require_dir(config.llava_path, "llava_path")
+        llava = LlavaForConditionalGeneration.from_pretrained(
+            str(directory), local_files_only=True, dtype=dtype, attn_implementation=attn
+        )
+    else:
+        llava_config = resolve_llava_config(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            llava = LlavaForConditionalGeneration._from_config(
+                llava_config, attn_implementation=attn, dtype=dtype
+            )
+    _check_llava_against_config(llava.config, config)
+    if device is not None:
+        llava = llava.to(device)
+    return llava
+
+
+def load_tokenizer(config: System2Config):
+    """Tokenizer matching the LLaVA, with ``act_token`` added as a special token if absent.
+
+    ``llava_path`` set: ``AutoTokenizer`` from that directory (local files only).
+    Otherwise: the in-code byte-level tiny tokenizer.
+    """
+    if config.llava_path is not None:
+        from transformers import AutoTokenizer
+
+        directory = _require_dir(config.llava_path, "llava_path")
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    else:
+        from .tiny_tokenizer import build_tiny_tokenizer
+
+        tokenizer = build_tiny_tokenizer(padding_side=config.padding_side)
+    return ensure_act_token(tokenizer, config.act_token)
+
+
+def ensure_act_token(tokenizer, act_token: str):
+    """Add ``act_token`` to ``tokenizer`` as one special token unless it is already one token."""
+    from tokenizers import AddedToken
+
+    ids = tokenizer.encode(act_token, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        tokenizer.add_tokens([AddedToken(act_token, special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+def token_id(tokenizer, token: str) -> int:
+    """Id of a token that must encode to exactly one id."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"token {token!r} is not a single token in the tokenizer (ids {ids})")
+    return int(ids[0])
+
+
+# ---------------------------------------------------------------------------- the planner
+class System2Planner(nn.Module):
+    """Frozen LLaVA + learnable ``<ACT>`` embedding + goal projection + auxiliary head.
+
+    Args:
+        config: the :class:`System2Config`.
+        llava: an already built ``LlavaForConditionalGeneration``; built from ``config``
+            when ``None``. It is frozen (``requires_grad_(False)``, eval mode) either way.
+        tokenizer: tokenizer matching the LLaVA; loaded from ``config`` when ``None``.
+            ``config.act_token`` is added to it when missing.
+        device: where to build the model (also decides ``attn_implementation="auto"``).
+    """
+
+    def __init__(self, config: System2Config, llava=None, tokenizer=None, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, System2Config):
+            raise TypeError(f"config must be a System2Config, got {type(config).__name__}")
+        self.config = config
+        if llava is None:
+            llava = build_llava(config, device=device)
+        else:
+            _check_llava_against_config(llava.config, config)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(config)
+        else:
+            tokenizer = ensure_act_token(tokenizer, config.act_token)
+        llava.requires_grad_(False)
+        llava.eval()
+        self.llava = llava
+        self.tokenizer = tokenizer
+
+        llava_config = llava.config
+        text_config = llava_config.text_config
+        self.hidden_size = int(text_config.hidden_size)
+        self.act_token_id = token_id(tokenizer, config.act_token)
+        self.image_token_id = token_id(tokenizer, config.image_token)
+        if self.image_token_id != llava_config.image_token_index:
+            raise ValueError(
+                f"tokenizer maps {config.image_token!r} to id {self.image_token_id} but the LLaVA "
+                f"expects image_token_index={llava_config.image_token_index}"
+            )
+        # Every id the LLaVA embeds must be in its table (<ACT> and <image> are spliced in).
+        spliced = {self.act_token_id, self.image_token_id}
+        largest = next(i for i in range(len(tokenizer) - 1, -2, -1) if i not in spliced)
+        if largest >= text_config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the LLaVA embeds only {text_config.vocab_size}"
+            )
+        vision = llava_config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        self.num_image_tokens = patches + (0 if llava_config.vision_feature_select_strategy == "default" else 1)
+
+        embedding = llava.get_input_embeddings().weight
+        width = config.aux_hidden_dim if config.aux_hidden_dim is not None else self.hidden_size // 2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)
+            if config.act_init == "mean":
+                act = embedding.detach().float().mean(dim=0).clone()
+            else:
+                act = torch.randn(self.hidden_size) * embedding.detach().float().std()
+            self.act_embedding = nn.Parameter(act.to(embedding.device))
+            self.projection = nn.Linear(self.hidden_size, config.goal_dim, device=embedding.device)
+            self.aux_head = AuxHead(self.hidden_size, width, config.aux_activation).to(embedding.device)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def train(self, mode: bool = True) -> "System2Planner":
+        """Train mode for the trainable parts only; the frozen LLaVA stays in eval mode."""
+        super().train(mode)
+        self.llava.eval()
+        return self
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        yield "act_embedding", self.act_embedding
+        for prefix, module in (("projection", self.projection), ("aux_head", self.aux_head)):
+            for name, parameter in module.named_parameters():
+                yield f"{prefix}.{name}", parameter
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimizer should get: ``<ACT>`` row, projection, aux head."""
+        return [parameter for _, parameter in self.named_trainable_parameters()]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: parameter.detach().clone() for name, parameter in self.named_trainable_parameters()}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy saved trainable tensors in, checking names and shapes (ValueError)."""
+        own = dict(self.named_trainable_parameters())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"trainable weights do not match: missing {missing}, unexpected {unexpected}")
+        saved_hidden = state["act_embedding"].shape[-1]
+        if state["act_embedding"].dim() != 1 or saved_hidden != self.hidden_size:
+            raise ValueError(
+                f"hidden size mismatch: the saved <ACT> embedding has shape {tuple(state['act_embedding'].shape)} "
+                f"but the LLaVA hidden size is {self.hidden_size}"
+            )
+        saved_goal = state["projection.weight"].shape[0]
+        if saved_goal != self.config.goal_dim:
+            raise ValueError(
+                f"goal_dim mismatch: the saved projection outputs {saved_goal} dims, config.goal_dim={self.config.goal_dim}"
+            )
+        for name, parameter in own.items():
+            tensor = state[name]
+            if tuple(tensor.shape) != tuple(parameter.shape):
+                raise ValueError(f"shape mismatch for {name}: saved {tuple(tensor.shape)}, model {tuple(parameter.shape)}")
+            with torch.no_grad():
+                parameter.copy_(tensor.to(dtype=parameter.dtype, device=parameter.device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.act_embedding.device
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> System2Output:
+        """Run System 2 on a batch.
+
+        Args:
+            pixel_values: ``(B, 3, S, S)`` normalised images, S = ``config.image_size``.
+            input_ids: ``(B, L)`` prompt ids from :class:`System2Processor`: each row holds
+                ``num_image_tokens`` image placeholders and exactly one ``<ACT>`` among its
+                unpadded tokens; padding may be on either side.
+            attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding (all ones if None).
+
+        Returns:
+            :class:`System2Output` with ``goal`` ``(B, goal_dim)``, ``act_hidden_state``
+            ``(B, H)``, ``aux_position`` ``(B, 3)``, ``aux_rotation_6d`` ``(B, 6)`` and
+            ``aux_gripper_logit`` ``(B, 1)``, all float32.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
+        batch, length = input_ids.shape
+        if pixel_values.dim() != 4 or pixel_values.shape[0] != batch:
+            raise ValueError(
+                f"pixel_values must be (B, 3, S, S) with B={batch}, got shape {tuple(pixel_values.shape)}"
+            )
+        device = self.device
+        input_ids = input_ids.to(device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
+            )
+        attention_mask = attention_mask.to(device).long()
+        real = attention_mask.bool()
+
+        act_mask = (input_ids == self.act_token_id) & real
+        act_counts = act_mask.sum(dim=1)
+        if not bool((act_counts == 1).all()):
+            raise ValueError(f"every row needs exactly one {self.config.act_token!r} token, found {act_counts.tolist()}")
+        act_positions = act_mask.long().argmax(dim=1)
+        image_mask = (input_ids == self.image_token_id) & real
+        image_counts = image_mask.sum(dim=1)
+        if not bool((image_counts == self.num_image_tokens).all()):
+            raise ValueError(
+                f"every row needs {self.num_image_tokens} image tokens (one per image feature), "
+                f"found {image_counts.tolist()}"
+            )
+
+        llava_model = self.llava.model
+        dtype = self.llava.dtype
+        # Frozen table lookup; the spliced positions read a harmless id instead.
+        fill = self.llava.config.text_config.pad_token_id or 0
+        safe_ids = input_ids.masked_fill(act_mask | image_mask | ~real, fill)
+        inputs_embeds = llava_model.get_input_embeddings()(safe_ids)
+
+        image_output = llava_model.get_image_features(
+            pixel_values=pixel_values.to(device=device, dtype=dtype),
+            vision_feature_layer=self.llava.config.vision_feature_layer,
+            vision_feature_select_strategy=self.llava.config.vision_feature_select_strategy,
+            return_dict=True,
+        )
+        image_features = torch.cat(list(image_output.pooler_output), dim=0).to(inputs_embeds.dtype)
+        if image_features.shape[0] != batch * self.num_image_tokens:
+            raise ValueError(
+                f"vision tower returned {image_features.shape[0]} features for {batch} images; "
+                f"expected {self.num_image_tokens} per image"
+            )
+        inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
+        act = self.act_embedding.to(inputs_embeds.dtype).expand(batch, length, -1)
+        inputs_embeds = torch.where(act_mask.unsqueeze(-1), act, inputs_embeds)
+
+        # Positions count real tokens only, so left and right padding give the same result.
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        outputs = llava_model.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        hidden = outputs.last_hidden_state
+        act_hidden = hidden[torch.arange(batch, device=device), act_positions].float()
+        goal = self.projection(act_hidden)
+        position, rotation, gripper = self.aux_head(act_hidden)
+        return System2Output(
+            goal=goal,
+            act_hidden_state=act_hidden,
+            aux_position=position,
+            aux_rotation_6d=rotation,
+            aux_gripper_logit=gripper,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and the trainable tensors (``<ACT>`` row, projection, aux
+        head) as safetensors. The frozen LLaVA is referenced by ``config.llava_path`` (or
+        rebuilt from ``llava_config`` + ``seed``), never copied."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "hidden_size": self.hidden_size,
+            "config": self.config.to_dict(),
+        }
+        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tensors = {name: tensor.contiguous().cpu() for name, tensor in self.trainable_state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+        return directory
+
+    @staticmethod
+    def read_pretrained_config(directory: str | os.PathLike) -> tuple[System2Config, dict[str, Any]]:
+        """Parse ``config.json`` of a :meth:`save_pretrained` directory."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"System 2 checkpoint directory {str(directory)!r} does not exist")
+        config_file = directory / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(
+                f"{str(config_file)!r} is missing: not a System 2 checkpoint written by save_pretrained"
+            )
+        try:
+            payload = json.loads(config_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{str(config_file)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME or "config" not in payload:
+            raise ValueError(f"{str(config_file)!r} is not a System 2 config (format {FORMAT_NAME!r} expected)")
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(config_file)!r} has format_version {payload.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+            )
+        return System2Config.from_dict(payload["config"]), payload
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        llava_path: str | os.PathLike | None = None,
+        *,
+        llava=None,
+        tokenizer=None,
+        goal_dim: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> "System2Planner":
+        """Rebuild a planner saved by :meth:`save_pretrained`.
+
+        Args:
+            directory: the checkpoint directory.
+            llava_path: local LLaVA directory overriding the one recorded in the config
+                (the checkpoint may have been trained on another machine).
+            llava, tokenizer: already loaded LLaVA / tokenizer to reuse.
+            goal_dim: if given, the checkpoint must produce goals of this size.
+            device: device to build on.
+
+        Raises:
+            FileNotFoundError: missing directory, ``config.json``, weights file or LLaVA dir.
+            ValueError: goal_dim or hidden-size mismatch, wrong/missing tensors.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        config, payload = cls.read_pretrained_config(directory)
+        weights_file = Path(directory) / WEIGHTS_NAME
+        if not weights_file.is_file():
+            raise FileNotFoundError(f"{str(weights_file)!r} is missing: the checkpoint has no trained weights")
+        if goal_dim is not None and goal_dim != config.goal_dim:
+            raise ValueError(f"goal_dim mismatch: checkpoint produces {config.goal_dim}-D goals, caller expects {goal_dim}")
+        if llava_path is not None:
+            config = replace(config, llava_path=str(llava_path))
+        try:
+            state = load_file(str(weights_file))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"cannot read {str(weights_file)!r}: {exc}") from exc
+        if "act_embedding" not in state or "projection.weight" not in state:
+            raise ValueError(f"{str(weights_file)!r} lacks act_embedding/projection.weight")
+        if state["projection.weight"].shape[0] != config.goal_dim:
+            raise ValueError(
+                f"goal_dim mismatch: config.json says {config.goal_dim} but the saved projection "
+                f"outputs {state['projection.weight'].shape[0]}"
+            )
+        if llava is not None:
+            llava_hidden = llava.config.text_config.hidden_size
+        else:
+            llava_hidden = resolve_llava_config(config).text_config.hidden_size
+        saved_hidden = int(state["act_embedding"].shape[-1])
+        if saved_hidden != llava_hidden:
+            raise ValueError(
+                f"hidden size mismatch: the saved <ACT> embedding has {saved_hidden} dims but the LLaVA "
+                f"({config.llava_path or 'built from llava_config'}) has hidden size {llava_hidden}"
+            )
+        planner = cls(config, llava=llava, tokenizer=tokenizer, device=device)
+        planner.load_trainable_state_dict(state)
+        return planner
+
+    # ------------------------------------------------------------------ OpenHelix import
+    @classmethod
+    def from_openhelix_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        config: System2Config,
+        *,
+        llava=None,
+        tokenizer=None,
+        act_token_row: int = 32003,
+        device: torch.device | str | None = None,
+    ) -> "System2Planner":
+        """Build a planner whose trainable parts come from an original OpenHelix planner
+        checkpoint (``pytorch_model.bin`` written by ``engine_act_simple.py``; ``path`` is the
+        file or the directory holding it). See :func:`convert_openhelix_state_dict` for the
+        key mapping. The aux head is rebuilt as OpenHelix's (``identity`` activation, width
+        taken from the checkpoint) and ``goal_dim`` from the projection. Only the trainable
+        parts are taken: OpenHelix's frozen LLaVA (LLaVA-7B-Lightening, legacy layout) is
+        not converted, so ``config``/``llava`` must name a transformers LLaVA with the same
+        hidden size.
+        """
+        state = load_openhelix_state_dict(path)
+        converted = convert_openhelix_state_dict(state, act_token_row=act_token_row)
+        width = converted["aux_head.trunk.weight"].shape[0]
+        goal = converted["projection.weight"].shape[0]
+        config = replace(config, aux_hidden_dim=int(width), aux_activation="identity", goal_dim=int(goal))
+        planner = cls(config, llava=llava, tokenizer=tokenizer, device=device)
+        planner.load_trainable_state_dict(converted)
+        return planner
+
+
+# ---------------------------------------------------------------------------- OpenHelix checkpoints
+#: OpenHelix planner key (after stripping ``module.`` / ``base_model.model.``) -> ours.
+OPENHELIX_KEY_MAP: dict[str, str] = {
+    "model.text_hidden_fcs.0.0.weight": "projection.weight",
+    "model.text_hidden_fcs.0.0.bias": "projection.bias",
+    "model.pred_act_mlps.weight": "aux_head.trunk.weight",
+    "model.pred_act_mlps.bias": "aux_head.trunk.bias",
+    "model.pred_pos_act.weight": "aux_head.position.weight",
+    "model.pred_pos_act.bias": "aux_head.position.bias",
+    "model.pred_rot_act.weight": "aux_head.rotation.weight",
+    "model.pred_rot_act.bias": "aux_head.rotation.bias",
+    "model.pred_gripper_act.weight": "aux_head.gripper.weight",
+    "model.pred_gripper_act.bias": "aux_head.gripper.bias",
+}
+OPENHELIX_EMBED_KEY = "model.embed_tokens.weight"
+_OPENHELIX_PREFIXES = ("module.", "base_model.model.")
+
+
+def load_openhelix_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an OpenHelix planner ``state_dict`` (``.bin``/``.pth`` via ``torch.load`` with
+    ``weights_only=True``, or ``.safetensors``); a directory means its ``pytorch_model.bin``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "pytorch_model.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"OpenHelix checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} does not hold a state_dict")
+    return state
+
+
+def convert_openhelix_state_dict(state: Mapping[str, torch.Tensor], act_token_row: int = 32003) -> dict[str, torch.Tensor]:
+    """Map an OpenHelix planner ``state_dict`` to System 2 trainable tensors.
+
+    Mapping (prefixes ``module.`` and PEFT's ``base_model.model.`` are stripped first):
+
+    * ``model.text_hidden_fcs.0.0.{weight,bias}`` -> ``projection.*`` (Linear(H, 512))
+    * ``model.pred_act_mlps.*`` -> ``aux_head.trunk.*`` (Linear(H, H//2))
+    * ``model.pred_pos_act.*`` / ``pred_rot_act.*`` / ``pred_gripper_act.*`` ->
+      ``aux_head.position.*`` / ``rotation.*`` / ``gripper.*``
+    * row ``act_token_row`` of ``model.embed_tokens.weight`` -> ``act_embedding``
+      (OpenHelix hard-codes the ``<ACT>`` id as 32003 for its LLaVA-Lightening tokenizer).
+
+    Everything else (LLaVA, vision tower, projector, LoRA, lm_head) is ignored.
+    """
+    stripped: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _OPENHELIX_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        stripped[key] = tensor
+    missing = [key for key in (*OPENHELIX_KEY_MAP, OPENHELIX_EMBED_KEY) if key not in stripped]
+    if missing:
+        raise ValueError(f"not an OpenHelix planner checkpoint: missing {missing}")
+    converted = {ours: stripped[theirs].detach().float().clone() for theirs, ours in OPENHELIX_KEY_MAP.items()}
+    embedding = stripped[OPENHELIX_EMBED_KEY]
+    if not 0 <= act_token_row < embedding.shape[0]:
+        raise ValueError(f"act_token_row {act_token_row} is outside the embedding table ({embedding.shape[0]} rows)")
+    converted["act_embedding"] = embedding[act_token_row].detach().float().clone()
+    return converted
+
+
+# ---------------------------------------------------------------------------- losses
+def compute_aux_loss(
+    output: System2Output,
+    targets: Mapping[str, torch.Tensor],
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Auxiliary losses on the ``<ACT>`` hidden state.
+
+    Args:
+        output: a :class:`System2Output` of batch B.
+        targets: ``"position"`` ``(B, 3)``, ``"rotation_6d"`` ``(B, 6)`` and ``"gripper"``
+            ``(B,)`` or ``(B, 1)`` openness in ``[0, 1]`` (1 = open).
+        weights: optional ``{"position", "rotation", "gripper"}`` multipliers (default 1).
+
+    Returns:
+        ``{"loss": total, "position": L1, "rotation": L1, "gripper": BCE-with-logits}``.
+    """
+    for key in ("position", "rotation_6d", "gripper"):
+        if key not in targets:
+            raise ValueError(f"targets lacks {key!r}")
+    weights = {"position": 1.0, "rotation": 1.0, "gripper": 1.0, **(weights or {})}
+    device = output.goal.device
+    position = targets["position"].to(device=device, dtype=torch.float32)
+    rotation = targets["rotation_6d"].to(device=device, dtype=torch.float32)
+    gripper = targets["gripper"].to(device=device, dtype=torch.float32).reshape(output.aux_gripper_logit.shape)
+    if position.shape != output.aux_position.shape:
+        raise ValueError(f"position target shape {tuple(position.shape)} != {tuple(output.aux_position.shape)}")
+    if rotation.shape != output.aux_rotation_6d.shape:
+        raise ValueError(f"rotation_6d target shape {tuple(rotation.shape)} != {tuple(output.aux_rotation_6d.shape)}")
+    losses = {
+        "position": F.l1_loss(output.aux_position, position),
+        "rotation": F.l1_loss(output.aux_rotation_6d, rotation),
+        "gripper": F.binary_cross_entropy_with_logits(output.aux_gripper_logit, gripper),
+    }
+    losses["loss"] = sum(weights[name] * value for name, value in losses.items())
+    return losses

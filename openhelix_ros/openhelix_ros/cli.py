@@ -1,0 +1,145 @@
+"""The ``openhelix`` command.
+
+    openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
+    openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+
+from openhelix_ros.launching import LaunchedProcesses, LaunchError, parse_launch_file
+
+SIM_NODE = "sim_bridge"
+
+
+def resolve_launch_file(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    installed = Path(get_package_share_directory("openhelix_ros")) / "launch" / name
+    if installed.is_file():
+        return installed
+    raise LaunchError(f"no launch file '{name}' here or in openhelix_ros/launch")
+
+
+def parse_launch_arguments(pairs: list[str]) -> dict[str, str]:
+    arguments = {}
+    for pair in pairs:
+        name, separator, value = pair.partition(":=")
+        if not separator or not name:
+            raise LaunchError(f"launch argument '{pair}' is not of the form name:=value")
+        arguments[name] = value
+    return arguments
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_demo(options: argparse.Namespace) -> int:
+    import rclpy
+
+    from openhelix_ros.monitor import FlowMonitor
+
+    log_dir = Path(options.log_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
+    nodes = parse_launch_file(resolve_launch_file("sim.launch.xml"),
+                              {"max_steps": str(options.steps), "instruction": options.instruction})
+    print(f"openhelix demo: starting {', '.join(n.name for n in nodes)} as separate processes "
+          f"(logs in {log_dir}); stopping after {options.steps} executed steps")
+    rclpy.init()
+    monitor = FlowMonitor()
+    processes = LaunchedProcesses(nodes, log_directory=log_dir)
+    started = time.monotonic()
+    next_progress = started + 5.0
+    failure = None
+    try:
+        while True:
+            rclpy.spin_once(monitor, timeout_sec=0.1)
+            exited = processes.exited()
+            if SIM_NODE in exited:
+                break
+            if exited:
+                name, code = next(iter(exited.items()))
+                failure = f"node '{name}' exited early with code {code}:\n{tail(processes.log_files[name])}"
+                break
+            now = time.monotonic()
+            if now - started > options.timeout:
+                failure = f"timed out after {options.timeout:.0f} s"
+                break
+            if now >= next_progress:
+                next_progress = now + 5.0
+                summary = monitor.summary
+                print(f"  [{now - started:5.0f} s] goals {summary.goals.count}, chunks {summary.chunks.count}, "
+                      f"steps executed {summary.sim_status.get('steps_executed', 0)}", flush=True)
+        for _ in range(5):
+            rclpy.spin_once(monitor, timeout_sec=0.1)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        codes = processes.stop()
+        summary = monitor.summary
+        monitor.destroy_node()
+        rclpy.try_shutdown()
+    print(f"\nopenhelix demo: what flowed through ROS in {time.monotonic() - started:.0f} s")
+    print(summary.report())
+    steps = int(summary.sim_status.get("steps_executed", 0))
+    if failure is None and codes.get(SIM_NODE) != 0:
+        failure = f"sim bridge exited with code {codes.get(SIM_NODE)}:\n{tail(processes.log_files[SIM_NODE])}"
+    if failure is None and steps < options.steps:
+        failure = f"only {steps} of {options.steps} steps were executed"
+    if failure is None and summary.chunks_with_published_goal == 0:
+        failure = "no trajectory chunk carried the sequence of a goal the planner published"
+    if failure:
+        print(f"\nFAILED: {failure}", file=sys.stderr)
+        return 1
+    print(f"\nOK: {steps} policy steps executed through sim -> planner -> controller -> sim")
+    return 0
+
+
+def run_launch(options: argparse.Namespace) -> int:
+    nodes = parse_launch_file(resolve_launch_file(options.file), parse_launch_arguments(options.arguments))
+    processes = LaunchedProcesses(nodes)
+    try:
+        while len(processes.exited()) < len(nodes):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = processes.stop()
+    return max(codes.values(), default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openhelix", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the embedded default end to end on CPU")
+    demo.add_argument("--steps", type=int, default=60, help="policy steps to execute (default 60)")
+    demo.add_argument("--instruction", default="open the drawer")
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    demo.add_argument("--log-dir", default="log/openhelix", help="where node logs are written")
+    demo.set_defaults(run=run_demo)
+    launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
+    launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")
+    launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
+    launch.set_defaults(run=run_launch)
+    options = parser.parse_args(argv)
+    if getattr(options, "steps", 1) < 1:
+        parser.error("--steps must be at least 1")
+    try:
+        return options.run(options)
+    except LaunchError as error:
+        print(f"openhelix: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Builds an ``openhelix_core`` Observation from synchronized ROS messages.
+
+Camera extrinsics come from parameters (hand-eye calibration), not tf, so the controller
+runs without tf2: a camera is mounted either on the robot base (fixed ``camera_to_base``)
+or on the end effector (fixed ``camera_to_ee``, composed with the current EE pose).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
+from openhelix_core.geometry import pose_to_matrix
+from openhelix_core.types import CameraFrame, Observation
+from openhelix_ros.conversions import (InvalidMessageError, camera_info_to_intrinsics, image_to_depth,
+                                       image_to_rgb, pose_to_arrays, stamp_to_seconds)
+
+MOUNTS = ("base", "ee")
+EXTRINSICS_LENGTH = 7  # x, y, z, qx, qy, qz, qw
+
+
+@dataclass(frozen=True)
+class CameraMount:
+    """Where a camera is fixed and its optical frame's pose in that frame."""
+
+    name: str
+    mount: str
+    optical_to_mount: np.ndarray  # (4, 4)
+
+
+def camera_mounts_from_parameters(names: Sequence[str], mounts: Sequence[str],
+                                  extrinsics: Sequence[float]) -> list[CameraMount]:
+    """Parses the flat parameter lists; raises ValueError naming the inconsistency."""
+    if len(mounts) != len(names):
+        raise ValueError(f"camera_mounts has {len(mounts)} entries for {len(names)} camera_names")
+    if len(extrinsics) != EXTRINSICS_LENGTH * len(names):
+        raise ValueError(f"camera_extrinsics needs {EXTRINSICS_LENGTH} values (x y z qx qy qz qw) per camera: "
+                         f"{EXTRINSICS_LENGTH * len(names)} for {len(names)} cameras, got {len(extrinsics)}")
+    result = []
+    for index, (name, mount) in enumerate(zip(names, mounts)):
+        if mount not in MOUNTS:
+            raise ValueError(f"camera '{name}': mount must be one of {MOUNTS}, got '{mount}'")
+        values = np.asarray(extrinsics[EXTRINSICS_LENGTH * index:EXTRINSICS_LENGTH * (index + 1)], dtype=np.float64)
+        quaternion = values[3:]
+        if abs(np.linalg.norm(quaternion) - 1.0) > 1e-3:
+            raise ValueError(f"camera '{name}': extrinsics quaternion {quaternion.tolist()} is not unit length")
+        result.append(CameraMount(name, mount, pose_to_matrix(values[:3], quaternion)))
+    return result
+
+
+def gripper_openness(joint_state: JointState, finger_joints: Sequence[str], max_width: float) -> float:
+    """Openness in [0, 1] from the finger joint positions (their sum is the opening width)."""
+    positions = dict(zip(joint_state.name, joint_state.position))
+    missing = [name for name in finger_joints if name not in positions]
+    if missing:
+        raise InvalidMessageError(f"joint_states lacks the gripper joints {missing}")
+    width = sum(positions[name] for name in finger_joints)
+    if not np.isfinite(width):
+        raise InvalidMessageError("gripper joint positions contain NaN or inf")
+    return float(np.clip(width / max_width, 0.0, 1.0))
+
+
+def build_observation(cameras: Sequence[CameraMount], colors: Sequence[Image], depths: Sequence[Image],
+                      infos: Sequence[CameraInfo | None], ee_pose: PoseStamped, openness: float) -> Observation:
+    """Assembles one Observation; raises InvalidMessageError naming the first bad input."""
+    ee_position, ee_orientation = pose_to_arrays(ee_pose.pose)
+    ee_to_base = pose_to_matrix(ee_position, ee_orientation)
+    frames = {}
+    for camera, color_msg, depth_msg, info in zip(cameras, colors, depths, infos):
+        if info is None:
+            raise InvalidMessageError(f"camera '{camera.name}': no camera_info received yet")
+        try:
+            rgb = image_to_rgb(color_msg)
+            depth = image_to_depth(depth_msg)
+            intrinsics = camera_info_to_intrinsics(info)
+        except InvalidMessageError as error:
+            raise InvalidMessageError(f"camera '{camera.name}': {error}") from error
+        if rgb.shape[:2] != depth.shape:
+            raise InvalidMessageError(
+                f"camera '{camera.name}': depth {depth.shape} is not registered to color {rgb.shape[:2]}")
+        if not np.any(depth > 0):
+            raise InvalidMessageError(f"camera '{camera.name}': depth image has no valid pixels")
+        to_base = camera.optical_to_mount if camera.mount == "base" else ee_to_base @ camera.optical_to_mount
+        frames[camera.name] = CameraFrame(rgb=rgb, depth=depth, intrinsics=intrinsics, camera_to_base=to_base)
+    return Observation(cameras=frames, ee_position=ee_position, ee_orientation=ee_orientation,
+                       gripper_openness=openness, stamp=stamp_to_seconds(colors[0].header.stamp))

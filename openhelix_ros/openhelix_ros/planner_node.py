@@ -1,0 +1,107 @@
+"""System 2 planner node: camera image + instruction -> goal embedding, at its own rate.
+
+Subscribes:  color image (``sensor_msgs/Image``), instruction (``std_msgs/String``, latched).
+Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was computed from.
+"""
+from __future__ import annotations
+
+import rclpy
+from rclpy.node import Node
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from openhelix_core.planner import GoalPlanner
+from openhelix_core.types import Goal
+from openhelix_msgs.msg import GoalEmbedding
+from openhelix_ros import topics
+from openhelix_ros.conversions import InvalidMessageError, goal_to_msg, image_to_rgb, stamp_to_seconds
+from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, one_of, positive,
+                                      topic_name)
+from openhelix_ros.qos import LATCHED, RELIABLE
+from openhelix_ros.refusals import RefusalLog
+
+PARAMETERS = (
+    ParameterSpec("rate_hz", 2.0, "How often a goal is computed from the newest image (Hz).", positive),
+    ParameterSpec("preset", "tiny", "Model architecture when no checkpoint is given: 'tiny' (random "
+                  "weights, for tests) or 'llava_7b' (needs llava_path).", one_of("tiny", "llava_7b")),
+    ParameterSpec("checkpoint", "", "Directory of a trained System 2 checkpoint ('' = untrained preset)."),
+    ParameterSpec("llava_path", "", "Local directory of the frozen LLaVA weights (Hugging Face layout)."),
+    ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
+    ParameterSpec("seed", 0, "Seed of the random initialisation when no checkpoint is given."),
+    ParameterSpec("image_topic", topics.camera_color("static"), "Color image System 2 looks at.", topic_name),
+    ParameterSpec("instruction_topic", topics.INSTRUCTION, "Language instruction (latched).", topic_name),
+    ParameterSpec("goal_topic", topics.GOAL_EMBEDDING, "Where goal embeddings are published.", topic_name),
+)
+
+
+class PlannerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("planner")
+        self.params = declare_and_validate(self, PARAMETERS)
+        self.refusals = RefusalLog(self.get_logger())
+        self.planner = GoalPlanner.load(
+            checkpoint=self.params["checkpoint"] or None, preset=self.params["preset"],
+            llava_path=self.params["llava_path"] or None, device=self.params["device"],
+            seed=self.params["seed"])
+        self.latest_image: Image | None = None
+        self.last_planned_stamp: float | None = None
+        self.instruction: str | None = None
+        self.sequence = 0
+        self.create_subscription(Image, self.params["image_topic"], self.on_image, qos_profile_sensor_data)
+        self.create_subscription(String, self.params["instruction_topic"], self.on_instruction, LATCHED)
+        self.goal_publisher = self.create_publisher(GoalEmbedding, self.params["goal_topic"], RELIABLE)
+        self.create_timer(1.0 / self.params["rate_hz"], self.plan)
+        self.get_logger().info(
+            f"System 2 '{self.planner.model_id}' ready; planning at {self.params['rate_hz']} Hz "
+            f"from {self.params['image_topic']}")
+
+    def on_image(self, msg: Image) -> None:
+        self.latest_image = msg
+
+    def on_instruction(self, msg: String) -> None:
+        if not msg.data.strip():
+            self.refusals.refuse("empty_instruction", "received an empty instruction; keeping the previous one")
+            return
+        if msg.data != self.instruction:
+            self.get_logger().info(f"instruction: '{msg.data}'")
+        self.instruction = msg.data
+
+    def plan(self) -> None:
+        image_msg = self.latest_image
+        if image_msg is None or self.instruction is None:
+            return
+        stamp = stamp_to_seconds(image_msg.header.stamp)
+        if stamp == self.last_planned_stamp:
+            return
+        try:
+            image = image_to_rgb(image_msg)
+        except InvalidMessageError as error:
+            self.refusals.refuse("invalid_image", f"not planning: {error}")
+            return
+        self.refusals.clear("invalid_image")
+        embedding = self.planner.plan(image, self.instruction)
+        self.sequence += 1
+        self.last_planned_stamp = stamp
+        goal = Goal(embedding=embedding, sequence=self.sequence, instruction=self.instruction,
+                    stamp=stamp, model_id=self.planner.model_id)
+        self.goal_publisher.publish(goal_to_msg(goal, frame_id=image_msg.header.frame_id))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PlannerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

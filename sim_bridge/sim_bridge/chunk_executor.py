@@ -1,0 +1,58 @@
+"""Turns received trajectory chunks into one absolute action per simulator tick.
+
+Pure logic (no ROS). A chunk is computed from an observation published at some tick; by the
+time it arrives the simulator has moved on, so execution starts at the waypoint that
+corresponds to the ticks already elapsed (latency compensation in simulated time) and stops
+after ``execution_horizon`` waypoints, after which the arm holds its last target.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from openhelix_core.geometry import quaternion_to_euler
+from openhelix_core.types import TrajectoryChunk
+
+GRIPPER_OPEN = 1.0
+GRIPPER_CLOSE = -1.0
+
+
+def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, openness: float) -> np.ndarray:
+    """CALVIN absolute action ``(7,)``: xyz, Euler xyz, gripper +1 open / -1 close."""
+    gripper = GRIPPER_OPEN if openness >= 0.5 else GRIPPER_CLOSE
+    return np.concatenate([position, quaternion_to_euler(orientation), [gripper]])
+
+
+class ChunkExecutor:
+    def __init__(self, execution_horizon: int, remembered_ticks: int = 600) -> None:
+        if execution_horizon < 1:
+            raise ValueError("execution_horizon must be at least 1")
+        self.execution_horizon = execution_horizon
+        self._tick_of_stamp: OrderedDict[float, int] = OrderedDict()
+        self._remembered_ticks = remembered_ticks
+        self._chunk: TrajectoryChunk | None = None
+        self._next_index = 0
+        self._stop_index = 0
+        self.goal_sequence = 0
+
+    def observation_published(self, stamp: float, tick: int) -> None:
+        self._tick_of_stamp[stamp] = tick
+        while len(self._tick_of_stamp) > self._remembered_ticks:
+            self._tick_of_stamp.popitem(last=False)
+
+    def receive(self, chunk: TrajectoryChunk, observation_stamp: float, current_tick: int) -> None:
+        elapsed = current_tick - self._tick_of_stamp.get(observation_stamp, current_tick)
+        self._chunk = chunk
+        self._next_index = elapsed
+        self._stop_index = min(len(chunk), self.execution_horizon)
+        self.goal_sequence = chunk.goal_sequence
+
+    def next_action(self) -> np.ndarray | None:
+        """The action for this tick, or None when there is nothing left to execute."""
+        if self._chunk is None or self._next_index >= self._stop_index:
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return waypoint_to_absolute_action(self._chunk.positions[index], self._chunk.orientations[index],
+                                           float(self._chunk.gripper_openness[index]))

@@ -1,0 +1,150 @@
+"""Simulator bridge node: the play-table seen through the topics of a real camera and arm.
+
+Publishes per camera color (rgb8), registered depth (32FC1, metres) and camera_info, the
+EE pose (``PoseStamped``), joint states, the instruction (latched) and its status on
+``/diagnostics``; executes the ``openhelix_msgs/TrajectoryChunk`` messages it receives.
+With ``max_steps > 0`` it exits after executing that many policy waypoints.
+"""
+from __future__ import annotations
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header, String
+
+from openhelix_msgs.msg import TrajectoryChunk
+from openhelix_ros import topics
+from openhelix_ros.conversions import (InvalidMessageError, arrays_to_pose, chunk_from_msg, depth_to_image,
+                                       intrinsics_to_camera_info, rgb_to_image, stamp_to_seconds)
+from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_empty, non_negative,
+                                      positive, topic_name)
+from openhelix_ros.qos import LATCHED, RELIABLE
+from openhelix_ros.refusals import RefusalLog
+from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action
+from sim_bridge.envs.play_table import PlayTableEnv
+
+CAMERAS = ("static", "gripper")
+
+PARAMETERS = (
+    ParameterSpec("rate_hz", 30.0, "Control ticks per second (CALVIN: 30 Hz, 8 physics substeps each).", positive),
+    ParameterSpec("max_steps", 0, "Exit after executing this many policy waypoints (0 = run forever).",
+                  non_negative),
+    ParameterSpec("seed", 0, "Scene seed (block poses)."),
+    ParameterSpec("instruction", "open the drawer", "Instruction published (latched) for the planner.", non_empty),
+    ParameterSpec("execution_horizon", 20, "Waypoints executed from each chunk before holding.", positive),
+    ParameterSpec("base_frame", "world", "Frame of the published poses.", non_empty),
+    ParameterSpec("ee_pose_topic", topics.EE_POSE, "Where the TCP pose is published.", topic_name),
+    ParameterSpec("joint_states_topic", topics.JOINT_STATES, "Where joint states are published.", topic_name),
+    ParameterSpec("instruction_topic", topics.INSTRUCTION, "Where the instruction is published.", topic_name),
+    ParameterSpec("chunk_topic", topics.TRAJECTORY_CHUNK, "Trajectory chunks to execute.", topic_name),
+)
+
+
+class SimBridgeNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_bridge")
+        self.params = declare_and_validate(self, PARAMETERS)
+        p = self.params
+        self.env = PlayTableEnv(seed=p["seed"])
+        self.env.reset(seed=p["seed"])
+        self.executor_logic = ChunkExecutor(p["execution_horizon"])
+        self.refusals = RefusalLog(self.get_logger())
+        self.tick = 0
+        self.steps_executed = 0
+        self.chunks_received = 0
+        self.hold_action = waypoint_to_absolute_action(*self.env.tcp_pose(), self.env.gripper_openness())
+        self.finished = False
+
+        self.color_publishers = {c: self.create_publisher(Image, topics.camera_color(c), qos_profile_sensor_data)
+                                 for c in CAMERAS}
+        self.depth_publishers = {c: self.create_publisher(Image, topics.camera_depth(c), qos_profile_sensor_data)
+                                 for c in CAMERAS}
+        self.info_publishers = {c: self.create_publisher(CameraInfo, topics.camera_info(c), qos_profile_sensor_data)
+                                for c in CAMERAS}
+        self.pose_publisher = self.create_publisher(PoseStamped, p["ee_pose_topic"], qos_profile_sensor_data)
+        self.joint_publisher = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
+        self.status_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
+        instruction_publisher.publish(String(data=p["instruction"]))
+        self.create_subscription(TrajectoryChunk, p["chunk_topic"], self.on_chunk, RELIABLE)
+        self.create_timer(1.0 / p["rate_hz"], self.step)
+        self.create_timer(1.0, self.publish_status)
+        self.publish_observation()
+        self.get_logger().info(f"play-table ready (seed {p['seed']}); instruction: '{p['instruction']}'")
+
+    def on_chunk(self, msg: TrajectoryChunk) -> None:
+        try:
+            chunk = chunk_from_msg(msg)
+        except InvalidMessageError as error:
+            self.refusals.refuse("invalid_chunk", f"not executing chunk #{msg.sequence}: {error}")
+            return
+        self.refusals.clear("invalid_chunk")
+        self.chunks_received += 1
+        self.executor_logic.receive(chunk, stamp_to_seconds(msg.header.stamp), self.tick)
+
+    def step(self) -> None:
+        if self.finished:
+            return
+        action = self.executor_logic.next_action()
+        if action is not None:
+            self.hold_action = action
+            self.steps_executed += 1
+        self.env.step(self.hold_action, action_type="absolute")
+        self.tick += 1
+        self.publish_observation()
+        if 0 < self.params["max_steps"] <= self.steps_executed:
+            self.finished = True
+            self.publish_status()
+            self.get_logger().info(f"executed {self.steps_executed} policy steps in {self.tick} ticks; exiting")
+            raise SystemExit(0)
+
+    def publish_observation(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        self.executor_logic.observation_published(stamp_to_seconds(stamp), self.tick)
+        obs = self.env.get_obs()
+        for camera in CAMERAS:
+            header = Header(stamp=stamp, frame_id=f"{camera}_camera_optical_frame")
+            rgb, depth = obs[f"rgb_{camera}"], obs[f"depth_{camera}"]
+            self.info_publishers[camera].publish(intrinsics_to_camera_info(
+                self.env.camera_intrinsics(camera), rgb.shape[1], rgb.shape[0], header))
+            self.color_publishers[camera].publish(rgb_to_image(rgb, header))
+            self.depth_publishers[camera].publish(depth_to_image(depth, header))
+        position, orientation = self.env.tcp_pose()
+        self.pose_publisher.publish(PoseStamped(header=Header(stamp=stamp, frame_id=self.params["base_frame"]),
+                                                pose=arrays_to_pose(position, orientation)))
+        self.joint_publisher.publish(JointState(header=Header(stamp=stamp), name=list(self.env.joint_names()),
+                                                position=[float(v) for v in self.env.joint_positions()],
+                                                velocity=[float(v) for v in self.env.joint_velocities()]))
+
+    def publish_status(self) -> None:
+        values = {"ticks": self.tick, "steps_executed": self.steps_executed,
+                  "chunks_received": self.chunks_received, "goal_sequence": self.executor_logic.goal_sequence,
+                  "finished": self.finished}
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="openhelix/sim_bridge",
+                                  message="finished" if self.finished else "running", hardware_id="play_table",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self.status_publisher.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                      status=[status]))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimBridgeNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+        pass
+    finally:
+        if node is not None:
+            node.env.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Launch files name things that exist, and every parameter file loads into its node."""
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from openhelix_ros.launching import LaunchError, parse_launch_file
+from openhelix_ros.parameters import ParameterError, validate_values
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
+NODE_MODULES = {
+    ("openhelix_ros", "planner"): "openhelix_ros.planner_node",
+    ("openhelix_ros", "controller"): "openhelix_ros.controller_node",
+    ("sim_bridge", "sim_bridge"): "sim_bridge.sim_bridge_node",
+}
+BUILTIN_PARAMETERS = {"use_sim_time"}
+
+
+def node_specs(package: str, executable: str):
+    return importlib.import_module(NODE_MODULES[(package, executable)]).PARAMETERS
+
+
+def parameters_for(parameter_file: str, node_name: str) -> dict:
+    document = yaml.safe_load(Path(parameter_file).read_text())
+    assert node_name in document, f"{parameter_file} has no section for node '{node_name}'"
+    return document[node_name]["ros__parameters"]
+
+
+def test_there_are_launch_files_for_arm_sim_and_bag_replay():
+    assert {p.name for p in LAUNCH_FILES} >= {"robot.launch.xml", "sim.launch.xml", "bag_replay.launch.xml"}
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_nodes_exist_and_their_parameters_validate(launch_file):
+    nodes = parse_launch_file(launch_file)
+    assert nodes, f"{launch_file.name} starts no node"
+    for node in nodes:
+        assert node.executable_path().is_file()
+        specs = node_specs(node.package, node.executable)
+        values = {}
+        for parameter_file in node.parameter_files:
+            values.update(parameters_for(parameter_file, node.name))
+        inline = {k: yaml.safe_load(v) for k, v in node.parameters.items() if k not in BUILTIN_PARAMETERS}
+        values.update(inline)
+        validate_values(specs, values)
+
+
+@pytest.mark.parametrize("config_file", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_parameter_file_validates_against_its_node(config_file):
+    document = yaml.safe_load(config_file.read_text())
+    executables = {"planner": ("openhelix_ros", "planner"), "controller": ("openhelix_ros", "controller"),
+                   "sim_bridge": ("sim_bridge", "sim_bridge")}
+    for node_name, section in document.items():
+        assert node_name in executables, f"{config_file.name}: unknown node '{node_name}'"
+        validate_values(node_specs(*executables[node_name]), section["ros__parameters"])
+
+
+def test_installed_config_and_launch_are_the_repository_files():
+    from ament_index_python.packages import get_package_share_directory
+    share = Path(get_package_share_directory("openhelix_ros"))
+    for folder in ("launch", "config"):
+        for source in (REPO / folder).iterdir():
+            installed = share / folder / source.name
+            assert installed.is_file(), f"{source.name} is not installed (re-run scripts/setup)"
+            assert installed.read_bytes() == source.read_bytes()
+
+
+def test_parameter_validation_names_every_problem():
+    specs = node_specs("openhelix_ros", "planner")
+    with pytest.raises(ParameterError) as error:
+        validate_values(specs, {"rate_hz": -1.0, "preset": "huge", "typo_param": 1})
+    text = str(error.value)
+    assert "'rate_hz': must be > 0" in text and "'preset': must be one of" in text
+    assert "'typo_param': unknown parameter" in text
+    assert validate_values(specs, {"rate_hz": 3})["rate_hz"] == 3.0
+
+
+def test_launch_parser_is_strict(tmp_path):
+    bad = tmp_path / "bad.launch.xml"
+    bad.write_text('<launch><group><node pkg="openhelix_ros" exec="planner"/></group></launch>')
+    with pytest.raises(LaunchError, match="<group>"):
+        parse_launch_file(bad)
+    with pytest.raises(LaunchError, match="no <arg> named"):
+        parse_launch_file(REPO / "launch" / "sim.launch.xml", {"max_step": "3"})
+    missing = tmp_path / "missing.launch.xml"
+    missing.write_text('<launch><node pkg="openhelix_ros" exec="planner"><param from="/nope.yaml"/></node></launch>')
+    with pytest.raises(LaunchError, match="does not exist"):
+        parse_launch_file(missing)
+    node = parse_launch_file(REPO / "launch" / "sim.launch.xml", {"max_steps": "5"})[0]
+    assert node.parameters["max_steps"] == "5"
+    command = node.command()
+    assert "max_steps:=5" in command
+    assert command[command.index("--params-file") + 1].endswith("sim_bridge.yaml")
+    assert "__node:=sim_bridge" in command
