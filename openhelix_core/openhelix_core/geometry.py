@@ -268,3 +268,11 @@ __all__ = [
     "quaternion_multiply", "quaternion_to_euler", "quaternion_to_matrix", "quaternion_to_rotation_6d",
     "rotation_6d_to_matrix", "rotation_6d_to_quaternion", "wrap_angle",
 ]
+
+
+def pose_to_matrix(position: ArrayLike, quaternion: ArrayLike) -> np.ndarray:
+    """Position ``(3,)`` and quaternion ``(4,)`` (x, y, z, w) -> homogeneous ``(4, 4)`` float64."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(quaternion_to_matrix(np.asarray(quaternion, dtype=np.float64)))
+    matrix[:3, 3] = np.asarray(position, dtype=np.float64)
+    return matrix

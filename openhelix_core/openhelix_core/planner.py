@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from openhelix_core.models.system2 import load_system2, plan_goal
 
@@ -25,8 +24,7 @@ class GoalPlanner:
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", llava_path: str | None = None,
              device: str = "cpu", seed: int = 0) -> "GoalPlanner":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
-        torch.manual_seed(seed)
-        planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device)
+        planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
         model_id = f"system2/{preset}/" + (checkpoint if checkpoint else f"random-seed{seed}")
         return cls(planner, processor, model_id)
 

@@ -36,6 +36,15 @@ GRIPPER_FOV, GRIPPER_NEAR, GRIPPER_FAR = 75.0, 0.01, 2.0
 # OpenGL camera frame (x right, y up, z backwards) -> optical frame (x right, y down, z forward)
 _GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
 
+# Gripper optical frame in the ``gripper_cam`` link frame: the view looks along link +y with link
+# -z as "up", so optical z = link +y, optical y (down) = link +z, optical x = y cross z = link -x.
+GRIPPER_LINK_TO_OPTICAL = np.array([
+    [-1.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+
 
 def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
     f = height / (2.0 * math.tan(math.radians(fov_deg) / 2.0))

@@ -16,7 +16,8 @@ float32 metres, ``rgb_gripper`` (G, G, 3) uint8, ``depth_gripper`` (G, G) float3
 (camera keys are omitted when that camera's rendering is switched off), ``robot_obs`` (15,)
 float64 = TCP xyz, TCP Euler xyz, gripper opening width, 7 arm joints, last gripper action
 (+-1), ``scene_obs`` (24,) float64 = slide, drawer, button, switch joint positions, lightbulb,
-LED (0/1), then red, blue, pink block xyz + Euler xyz.
+LED (0/1), then red, blue, pink block xyz + Euler xyz (a block's xyz is the centre of its
+bottom face, so a block lying on the table has z = 0.46, as in CALVIN's recorded states).
 
 Actions (7,): ``absolute`` = TCP target xyz (m, world), Euler xyz (rad), gripper;
 ``relative`` = values in [-1, 1]; position * 0.02 m and orientation * 0.05 rad are added to the
@@ -35,7 +36,7 @@ import numpy as np
 import pybullet as p
 
 from . import robot as robot_mod
-from .cameras import GripperCamera, StaticCamera
+from .cameras import GRIPPER_LINK_TO_OPTICAL, GripperCamera, StaticCamera
 from .robot import PandaRobot
 from .scene import PlayTableScene
 
@@ -192,13 +193,18 @@ class PlayTableEnv:
         """(4, 4) fixed hand-eye transform: gripper optical frame expressed in the TCP frame."""
         if name != "gripper":
             raise ValueError("camera_to_tcp is only defined for the 'gripper' camera")
-        T_world_tcp = _pose_matrix(*self.robot.tcp_pose())
-        return np.linalg.inv(T_world_tcp) @ self.camera_to_base("gripper")
+        # Composed from the fixed URDF offsets (both frames hang off panda_hand), so it is exact
+        # and does not depend on the current simulation state.
+        T_hand_tcp = _pose_matrix(robot_mod.TCP_OFFSET_XYZ, p.getQuaternionFromEuler(robot_mod.TCP_OFFSET_RPY))
+        T_hand_link = _pose_matrix(robot_mod.GRIPPER_CAM_OFFSET_XYZ,
+                                   p.getQuaternionFromEuler(robot_mod.GRIPPER_CAM_OFFSET_RPY))
+        return np.linalg.inv(T_hand_tcp) @ T_hand_link @ GRIPPER_LINK_TO_OPTICAL
 
     def robot_base_pose(self):
         """Robot base in the world frame: (xyz (3,), quaternion xyzw (4,))."""
-        pos, orn = p.getBasePositionAndOrientation(self.robot.uid, physicsClientId=self.cid)
-        return np.array(pos, dtype=float), np.array(orn, dtype=float)
+        # The base is fixed; (PyBullet's getBasePositionAndOrientation would give the centre of
+        # mass of panda_link0, 5 cm above the link frame.)
+        return self.robot.base_position.copy(), self.robot.base_orientation.copy()
 
     def tcp_pose(self):
         """TCP in the world frame: (xyz (3,), quaternion xyzw (4,))."""

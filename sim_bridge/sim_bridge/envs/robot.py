@@ -24,7 +24,7 @@ Values taken from mees/calvin_env (read, not copied):
   1e-5 by the second one with our base pose and initial joints, and not by the first
   (z 4 cm higher, yaw flipped), so the CALVIN dataset was recorded with the longer-finger
   robot. We use that TCP and lengthen pybullet_data's fingers with a primitive box pad
-  (tips ~1.8 cm past the TCP) since the longer-finger mesh is not available here.
+  (tips 1 cm past the TCP) since the longer-finger mesh is not available here.
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ def _calvin_frames_xml() -> str:
 """
 
 
-# Finger extension (finger frame): inner face at y = 0 like the original pad, 0.035..0.1 along z.
-FINGER_PAD_SIZE = (0.019, 0.008, 0.065)
-FINGER_PAD_Z = 0.0675
+# Finger extension (finger frame): inner face at y = 0 like the original pad, 0.035..0.092 along
+# z, i.e. up to 0.150 m from panda_hand along its z axis, 1 cm past the TCP.
+FINGER_PAD_SIZE = (0.019, 0.008, 0.057)
+FINGER_PAD_Z = 0.0635
 
 
 def _finger_pad_xml(sign: float) -> str:

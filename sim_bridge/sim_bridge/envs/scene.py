@@ -21,7 +21,9 @@ scene's ``global_scaling: 0.8``; the numbers below are the scaled ones):
   the surfaces ``table``, ``slider_left``, ``slider_right`` and a uniform yaw, resampled until
   no two blocks touch (``calvin_env/scene/play_table_scene.py`` / ``movable_object.py``).
   Block extents (0.056 / 0.08 / 0.04 m long, 0.04 m square section) are not in calvin_env's
-  stored sources; they follow the RoboVerse port of CALVIN and are an approximation.
+  stored sources; they follow the RoboVerse port of CALVIN and are an approximation. A block's
+  pose (scene_obs) is that of the centre of its bottom face, so a block resting on the table
+  has z = 0.46 as in CALVIN's recorded states (calvin_agent/evaluation/utils.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import itertools
 
 import numpy as np
 import pybullet as p
-import pybullet_data
 
 from .urdf_util import Joint, Link, Shape, robot_xml, write_text
 
@@ -63,6 +64,7 @@ WOOD = (0.72, 0.55, 0.38, 1.0)
 WHITE = (0.93, 0.93, 0.9, 1.0)
 GREY = (0.55, 0.55, 0.55, 1.0)
 DARK = (0.12, 0.12, 0.12, 1.0)
+FLOOR = (0.62, 0.66, 0.72, 1.0)
 
 DOOR_FRICTION_FORCE = 2.0  # velocity motor holding doors / switch in place (N)
 BUTTON_SPRING_FORCE = 4.0  # calvin_env/scene/objects/button.py MAX_FORCE
@@ -104,7 +106,10 @@ def table_urdf() -> str:
         _box((0.32, 0.01, 0.08), (0.0, 0.154, -0.005), WHITE),
         _box((0.01, 0.35, 0.08), (-0.155, -0.02, -0.005), WHITE),
         _box((0.01, 0.35, 0.08), (0.155, -0.02, -0.005), WHITE),
-        _box((0.12, 0.024, 0.016), (0.0, -0.212, 0.015), DARK),
+        # handle: a bar on two posts, 3 cm in front of the drawer face
+        _box((0.012, 0.03, 0.016), (-0.05, -0.215, 0.015), DARK),
+        _box((0.012, 0.03, 0.016), (0.05, -0.215, 0.015), DARK),
+        _box((0.124, 0.012, 0.016), (0.0, -0.236, 0.015), DARK),
     ])
     button = Link("button_link", mass=0.1, inertia=1e-4, shapes=[
         Shape("cylinder", (0.025, 0.03), (0.0, 0.0, 0.02), rgba=DARK),
@@ -138,7 +143,17 @@ class PlayTableScene:
         self.cid = cid
         path = write_text(urdf_dir, "play_table_d.urdf", table_urdf())
         self.table_uid = p.loadURDF(path, [0, 0, 0], [0, 0, 0, 1], useFixedBase=True, physicsClientId=cid)
-        self.plane_uid = p.loadURDF(f"{pybullet_data.getDataPath()}/plane.urdf", physicsClientId=cid)
+        # Floor: infinite collision plane, plain 6 x 6 m visual (pybullet_data's textured plane.urdf
+        # costs ~20 ms per static frame in TinyRenderer).
+        floor_col = p.createCollisionShape(p.GEOM_PLANE, physicsClientId=cid)
+        floor_vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[3.0, 3.0, 0.001], rgbaColor=FLOOR,
+                                        visualFramePosition=[0, 0, -0.001], physicsClientId=cid)
+        self.plane_uid = p.createMultiBody(0.0, floor_col, floor_vis, physicsClientId=cid)
+        # Links of one multibody do not collide with each other, so the table top cannot stop the
+        # button; this separate static body under the cap does (cap bottom at full press: 0.445).
+        stop = p.createCollisionShape(p.GEOM_BOX, halfExtents=[0.02, 0.02, 0.005], physicsClientId=cid)
+        self.button_stop_uid = p.createMultiBody(0.0, stop, -1, basePosition=[-0.28, -0.12, 0.44 - 1e-4],
+                                                 physicsClientId=cid)
         self.joint_ids = {}
         self.link_ids = {}
         for i in range(p.getNumJoints(self.table_uid, physicsClientId=cid)):
@@ -190,6 +205,19 @@ class PlayTableScene:
         rgba = LIGHT_ON_RGBA[name] if on else LIGHT_OFF_RGBA
         p.changeVisualShape(self.table_uid, self.light_links[name], rgbaColor=rgba, physicsClientId=self.cid)
 
+    # ----------------------------------------------------------------- blocks
+    # A block's pose (CALVIN convention) is that of the centre of its bottom face; PyBullet's
+    # base pose is the centre of mass (the box centre), half the height further along local +z.
+    def block_pose(self, name: str):
+        com, orn = p.getBasePositionAndOrientation(self.block_uids[name], physicsClientId=self.cid)
+        offset = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 2] * (BLOCKS[name][0][2] / 2)
+        return np.array(com) - offset, np.array(orn)
+
+    def set_block_pose(self, name: str, pos, orn) -> None:
+        offset = np.array(p.getMatrixFromQuaternion(list(orn))).reshape(3, 3)[:, 2] * (BLOCKS[name][0][2] / 2)
+        p.resetBasePositionAndOrientation(self.block_uids[name], (np.asarray(pos, dtype=float) + offset).tolist(),
+                                          list(orn), physicsClientId=self.cid)
+
     # ------------------------------------------------------------------ reset
     def reset(self, rng: np.random.Generator, scene_obs=None, avoid_uids=()) -> bool:
         """Reset joints, lights and blocks. Returns True when block poses were sampled."""
@@ -211,9 +239,7 @@ class PlayTableScene:
         if scene_obs is not None:
             for k, name in enumerate(BLOCK_NAMES):
                 st = scene_obs[6 + 6 * k: 12 + 6 * k]
-                p.resetBasePositionAndOrientation(self.block_uids[name], st[:3].tolist(),
-                                                  p.getQuaternionFromEuler(st[3:6].tolist()),
-                                                  physicsClientId=self.cid)
+                self.set_block_pose(name, st[:3], p.getQuaternionFromEuler(st[3:6].tolist()))
                 p.resetBaseVelocity(self.block_uids[name], [0, 0, 0], [0, 0, 0], physicsClientId=self.cid)
             return False
         self._sample_blocks(rng, avoid_uids)
@@ -226,10 +252,9 @@ class PlayTableScene:
             for name in BLOCK_NAMES:
                 surface = SURFACES[names[int(rng.integers(len(names)))]]
                 pos = rng.uniform(surface[0], surface[1])
-                pos[2] += BLOCKS[name][0][2] / 2 + 0.002
+                pos[2] += 0.002  # drop from 2 mm above the surface
                 yaw = rng.uniform(-np.pi, np.pi)
-                p.resetBasePositionAndOrientation(self.block_uids[name], pos.tolist(),
-                                                  p.getQuaternionFromEuler([0.0, 0.0, yaw]), physicsClientId=self.cid)
+                self.set_block_pose(name, pos, p.getQuaternionFromEuler([0.0, 0.0, yaw]))
                 p.resetBaseVelocity(self.block_uids[name], [0, 0, 0], [0, 0, 0], physicsClientId=self.cid)
             clear = True
             for a, b in itertools.combinations(uids, 2):
@@ -259,7 +284,7 @@ class PlayTableScene:
         lights = [float(self.light_state[n]) for n in LIGHT_NAMES]
         blocks = []
         for name in BLOCK_NAMES:
-            pos, orn = p.getBasePositionAndOrientation(self.block_uids[name], physicsClientId=self.cid)
+            pos, orn = self.block_pose(name)
             blocks.extend(pos)
             blocks.extend(p.getEulerFromQuaternion(orn))
         return np.array(joints + lights + blocks, dtype=np.float64)

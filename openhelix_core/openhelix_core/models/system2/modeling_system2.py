@@ -144,6 +144,7 @@ def build_llava(config: System2Config, device: torch.device | str | None = None)
     attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
     if config.llava_path is not None:
         directory = _require_dir(config.llava_path, "llava_path")
+        _check_llava_against_config(resolve_llava_config(config), config)  # before reading weights
         llava = LlavaForConditionalGeneration.from_pretrained(
             str(directory), local_files_only=True, dtype=dtype, attn_implementation=attn
         )
@@ -635,7 +636,10 @@ def compute_aux_loss(
     device = output.goal.device
     position = targets["position"].to(device=device, dtype=torch.float32)
     rotation = targets["rotation_6d"].to(device=device, dtype=torch.float32)
-    gripper = targets["gripper"].to(device=device, dtype=torch.float32).reshape(output.aux_gripper_logit.shape)
+    gripper = targets["gripper"].to(device=device, dtype=torch.float32)
+    if gripper.numel() != output.aux_gripper_logit.numel():
+        raise ValueError(f"gripper target shape {tuple(gripper.shape)} does not fit {tuple(output.aux_gripper_logit.shape)}")
+    gripper = gripper.reshape(output.aux_gripper_logit.shape)
     if position.shape != output.aux_position.shape:
         raise ValueError(f"position target shape {tuple(position.shape)} != {tuple(output.aux_position.shape)}")
     if rotation.shape != output.aux_rotation_6d.shape:

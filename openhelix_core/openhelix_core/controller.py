@@ -1,0 +1,66 @@
+"""System 1 at run time: an observation and the latest goal in, a trajectory chunk out."""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+
+from openhelix_core.models.system1 import DiffuserActor, System1Config, System1Processor
+from openhelix_core.models.system1.processor_system1 import gripper_state
+from openhelix_core.types import Goal, Observation, TrajectoryChunk
+
+PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
+
+
+class TrajectoryController:
+    """A loaded 3D Diffuser Actor with its processor and proprioception history.
+
+    Attributes:
+        model_id: names the preset / checkpoint, carried in diagnostics.
+        goal_dim: length of the goal embedding the model conditions on.
+    """
+
+    def __init__(self, model: DiffuserActor, model_id: str, waypoint_period_s: float, seed: int = 0) -> None:
+        self.model = model.eval()
+        self.processor = System1Processor(model.config)
+        self.model_id = model_id
+        self.goal_dim = model.config.goal_dim
+        self.waypoint_period_s = waypoint_period_s
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.history: deque[np.ndarray] = deque(maxlen=max(model.config.nhist - 1, 1))
+
+    @classmethod
+    def load(cls, checkpoint: str | None = None, preset: str = "tiny", device: str = "cpu", seed: int = 0,
+             waypoint_period_s: float = 1.0 / 30.0) -> "TrajectoryController":
+        """Loads a trained checkpoint, or builds the preset with seeded random weights."""
+        if checkpoint:
+            model = DiffuserActor.from_pretrained(checkpoint, device=device)
+            model_id = f"system1/{checkpoint}"
+        else:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown System 1 preset '{preset}'; choose one of {sorted(PRESETS)}")
+            torch.manual_seed(seed)
+            model = DiffuserActor(PRESETS[preset]()).to(device)
+            model_id = f"system1/{preset}/random-seed{seed}"
+        return cls(model, model_id, waypoint_period_s, seed)
+
+    def reset(self) -> None:
+        """Forgets the proprioception history (call at the start of an episode)."""
+        self.history.clear()
+
+    @torch.inference_mode()
+    def act(self, observation: Observation, goal: Goal) -> TrajectoryChunk:
+        """Denoises one trajectory for ``observation`` conditioned on ``goal``.
+
+        Raises ValueError (from the processor) on invalid observations or goals.
+        """
+        batch = self.processor.observation_to_batch(observation, goal.embedding, history=list(self.history))
+        trajectory = self.model.predict_trajectory({k: v.to(self.device) for k, v in batch.items()},
+                                                   generator=self.generator)
+        self.history.append(gripper_state(observation.ee_position, observation.ee_orientation,
+                                          observation.gripper_openness))
+        return self.processor.trajectory_to_chunk(
+            trajectory[0].cpu().numpy(), self.waypoint_period_s, goal_sequence=goal.sequence,
+            goal_instruction=goal.instruction, goal_age=observation.stamp - goal.stamp)
