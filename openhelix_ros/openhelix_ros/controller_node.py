@@ -15,20 +15,20 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 
 from openhelix_core.controller import TrajectoryController
+from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (InvalidMessageError, chunk_to_msg, goal_from_msg,
                                        seconds_to_stamp, stamp_to_seconds)
 from openhelix_ros.observation import build_observation, camera_mounts_from_parameters, gripper_openness
-from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_empty, one_of, positive,
+from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_negative, non_empty, one_of, positive,
                                       topic_name)
-from openhelix_ros.qos import RELIABLE
+from openhelix_ros.qos import LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer
 
@@ -40,6 +40,9 @@ PARAMETERS = (
     ParameterSpec("checkpoint", "", "Directory of a trained System 1 checkpoint ('' = untrained preset)."),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation and of the diffusion noise."),
+    ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
+                  "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
+                  non_negative),
     ParameterSpec("camera_names", ["static", "gripper"], "Cameras in the order the model expects.", non_empty),
     ParameterSpec("camera_mounts", ["base", "ee"], "Per camera: 'base' (fixed) or 'ee' (on the hand)."),
     ParameterSpec("camera_extrinsics", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0] * 2,
@@ -64,6 +67,7 @@ class ControllerNode(Node):
         p = self.params
         self.cameras = camera_mounts_from_parameters(p["camera_names"], p["camera_mounts"], p["camera_extrinsics"])
         self.refusals = RefusalLog(self.get_logger())
+        limit_cpu_threads(self.params["torch_threads"])
         self.controller = TrajectoryController.load(
             checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"], seed=p["seed"],
             waypoint_period_s=p["waypoint_period_s"])
@@ -84,9 +88,9 @@ class ControllerNode(Node):
             self._subscribe_input(Image, topics.camera_depth(camera.name), 2 * index + 1)
             self.create_subscription(CameraInfo, topics.camera_info(camera.name),
                                      lambda msg, name=camera.name: self.camera_infos.__setitem__(name, msg),
-                                     qos_profile_sensor_data)
+                                     LATEST_SENSOR)
         self._subscribe_input(PoseStamped, p["ee_pose_topic"], num_inputs - 1)
-        self.create_subscription(JointState, p["joint_states_topic"], self.on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
         self.create_subscription(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
         self.chunk_publisher = self.create_publisher(TrajectoryChunk, p["chunk_topic"], RELIABLE)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
@@ -97,7 +101,7 @@ class ControllerNode(Node):
     def _subscribe_input(self, message_type: type, topic: str, index: int) -> None:
         def on_message(msg, index=index):
             self.synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
-        self.create_subscription(message_type, topic, on_message, qos_profile_sensor_data)
+        self.create_subscription(message_type, topic, on_message, LATEST_SENSOR)
 
     def on_synchronized(self, *messages) -> None:
         self.latest_observation = messages

@@ -8,18 +8,18 @@ from __future__ import annotations
 import rclpy
 from rclpy.node import Node
 from rclpy.executors import ExternalShutdownException
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from openhelix_core.planner import GoalPlanner
+from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
 from openhelix_ros.conversions import InvalidMessageError, goal_to_msg, image_to_rgb, stamp_to_seconds
-from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, one_of, positive,
+from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_negative, one_of, positive,
                                       topic_name)
-from openhelix_ros.qos import LATCHED, RELIABLE
+from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 
 PARAMETERS = (
@@ -30,6 +30,9 @@ PARAMETERS = (
     ParameterSpec("llava_path", "", "Local directory of the frozen LLaVA weights (Hugging Face layout)."),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation when no checkpoint is given."),
+    ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
+                  "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
+                  non_negative),
     ParameterSpec("image_topic", topics.camera_color("static"), "Color image System 2 looks at.", topic_name),
     ParameterSpec("instruction_topic", topics.INSTRUCTION, "Language instruction (latched).", topic_name),
     ParameterSpec("goal_topic", topics.GOAL_EMBEDDING, "Where goal embeddings are published.", topic_name),
@@ -41,6 +44,7 @@ class PlannerNode(Node):
         super().__init__("planner")
         self.params = declare_and_validate(self, PARAMETERS)
         self.refusals = RefusalLog(self.get_logger())
+        limit_cpu_threads(self.params["torch_threads"])
         self.planner = GoalPlanner.load(
             checkpoint=self.params["checkpoint"] or None, preset=self.params["preset"],
             llava_path=self.params["llava_path"] or None, device=self.params["device"],
@@ -49,7 +53,7 @@ class PlannerNode(Node):
         self.last_planned_stamp: float | None = None
         self.instruction: str | None = None
         self.sequence = 0
-        self.create_subscription(Image, self.params["image_topic"], self.on_image, qos_profile_sensor_data)
+        self.create_subscription(Image, self.params["image_topic"], self.on_image, LATEST_SENSOR)
         self.create_subscription(String, self.params["instruction_topic"], self.on_instruction, LATCHED)
         self.goal_publisher = self.create_publisher(GoalEmbedding, self.params["goal_topic"], RELIABLE)
         self.create_timer(1.0 / self.params["rate_hz"], self.plan)
