@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from openhelix_core.models.system1 import (
-    CURRENT_GRIPPER, GOAL, PCD, RGB, DiffuserActor, System1Config, count_parameters,
+    CURRENT_GRIPPER,
+    GOAL,
+    PCD,
+    RGB,
+    DiffuserActor,
+    System1Config,
+    count_parameters,
 )
 from openhelix_core.models.system1.fps import farthest_point_sample, farthest_point_sample_reference
 

@@ -9,7 +9,6 @@ System 1 keeps conditioning on the last goal it received (the planner is slower)
 """
 from __future__ import annotations
 
-
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -23,11 +22,23 @@ from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
-from openhelix_ros.conversions import (InvalidMessageError, chunk_to_msg, goal_from_msg,
-                                       seconds_to_stamp, stamp_to_seconds)
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    chunk_to_msg,
+    goal_from_msg,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from openhelix_ros.observation import build_observation, camera_mounts_from_parameters, gripper_openness
-from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_negative, non_empty, one_of, positive,
-                                      topic_name)
+from openhelix_ros.parameters import (
+    ParameterSpec,
+    declare_and_validate,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+    topic_name,
+)
 from openhelix_ros.qos import LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer

@@ -11,11 +11,12 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion
-from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk as TrajectoryChunkMsg
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from openhelix_core.types import Goal, TrajectoryChunk
+from openhelix_msgs.msg import GoalEmbedding
+from openhelix_msgs.msg import TrajectoryChunk as TrajectoryChunkMsg
 
 
 class InvalidMessageError(ValueError):

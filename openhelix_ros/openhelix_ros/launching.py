@@ -18,7 +18,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Mapping
+from typing import Mapping
 
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 
@@ -153,15 +153,14 @@ class LaunchedProcesses:
         self.log_files: dict[str, Path] = {}
         env = {**os.environ, **(environment or {})}
         for node in nodes:
-            output: IO | None = None
-            if log_directory is not None:
-                log_directory.mkdir(parents=True, exist_ok=True)
-                self.log_files[node.name] = log_directory / f"{node.name}.log"
-                output = open(self.log_files[node.name], "wb")  # noqa: SIM115 - closed by the child's exit
-            self.processes[node.name] = subprocess.Popen(node.command(), stdout=output, stderr=subprocess.STDOUT,
-                                                         env=env, start_new_session=True)
-            if output is not None:
-                output.close()
+            if log_directory is None:
+                self.processes[node.name] = subprocess.Popen(node.command(), env=env, start_new_session=True)
+                continue
+            log_directory.mkdir(parents=True, exist_ok=True)
+            self.log_files[node.name] = log_directory / f"{node.name}.log"
+            with open(self.log_files[node.name], "wb") as output:
+                self.processes[node.name] = subprocess.Popen(node.command(), stdout=output, stderr=subprocess.STDOUT,
+                                                             env=env, start_new_session=True)
 
     def exited(self) -> dict[str, int]:
         return {name: code for name, process in self.processes.items() if (code := process.poll()) is not None}

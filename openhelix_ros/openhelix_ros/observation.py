@@ -15,8 +15,14 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from openhelix_core.geometry import pose_to_matrix
 from openhelix_core.types import CameraFrame, Observation
-from openhelix_ros.conversions import (InvalidMessageError, camera_info_to_intrinsics, image_to_depth,
-                                       image_to_rgb, pose_to_arrays, stamp_to_seconds)
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    camera_info_to_intrinsics,
+    image_to_depth,
+    image_to_rgb,
+    pose_to_arrays,
+    stamp_to_seconds,
+)
 
 MOUNTS = ("base", "ee")
 EXTRINSICS_LENGTH = 7  # x, y, z, qx, qy, qz, qw

@@ -6,8 +6,8 @@ Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was comp
 from __future__ import annotations
 
 import rclpy
-from rclpy.node import Node
 from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -17,8 +17,7 @@ from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
 from openhelix_ros.conversions import InvalidMessageError, goal_to_msg, image_to_rgb, stamp_to_seconds
-from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_negative, one_of, positive,
-                                      topic_name)
+from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_negative, one_of, positive, topic_name
 from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 

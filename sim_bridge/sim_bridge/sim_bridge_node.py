@@ -18,10 +18,16 @@ from std_msgs.msg import Header, String
 
 from openhelix_msgs.msg import TrajectoryChunk
 from openhelix_ros import topics
-from openhelix_ros.conversions import (InvalidMessageError, arrays_to_pose, chunk_from_msg, depth_to_image,
-                                       intrinsics_to_camera_info, rgb_to_image, stamp_to_seconds)
-from openhelix_ros.parameters import (ParameterSpec, declare_and_validate, non_empty, non_negative,
-                                      positive, topic_name)
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    arrays_to_pose,
+    chunk_from_msg,
+    depth_to_image,
+    intrinsics_to_camera_info,
+    rgb_to_image,
+    stamp_to_seconds,
+)
+from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_empty, non_negative, positive, topic_name
 from openhelix_ros.qos import LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action

@@ -9,9 +9,20 @@ from safetensors.torch import load_file, save_file
 
 from openhelix_core import geometry
 from openhelix_core.models.system1 import (
-    CALVIN_REL_TRAJ_BOUNDS_ABC_D, CURRENT_GRIPPER, GOAL, PCD, RGB, TRAJECTORY, CheckpointError,
-    DiffuserActor, Normalization, System1Config, System1Processor, convert_original_state_dict,
-    count_parameters, load_original_checkpoint,
+    CALVIN_REL_TRAJ_BOUNDS_ABC_D,
+    CURRENT_GRIPPER,
+    GOAL,
+    PCD,
+    RGB,
+    TRAJECTORY,
+    CheckpointError,
+    DiffuserActor,
+    Normalization,
+    System1Config,
+    System1Processor,
+    convert_original_state_dict,
+    count_parameters,
+    load_original_checkpoint,
 )
 from openhelix_core.models.system1.fps import farthest_point_sample, farthest_point_sample_reference
 from openhelix_core.types import CameraFrame, Observation

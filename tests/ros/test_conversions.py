@@ -1,15 +1,28 @@
 """Image, camera-info, pose, goal and chunk conversions, on messages built in memory."""
 import numpy as np
 import pytest
-from openhelix_msgs.msg import GoalEmbedding
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from openhelix_core.types import Goal, TrajectoryChunk
-from openhelix_ros.conversions import (InvalidMessageError, arrays_to_pose, camera_info_to_intrinsics,
-                                       chunk_from_msg, chunk_to_msg, depth_to_image, goal_from_msg, goal_to_msg,
-                                       image_to_depth, image_to_rgb, intrinsics_to_camera_info, pose_to_arrays,
-                                       rgb_to_image, seconds_to_stamp, stamp_to_seconds)
+from openhelix_msgs.msg import GoalEmbedding
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    arrays_to_pose,
+    camera_info_to_intrinsics,
+    chunk_from_msg,
+    chunk_to_msg,
+    depth_to_image,
+    goal_from_msg,
+    goal_to_msg,
+    image_to_depth,
+    image_to_rgb,
+    intrinsics_to_camera_info,
+    pose_to_arrays,
+    rgb_to_image,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)

@@ -5,8 +5,14 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 
-from openhelix_ros.conversions import (InvalidMessageError, arrays_to_pose, depth_to_image,
-                                       intrinsics_to_camera_info, rgb_to_image, seconds_to_stamp)
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    arrays_to_pose,
+    depth_to_image,
+    intrinsics_to_camera_info,
+    rgb_to_image,
+    seconds_to_stamp,
+)
 from openhelix_ros.observation import build_observation, camera_mounts_from_parameters, gripper_openness
 
 K = np.array([[50.0, 0, 4], [0, 50.0, 3], [0, 0, 1]])

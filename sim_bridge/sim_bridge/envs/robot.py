@@ -149,7 +149,8 @@ class PandaRobot:
             flags=p.URDF_USE_INERTIA_FROM_FILE,
             physicsClientId=cid,
         )
-        names = [p.getJointInfo(self.uid, i, physicsClientId=cid)[12].decode() for i in range(p.getNumJoints(self.uid, physicsClientId=cid))]
+        names = [p.getJointInfo(self.uid, i, physicsClientId=cid)[12].decode()
+                 for i in range(p.getNumJoints(self.uid, physicsClientId=cid))]
         assert names[GRIPPER_CAM_LINK_ID] == "gripper_cam" and names[TCP_LINK_ID] == "tcp", names
         self._add_base_cylinder()
         c = p.createConstraint(
