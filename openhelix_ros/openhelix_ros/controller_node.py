@@ -18,8 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 
 from openhelix_core.controller import TrajectoryController
+from openhelix_core.policy import DualSystemPolicy
 from openhelix_core.runtime import limit_cpu_threads
-from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
@@ -82,25 +82,23 @@ class ControllerNode(Node):
         self.controller = TrajectoryController.load(
             checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"], seed=p["seed"],
             waypoint_period_s=p["waypoint_period_s"])
-        self.goal: Goal | None = None
+        # Two-node mode: the goals come from the planner node's messages.
+        self.policy = DualSystemPolicy(self.controller)
         self.latest_observation: tuple | None = None
         self.camera_infos: dict[str, CameraInfo] = {}
         self.joint_state: JointState | None = None
         self.chunk_sequence = 0
-        self.steps_since_goal = 0
         self.steps_per_goal: list[int] = []
         self.last_goal_age = float("nan")
 
-        num_inputs = 2 * len(self.cameras) + 1
-        self.synchronizer = ApproximateTimeSynchronizer(num_inputs, p["sync_queue_size"], p["sync_slop_s"],
-                                                        self.on_synchronized)
-        for index, camera in enumerate(self.cameras):
-            self._subscribe_input(Image, topics.camera_color(camera.name), 2 * index)
-            self._subscribe_input(Image, topics.camera_depth(camera.name), 2 * index + 1)
+        synchronized_inputs = []
+        for camera in self.cameras:
+            synchronized_inputs += [(Image, topics.camera_color(camera.name)), (Image, topics.camera_depth(camera.name))]
             self.create_subscription(CameraInfo, topics.camera_info(camera.name),
                                      lambda msg, name=camera.name: self.camera_infos.__setitem__(name, msg),
                                      LATEST_SENSOR)
-        self._subscribe_input(PoseStamped, p["ee_pose_topic"], num_inputs - 1)
+        synchronized_inputs.append((PoseStamped, p["ee_pose_topic"]))
+        self._synchronize(synchronized_inputs)
         self.create_subscription(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
         self.create_subscription(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
         self.chunk_publisher = self.create_publisher(TrajectoryChunk, p["chunk_topic"], RELIABLE)
@@ -109,10 +107,26 @@ class ControllerNode(Node):
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f"System 1 '{self.controller.model_id}' ready; cameras {p['camera_names']}")
 
-    def _subscribe_input(self, message_type: type, topic: str, index: int) -> None:
-        def on_message(msg, index=index):
-            self.synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
-        self.create_subscription(message_type, topic, on_message, LATEST_SENSOR)
+    def _synchronize(self, inputs: list[tuple[type, str]]) -> None:
+        """Delivers approximately simultaneous camera frames and EE pose to on_synchronized.
+
+        Uses message_filters when a full ROS install provides it, the suite's own
+        implementation of the same semantics otherwise.
+        """
+        queue_size, slop = self.params["sync_queue_size"], self.params["sync_slop_s"]
+        try:
+            import message_filters
+        except ImportError:
+            synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, self.on_synchronized)
+            for index, (message_type, topic) in enumerate(inputs):
+                def on_message(msg, index=index):
+                    synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
+                self.create_subscription(message_type, topic, on_message, LATEST_SENSOR)
+            return
+        subscribers = [message_filters.Subscriber(self, message_type, topic, qos_profile=LATEST_SENSOR)
+                       for message_type, topic in inputs]
+        self.message_filters_synchronizer = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
+        self.message_filters_synchronizer.registerCallback(self.on_synchronized)
 
     def on_synchronized(self, *messages) -> None:
         self.latest_observation = messages
@@ -127,16 +141,15 @@ class ControllerNode(Node):
             self.refusals.refuse("invalid_goal", f"ignoring goal #{msg.sequence}: {error}")
             return
         self.refusals.clear("invalid_goal")
-        if self.goal is not None:
-            self.steps_per_goal.append(self.steps_since_goal)
-        self.goal = goal
-        self.steps_since_goal = 0
+        if self.policy.goal is not None:
+            self.steps_per_goal.append(self.policy.steps_since_goal)
+        self.policy.set_goal(goal)
 
     def control_step(self) -> None:
         messages, self.latest_observation = self.latest_observation, None
         if messages is None:
             return
-        if self.goal is None:
+        if self.policy.goal is None:
             self.refusals.refuse("no_goal", "waiting for the first goal embedding from the planner")
             return
         self.refusals.clear("no_goal")
@@ -155,10 +168,14 @@ class ControllerNode(Node):
             self.refusals.refuse("invalid_observation", f"not acting: {error}")
             return
         self.refusals.clear("invalid_observation")
-        chunk = self.controller.act(observation, self.goal)
+        try:
+            chunk = self.policy.act(observation)
+        except ValueError as error:
+            self.refusals.refuse("rejected_by_model", f"not acting: {error}")
+            return
+        self.refusals.clear("rejected_by_model")
         self.last_goal_age = chunk.goal_age
         self.chunk_sequence += 1
-        self.steps_since_goal += 1
         header = Header(stamp=seconds_to_stamp(observation.stamp), frame_id=self.params["base_frame"])
         self.chunk_publisher.publish(chunk_to_msg(chunk, header, self.chunk_sequence))
 
@@ -168,7 +185,7 @@ class ControllerNode(Node):
         recent = self.steps_per_goal[-20:]
         values = {
             "chunks_published": self.chunk_sequence,
-            "goal_sequence": self.goal.sequence if self.goal else 0,
+            "goal_sequence": self.policy.goal.sequence if self.policy.goal else 0,
             "goal_age_s": f"{self.last_goal_age:.3f}",
             "system1_steps_per_system2_update": f"{sum(recent) / len(recent):.2f}" if recent else "nan",
         }

@@ -1,0 +1,90 @@
+"""The dual-system policy: goal refresh every N System 1 calls, or goals fed from outside."""
+import numpy as np
+import pytest
+
+from openhelix_core.controller import TrajectoryController
+from openhelix_core.planner import GoalPlanner
+from openhelix_core.policy import DualSystemPolicy, NoGoalError
+from openhelix_core.types import CameraFrame, Goal, Observation
+
+
+def observation(seed: int, stamp: float = 1.0) -> Observation:
+    rng = np.random.default_rng(seed)
+    intrinsics = np.array([[60.0, 0, 32], [0, 60.0, 32], [0, 0, 1]])
+    frames = {name: CameraFrame(rgb=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                                depth=np.full((64, 64), 1.0, np.float32), intrinsics=intrinsics,
+                                camera_to_base=np.eye(4)) for name in ("static", "gripper")}
+    return Observation(cameras=frames, ee_position=np.array([0.1, -0.2, 0.5]),
+                       ee_orientation=np.array([0.0, 0.0, 0.0, 1.0]), gripper_openness=1.0, stamp=stamp)
+
+
+class CountingPlanner:
+    """Wraps the real tiny System 2 and counts its calls."""
+
+    def __init__(self):
+        self.planner = GoalPlanner.load(preset="tiny", seed=0)
+        self.model_id = self.planner.model_id
+        self.calls = []
+
+    def plan(self, image, instruction):
+        self.calls.append(instruction)
+        return self.planner.plan(image, instruction)
+
+
+@pytest.fixture(scope="module")
+def controller():
+    return TrajectoryController.load(preset="tiny", seed=0)
+
+
+@pytest.mark.parametrize("period, expected_calls", [(1, 6), (3, 2), (10, 1)])
+def test_system2_runs_every_n_system1_calls(controller, period, expected_calls):
+    planner = CountingPlanner()
+    policy = DualSystemPolicy(controller, planner, goal_refresh_period=period)
+    policy.reset("open the drawer")
+    chunks = [policy.act(observation(i, stamp=1.0 + i / 30)) for i in range(6)]
+    assert len(planner.calls) == expected_calls
+    assert [c.goal_sequence for c in chunks] == [1 + i // period for i in range(6)]
+    assert all(c.goal_instruction == "open the drawer" for c in chunks)
+    assert chunks[-1].goal_age == pytest.approx(((6 - 1) % period) / 30)
+
+
+def test_goal_depends_on_what_system2_sees(controller):
+    policy = DualSystemPolicy(controller, CountingPlanner())
+    first = policy.update_goal(observation(0).cameras["static"].rgb, "open the drawer")
+    second = policy.update_goal(observation(1).cameras["static"].rgb, "open the drawer")
+    assert (first.sequence, second.sequence) == (1, 2)
+    assert not np.allclose(first.embedding, second.embedding)
+
+
+def test_two_node_mode_uses_the_goals_it_is_fed(controller):
+    policy = DualSystemPolicy(controller)
+    policy.reset()
+    with pytest.raises(NoGoalError):
+        policy.act(observation(0))
+    with pytest.raises(RuntimeError, match="no System 2 planner"):
+        policy.update_goal(observation(0).cameras["static"].rgb, "x")
+    policy.set_goal(Goal(embedding=np.ones(512, np.float32), sequence=17, instruction="push", stamp=0.5))
+    chunk = policy.act(observation(0, stamp=0.75))
+    assert chunk.goal_sequence == 17 and chunk.goal_age == pytest.approx(0.25)
+    assert chunk.positions.shape[1] == 3 and np.all(np.isfinite(chunk.positions))
+
+
+def test_bad_goals_and_settings_are_refused(controller):
+    policy = DualSystemPolicy(controller)
+    with pytest.raises(ValueError, match="expects"):
+        policy.set_goal(Goal(embedding=np.ones(511, np.float32), sequence=1, instruction="x", stamp=0.0))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.set_goal(Goal(embedding=np.full(512, np.nan, np.float32), sequence=1, instruction="x", stamp=0.0))
+    with pytest.raises(ValueError, match="goal_refresh_period"):
+        DualSystemPolicy(controller, goal_refresh_period=0)
+    policy_without_instruction = DualSystemPolicy(controller, CountingPlanner())
+    with pytest.raises(NoGoalError, match="no instruction"):
+        policy_without_instruction.act(observation(0))
+
+
+def test_reset_forgets_the_goal(controller):
+    policy = DualSystemPolicy(controller)
+    policy.set_goal(Goal(embedding=np.ones(512, np.float32), sequence=3, instruction="x", stamp=0.0))
+    policy.reset()
+    with pytest.raises(NoGoalError):
+        policy.act(observation(0))
