@@ -264,7 +264,8 @@ def quaternion_angle(q1: T, q2: T) -> T:
 
 __all__ = [
     "canonicalize_quaternion", "euler_to_matrix", "euler_to_quaternion", "matrix_to_euler",
-    "matrix_to_quaternion", "matrix_to_rotation_6d", "normalize_quaternion", "quaternion_angle",
+    "matrix_to_quaternion", "matrix_to_rotation_6d", "normalize_quaternion", "pose_to_matrix", "quaternion_angle",
+    "quaternion_slerp",
     "quaternion_multiply", "quaternion_to_euler", "quaternion_to_matrix", "quaternion_to_rotation_6d",
     "rotation_6d_to_matrix", "rotation_6d_to_quaternion", "wrap_angle",
 ]
@@ -276,3 +277,17 @@ def pose_to_matrix(position: ArrayLike, quaternion: ArrayLike) -> np.ndarray:
     matrix[:3, :3] = np.asarray(quaternion_to_matrix(np.asarray(quaternion, dtype=np.float64)))
     matrix[:3, 3] = np.asarray(position, dtype=np.float64)
     return matrix
+
+
+def quaternion_slerp(start: np.ndarray, end: np.ndarray, fraction: float) -> np.ndarray:
+    """Spherical interpolation between xyzw quaternions along the shorter arc (numpy)."""
+    start = np.asarray(normalize_quaternion(np.asarray(start, dtype=np.float64)))
+    end = np.asarray(normalize_quaternion(np.asarray(end, dtype=np.float64)))
+    dot = float(np.dot(start, end))
+    if dot < 0.0:
+        end, dot = -end, -dot
+    if dot > 0.9995:
+        blended = start + fraction * (end - start)
+        return blended / np.linalg.norm(blended)
+    angle = math.acos(min(dot, 1.0))
+    return (math.sin((1 - fraction) * angle) * start + math.sin(fraction * angle) * end) / math.sin(angle)
