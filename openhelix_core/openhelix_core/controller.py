@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from openhelix_core.models.system1 import DiffuserActor, System1Config, System1Processor
+from openhelix_core.models.system1 import PCD, RGB, DiffuserActor, System1Config, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
+from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.types import Goal, Observation, TrajectoryChunk
 
 PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
@@ -21,8 +23,10 @@ class TrajectoryController:
         goal_dim: length of the goal embedding the model conditions on.
     """
 
-    def __init__(self, model: DiffuserActor, model_id: str, waypoint_period_s: float, seed: int = 0) -> None:
+    def __init__(self, model: DiffuserActor, model_id: str, waypoint_period_s: float, seed: int = 0,
+                 depth_filter: DepthFilter | None = None) -> None:
         self.model = model.eval()
+        self.depth_filter = depth_filter or DepthFilter()
         self.processor = System1Processor(model.config)
         self.model_id = model_id
         self.goal_dim = model.config.goal_dim
@@ -33,7 +37,7 @@ class TrajectoryController:
 
     @classmethod
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", device: str = "cpu", seed: int = 0,
-             waypoint_period_s: float = 1.0 / 30.0) -> "TrajectoryController":
+             waypoint_period_s: float = 1.0 / 30.0, depth_filter: DepthFilter | None = None) -> "TrajectoryController":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
         if checkpoint:
             model = DiffuserActor.from_pretrained(checkpoint, device=device)
@@ -44,11 +48,27 @@ class TrajectoryController:
             torch.manual_seed(seed)
             model = DiffuserActor(PRESETS[preset]()).to(device)
             model_id = f"system1/{preset}/random-seed{seed}"
-        return cls(model, model_id, waypoint_period_s, seed)
+        return cls(model, model_id, waypoint_period_s, seed, depth_filter)
 
     def reset(self) -> None:
         """Forgets the proprioception history (call at the start of an episode)."""
         self.history.clear()
+
+    def filtered(self, observation: Observation) -> Observation:
+        """The observation with each camera's depth cleaned by ``depth_filter``."""
+        if not self.depth_filter.active:
+            return observation
+        cameras = {name: replace(frame, depth=self.depth_filter.apply(frame.depth, frame.intrinsics,
+                                                                       frame.camera_to_base))
+                   for name, frame in observation.cameras.items()}
+        return replace(observation, cameras=cameras)
+
+    def point_cloud(self, observation: Observation) -> tuple[np.ndarray, np.ndarray]:
+        """What System 1 sees: ``(N, 3)`` base-frame points and ``(N, 3)`` RGB in [0, 1]."""
+        batch = self.processor.observation_to_batch(self.filtered(observation), np.zeros(self.goal_dim, np.float32))
+        points = batch[PCD][0].permute(0, 2, 3, 1).reshape(-1, 3).numpy()
+        colors = batch[RGB][0].permute(0, 2, 3, 1).reshape(-1, 3).numpy()
+        return points, colors
 
     @torch.inference_mode()
     def act(self, observation: Observation, goal: Goal) -> TrajectoryChunk:
@@ -56,6 +76,7 @@ class TrajectoryController:
 
         Raises ValueError (from the processor) on invalid observations or goals.
         """
+        observation = self.filtered(observation)
         batch = self.processor.observation_to_batch(observation, goal.embedding, history=list(self.history))
         trajectory = self.model.predict_trajectory({k: v.to(self.device) for k, v in batch.items()},
                                                    generator=self.generator)

@@ -7,6 +7,8 @@ then ``camera_to_base`` maps it to the base frame.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -76,4 +78,92 @@ def depth_to_points(depth: np.ndarray, intrinsics: np.ndarray,
     return points.astype(np.float32), valid
 
 
-__all__ = ["depth_to_camera_points", "depth_to_points"]
+@dataclass(frozen=True)
+class DepthFilter:
+    """Cleans a real camera's depth before System 1 sees it; rejected pixels become 0 (no reading).
+
+    The same filter runs on the robot, on bags and in the simulator, so what is evaluated is
+    what is deployed.
+
+    Attributes:
+        crop_min: ``(3,)`` lower corner (m, base frame) of the box kept; points outside are rejected.
+        crop_max: ``(3,)`` upper corner.
+        flying_pixel_threshold: reject pixels whose depth differs from a 4-neighbour by more than
+            this fraction of their own depth (the smeared edges of time-of-flight / stereo
+            cameras); 0 disables.
+        outlier_radius: radius (m) of the neighbourhood counted by outlier removal; 0 disables.
+        outlier_min_neighbors: points with fewer neighbours within ``outlier_radius`` are rejected.
+    """
+
+    crop_min: tuple[float, float, float] = (-np.inf, -np.inf, -np.inf)
+    crop_max: tuple[float, float, float] = (np.inf, np.inf, np.inf)
+    flying_pixel_threshold: float = 0.0
+    outlier_radius: float = 0.0
+    outlier_min_neighbors: int = 5
+
+    def __post_init__(self) -> None:
+        low, high = np.asarray(self.crop_min, float), np.asarray(self.crop_max, float)
+        if low.shape != (3,) or high.shape != (3,) or np.any(low >= high):
+            raise ValueError(f"crop_min {low.tolist()} must be 3 values below crop_max {high.tolist()}")
+        if self.flying_pixel_threshold < 0 or self.outlier_radius < 0 or self.outlier_min_neighbors < 1:
+            raise ValueError("flying_pixel_threshold and outlier_radius must be >= 0, outlier_min_neighbors >= 1")
+
+    @property
+    def active(self) -> bool:
+        return bool(np.any(np.isfinite(self.crop_min)) or np.any(np.isfinite(self.crop_max))
+                    or self.flying_pixel_threshold > 0 or self.outlier_radius > 0)
+
+    def apply(self, depth: np.ndarray, intrinsics: np.ndarray, camera_to_base: np.ndarray) -> np.ndarray:
+        """Returns a copy of ``(H, W)`` depth with rejected pixels set to 0."""
+        depth = np.array(depth, dtype=np.float32)
+        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        if self.flying_pixel_threshold > 0:
+            depth[_flying_pixels(depth, self.flying_pixel_threshold)] = 0.0
+        points, valid = depth_to_points(depth, intrinsics, camera_to_base)
+        inside = valid & np.all((points >= self.crop_min) & (points <= self.crop_max), axis=-1)
+        if self.outlier_radius > 0 and inside.any():
+            kept = _radius_inliers(points[inside], self.outlier_radius, self.outlier_min_neighbors)
+            rows, cols = np.nonzero(inside)
+            inside[rows[~kept], cols[~kept]] = False
+        depth[~inside] = 0.0
+        return depth
+
+
+def _flying_pixels(depth: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels whose depth jumps by more than ``threshold * depth`` to any valid 4-neighbour."""
+    padded = np.pad(depth, 1, mode="edge")
+    flying = np.zeros(depth.shape, dtype=bool)
+    for d_row, d_col in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        neighbour = padded[1 + d_row:1 + d_row + depth.shape[0], 1 + d_col:1 + d_col + depth.shape[1]]
+        jump = np.abs(depth - neighbour) > threshold * depth
+        flying |= jump & (neighbour > 0) & (depth > 0)
+    return flying
+
+
+def _radius_inliers(points: np.ndarray, radius: float, min_neighbors: int) -> np.ndarray:
+    """Radius outlier removal: True for points with >= ``min_neighbors`` others within ``radius``.
+
+    Uses open3d when it is installed; otherwise a voxel-hash count in numpy (neighbours are
+    counted in the 27 voxels of side ``radius`` around each point, an over-approximation of
+    the ball that keeps the test conservative).
+    """
+    try:
+        import open3d
+    except ImportError:
+        open3d = None
+    if open3d is not None:
+        cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(points.astype(np.float64)))
+        _, kept_indices = cloud.remove_radius_outlier(nb_points=min_neighbors + 1, radius=radius)
+        kept = np.zeros(len(points), dtype=bool)
+        kept[np.asarray(kept_indices, dtype=int)] = True
+        return kept
+    voxels = np.floor(points / radius).astype(np.int64)
+    unique, inverse, counts = np.unique(voxels, axis=0, return_inverse=True, return_counts=True)
+    lookup = {tuple(v): c for v, c in zip(unique.tolist(), counts.tolist(), strict=True)}
+    offsets = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
+    neighbourhood = np.array([sum(lookup.get((v[0] + o[0], v[1] + o[1], v[2] + o[2]), 0) for o in offsets)
+                              for v in unique.tolist()])
+    return neighbourhood[inverse.ravel()] - 1 >= min_neighbors
+
+
+__all__ = ["DepthFilter", "depth_to_camera_points", "depth_to_points"]

@@ -152,6 +152,10 @@ class InputWatchdog:
     def heartbeat(self, now: float) -> None:
         self._last_heartbeat = now
 
+    def release_deadman(self) -> None:
+        """The deadman was let go: motion stops now, not after the timeout."""
+        self._last_heartbeat = None
+
     def engage_estop(self, reason: str) -> None:
         self.estop_reason = self.estop_reason or reason
 

@@ -11,8 +11,9 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion
-from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 from openhelix_core.types import Goal, TrajectoryChunk
 from openhelix_msgs.msg import GoalEmbedding
@@ -224,3 +225,31 @@ def chunk_from_msg(msg: TrajectoryChunkMsg) -> TrajectoryChunk:
         goal_instruction=msg.goal_instruction,
         goal_age=duration_to_seconds(msg.goal_age),
     )
+
+
+def points_to_pointcloud2(points: np.ndarray, colors: np.ndarray, header: Header) -> PointCloud2:
+    """``(N, 3)`` metres and ``(N, 3)`` RGB in [0, 1] -> PointCloud2 with x, y, z, rgb (packed float)."""
+    count = len(points)
+    record = np.zeros(count, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    record["x"], record["y"], record["z"] = points[:, 0], points[:, 1], points[:, 2]
+    rgb8 = np.clip(np.round(np.asarray(colors) * 255), 0, 255).astype(np.uint32)
+    record["rgb"] = (rgb8[:, 0] << 16) | (rgb8[:, 1] << 8) | rgb8[:, 2]
+    fields = [PointField(name=name, offset=4 * index, datatype=PointField.FLOAT32, count=1)
+              for index, name in enumerate(("x", "y", "z", "rgb"))]
+    return PointCloud2(header=header, height=1, width=count, fields=fields, is_bigendian=False,
+                       point_step=16, row_step=16 * count, is_dense=True, data=record.tobytes())
+
+
+def chunk_to_markers(chunk: TrajectoryChunk, header: Header, namespace: str = "openhelix") -> MarkerArray:
+    """The planned TCP path as a line strip and the waypoints as spheres coloured by gripper openness."""
+    points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in chunk.positions]
+    path = Marker(header=header, ns=f"{namespace}/path", id=0, type=Marker.LINE_STRIP, action=Marker.ADD,
+                  points=points, color=ColorRGBA(r=0.1, g=0.6, b=1.0, a=1.0))
+    path.pose.orientation.w = 1.0
+    path.scale.x = 0.005
+    waypoints = Marker(header=header, ns=f"{namespace}/waypoints", id=1, type=Marker.SPHERE_LIST,
+                       action=Marker.ADD, points=points,
+                       colors=[ColorRGBA(r=1.0 - float(o), g=float(o), b=0.0, a=1.0) for o in chunk.gripper_openness])
+    waypoints.pose.orientation.w = 1.0
+    waypoints.scale.x = waypoints.scale.y = waypoints.scale.z = 0.012
+    return MarkerArray(markers=[path, waypoints])

@@ -23,3 +23,11 @@ def camera_depth(camera: str) -> str:
 
 def camera_info(camera: str) -> str:
     return f"/cameras/{camera}/color/camera_info"
+
+ESTOP = "/openhelix/estop"
+POSE_COMMAND = "/openhelix/command/ee_pose"
+GRIPPER_COMMAND = "/openhelix/command/gripper"
+GOAL_AGE = "/openhelix/controller/goal_age"
+STEPS_PER_GOAL = "/openhelix/controller/system1_steps_per_goal"
+POLICY_POINT_CLOUD = "/openhelix/controller/point_cloud"
+POLICY_MARKERS = "/openhelix/controller/planned_path"

@@ -10,11 +10,12 @@ from .modeling_system1 import (
     convert_original_state_dict,
     count_parameters,
     load_original_checkpoint,
+    map_original_state_dict,
 )
 from .processor_system1 import System1Processor
 
 __all__ = [
     "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "CURRENT_GRIPPER", "CheckpointError", "DiffuserActor", "GOAL",
     "Normalization", "PCD", "RGB", "System1Config", "System1Processor", "TRAJECTORY",
-    "convert_original_state_dict", "count_parameters", "load_original_checkpoint",
+    "convert_original_state_dict", "count_parameters", "load_original_checkpoint", "map_original_state_dict",
 ]

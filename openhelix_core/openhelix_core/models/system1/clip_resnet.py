@@ -32,6 +32,18 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def attnpool_parameter_count(width: int = 64, input_resolution: int = 224, output_dim: int = 1024) -> int:
+    """Parameters of CLIP's ``AttentionPool2d`` head, which this module does not build.
+
+    ``embed = 32 * width`` channels on a ``(input_resolution / 32)^2`` grid: positional
+    embedding ``(grid + 1, embed)``, ``q/k/v`` projections ``embed -> embed`` and ``c_proj``
+    ``embed -> output_dim``, all with biases. RN50 (64, 224, 1024): 14,789,632.
+    """
+    embed = width * 32
+    grid = (input_resolution // 32) ** 2
+    return (grid + 1) * embed + 3 * (embed * embed + embed) + embed * output_dim + output_dim
+
+
 class Bottleneck(nn.Module):
     """CLIP bottleneck: 1x1 -> 3x3 -> avgpool(stride) -> 1x1 (x4), with anti-aliased shortcut."""
 

@@ -63,6 +63,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ... import geometry
+from ...checkpoints import CheckpointError, ConvertedState, KeyMapping
 from .clip_resnet import CLIPResNetFeatures
 from .configuration_system1 import Normalization, System1Config
 from .fpn import FeaturePyramidNetwork
@@ -81,10 +82,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.json"
 _LEVELS = ("res1", "res2", "res3", "res4", "res5")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model (missing/unexpected keys, wrong shapes)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,27 +484,29 @@ class DiffuserActor(nn.Module):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def load_checked_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
-                                ignore_unexpected: bool = False) -> None:
-        """Load weights after checking names and shapes; raise :class:`CheckpointError` naming
-        the missing / unexpected keys or the mismatched shapes."""
+                                ignore_unexpected: bool = False, *, origins: Optional[Mapping[str, str]] = None,
+                                ignored: Optional[Mapping[str, str]] = None) -> KeyMapping:
+        """Load weights after checking names and shapes.
+
+        Args:
+            state_dict: tensors under this model's names.
+            source: checkpoint description used in messages.
+            ignore_unexpected: load even when ``state_dict`` holds keys the model lacks
+                (they stay listed in the report).
+            origins / ignored: from a :class:`~openhelix_core.checkpoints.ConvertedState`,
+                so the report names the checkpoint's own keys and the deliberately skipped ones.
+
+        Returns:
+            the :class:`~openhelix_core.checkpoints.KeyMapping` report.
+
+        Raises:
+            CheckpointError naming the missing / unexpected keys or the mismatched shapes.
+        """
         expected = self.state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-            for k in sorted(set(expected) & set(state_dict))
-            if tuple(state_dict[k].shape) != tuple(expected[k].shape)
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing key(s) {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
-        if unexpected and not ignore_unexpected:
-            problems.append(f"unexpected key(s) {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else ""))
-        if mismatched:
-            problems.append("shape mismatch " + "; ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else ""))
-        if problems:
-            raise CheckpointError(f"{source} does not match the System 1 model: " + " | ".join(problems))
+        report = KeyMapping.compare(state_dict, expected, source=source, origins=origins, ignored=ignored)
+        report.raise_if_incomplete("the System 1 model", allow_unexpected=ignore_unexpected)
         self.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
+        return report
 
     def save_pretrained(self, directory: Union[str, Path]) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``normalization.json`` to ``directory``."""
@@ -561,13 +560,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 _OLD_FPN = re.compile(r"^(encoder\.feature_pyramid\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
 
 
-def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ConvertedState:
     """Map a 3DDA / OpenHelix ``DiffuserActor`` state dict onto :class:`DiffuserActor` names.
 
     Key mapping:
 
     - every leading ``module.`` (DistributedDataParallel) is stripped;
-    - ``encoder.backbone.attnpool.*`` (CLIP's attention pool, never run by 3DDA) is dropped;
+    - ``encoder.backbone.attnpool.*`` (CLIP's attention pool, never run by 3DDA; 14,789,632
+      parameters in RN50) is reported in ``ignored``, not loaded;
     - torchvision < 0.13 FPN names ``encoder.feature_pyramid.{inner,layer}_blocks.{i}.{weight,bias}``
       become ``...{i}.0.{weight,bias}`` (newer torchvision already uses ``.0``);
     - all other keys are kept as they are: ``encoder.backbone.*`` (CLIP ``visual.*`` names),
@@ -576,38 +576,53 @@ def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
       ``prediction_head.{traj_encoder, time_emb, curr_gripper_emb, traj_lang_attention.0,
       cross_attn, self_attn, rotation_proj, rotation_self_attn, rotation_predictor,
       position_proj, position_self_attn, position_predictor, openess_predictor}`` -- the
-      module tree here mirrors the original one name for name.
+      module tree here mirrors the original one name for name. A key the model lacks
+      surfaces as *unexpected* when the result is checked.
     """
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
+    out = ConvertedState(layout="3dda")
+    for original, value in state_dict.items():
+        key = original
         while key.startswith("module."):
             key = key[len("module."):]
         if key.startswith("encoder.backbone.attnpool."):
+            out.ignored[original] = "CLIP attention pool: never run by 3D Diffuser Actor, not built here"
             continue
         match = _OLD_FPN.match(key)
         if match:
             key = f"{match.group(1)}.0.{match.group(2)}"
-        converted[key] = value
-    return converted
+        out.add(key, value, original)
+    return out
+
+
+def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of :func:`map_original_state_dict` (model names -> tensors), without the report."""
+    return map_original_state_dict(state_dict).tensors
 
 
 def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Config] = None,
                              normalization: Optional[Normalization] = None,
-                             weights_only: bool = True, ignore_unexpected: bool = False) -> DiffuserActor:
+                             weights_only: bool = True, ignore_unexpected: bool = False,
+                             return_report: bool = False):
     """Build a :class:`DiffuserActor` from an original 3DDA / OpenHelix ``.pth`` checkpoint.
 
     Args:
-        path: file saved by 3DDA/OpenHelix training (``{"weight": state_dict, ...}``) or a bare
-            state dict.
+        path: file saved by 3DDA/OpenHelix training (``{"weight": state_dict, "optimizer": ...,
+            "iter": ..., "best_loss": ...}``) or a bare state dict.
         config: architecture the checkpoint was trained with (default: OpenHelix CALVIN).
         normalization: workspace bounds used in training (default: OpenHelix CALVIN ABC->D);
             the original keeps them outside the state dict.
         weights_only: passed to ``torch.load`` (set False only for trusted files whose
             pickles hold non-tensor objects).
-        ignore_unexpected: drop checkpoint keys the model does not have instead of failing.
+        ignore_unexpected: load even when the checkpoint holds keys the model does not have
+            (they are still reported).
+        return_report: also return the :class:`~openhelix_core.checkpoints.KeyMapping`
+            (``ignored`` lists the CLIP ``attnpool`` keys).
+
+    Returns:
+        the model in eval mode, or ``(model, report)`` with ``return_report``.
 
     Raises:
-        FileNotFoundError, CheckpointError (naming missing keys / shapes).
+        FileNotFoundError, CheckpointError (naming missing / unexpected keys and shapes).
     """
     path = Path(path)
     if not path.is_file():
@@ -621,9 +636,11 @@ def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Con
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"{str(path)!r} holds no 'weight' state dict")
     model = DiffuserActor(config or System1Config.openhelix_calvin(), normalization)
-    model.load_checked_state_dict(convert_original_state_dict(state_dict), source=str(path),
-                                  ignore_unexpected=ignore_unexpected)
-    return model.eval()
+    converted = map_original_state_dict(state_dict)
+    report = model.load_checked_state_dict(converted.tensors, source=str(path), ignore_unexpected=ignore_unexpected,
+                                           origins=converted.origins, ignored=converted.ignored)
+    model.eval()
+    return (model, report) if return_report else model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -633,5 +650,5 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 __all__ = [
     "CheckpointError", "DiffuserActor", "DiffusionHead", "Encoder", "convert_original_state_dict",
-    "count_parameters", "load_original_checkpoint",
+    "count_parameters", "load_original_checkpoint", "map_original_state_dict",
 ]

@@ -5,7 +5,12 @@ Typical use (ROS planner node)::
     planner, processor = load_system2(checkpoint_dir, preset="llava_7b", llava_path=path, device="cuda")
     goal = plan_goal(planner, processor, rgb_image, "open the drawer")  # (512,) float32
 """
-from .configuration_system2 import DEFAULT_PROMPT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, System2Config
+from .configuration_system2 import (
+    DEFAULT_PROMPT_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    OPENHELIX_PROMPT_TEMPLATE,
+    System2Config,
+)
 from .modeling_system2 import (
     OPENHELIX_KEY_MAP,
     System2Output,
@@ -13,6 +18,7 @@ from .modeling_system2 import (
     compute_aux_loss,
     convert_openhelix_state_dict,
     load_openhelix_state_dict,
+    openhelix_head_state_dict,
     resolve_attn_implementation,
 )
 from .processor_system2 import (
@@ -29,6 +35,7 @@ __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "DEFAULT_SYSTEM_PROMPT",
     "OPENHELIX_KEY_MAP",
+    "OPENHELIX_PROMPT_TEMPLATE",
     "System2Config",
     "System2Output",
     "System2Planner",
@@ -41,6 +48,7 @@ __all__ = [
     "load_openhelix_state_dict",
     "load_system2",
     "normalize_instruction",
+    "openhelix_head_state_dict",
     "plan_goal",
     "resolve_attn_implementation",
 ]

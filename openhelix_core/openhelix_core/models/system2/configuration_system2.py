@@ -84,6 +84,59 @@ def _llava_15_7b_architecture() -> dict[str, Any]:
     }
 
 
+def _llava_lightning_7b_architecture() -> dict[str, Any]:
+    """LLaVA-7B-Lightening-v1-1 as used by OpenHelix, expressed as a transformers LlavaConfig.
+
+    LLaMA-7B text model (hidden 4096, 32 layers, 32 heads, MLP 11008) with the vocabulary
+    OpenHelix trains with (LLaVA-Lightning tokenizer + ``<ACT>`` = 32004 rows); CLIP
+    ViT-L/14 at 224 px (``clip-vit-large-patch14``: 256 patches), features from the
+    second-to-last layer with CLS dropped (LLaVA ``mm_vision_select_layer=-2``, ``patch``);
+    LLaVA-Lightning's projector is a single Linear, represented exactly as ``linear_1`` +
+    identity ``linear_2`` with ``projector_hidden_act="linear"``. ``image_token_index`` is
+    replaced by the tokenizer's id of the image token when the release is loaded.
+    ``max_position_embeddings`` (2048) and ``rms_norm_eps`` (1e-6) are LLaMA-1 values, not
+    read from the release (no config.json could be checked).
+    """
+    return {
+        "text_config": {
+            "model_type": "llama",
+            "vocab_size": 32004,
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-6,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "projection_dim": 768,
+            "hidden_act": "quick_gelu",
+        },
+        "image_token_index": 32000,
+        "image_seq_length": 256,
+        "projector_hidden_act": "linear",
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+    }
+
+
+#: OpenHelix's prompt: LLaVA-Lightning wraps the image in <im_start>/<im_end>.
+OPENHELIX_PROMPT_TEMPLATE = (
+    "{system} USER: <im_start>{image}<im_end>\nCan you control the robot to {instruction}? ASSISTANT: {act}"
+)
+
+
 def _tiny_architecture(vocab_size: int) -> dict[str, Any]:
     """A LLaVA small enough for unit tests: hidden 32, two layers each side, 32 px images."""
     return {
@@ -274,6 +327,27 @@ class System2Config:
             goal_dim=512,
             torch_dtype="bfloat16",
             image_size=336,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def openhelix_lightning(cls, **overrides: Any) -> "System2Config":
+        """The published OpenHelix planner: LLaVA-7B-Lightening-v1-1 (224 px CLIP ViT-L/14,
+        single-linear projector, 32004-token vocabulary), bfloat16, OpenHelix's prompt with
+        ``<im_patch>`` as the image placeholder token (any single token works: placeholder
+        positions receive image features). Used by
+        :func:`openhelix_core.checkpoints.load_openhelix_release`.
+        """
+        values: dict[str, Any] = dict(
+            llava_path=None,
+            llava_config=_llava_lightning_7b_architecture(),
+            goal_dim=512,
+            torch_dtype="bfloat16",
+            image_size=224,
+            image_token="<im_patch>",
+            prompt_template=OPENHELIX_PROMPT_TEMPLATE,
+            aux_activation="identity",
         )
         values.update(overrides)
         return cls(**values)

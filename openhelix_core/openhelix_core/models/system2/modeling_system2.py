@@ -612,6 +612,49 @@ def convert_openhelix_state_dict(state: Mapping[str, torch.Tensor], act_token_ro
     return converted
 
 
+def openhelix_head_state_dict(
+    state: Mapping[str, torch.Tensor], act_token_row: int = 32003, source: str = "OpenHelix planner checkpoint"
+):
+    """System 2 trainable tensors from an OpenHelix planner state dict, with a report.
+
+    Same mapping as :func:`convert_openhelix_state_dict`, but the auxiliary head
+    (``model.pred_*``) is optional: tensors present are returned, absent ones are left out
+    (the ``prompt_tuning`` release may not store them). ``model.text_hidden_fcs.0.0.*`` and
+    ``model.embed_tokens.weight`` are required.
+
+    Returns:
+        ``(tensors, KeyMapping)``; the report's ``matched`` maps our names to theirs.
+
+    Raises:
+        CheckpointError naming missing required keys or shape conflicts within the heads.
+    """
+    from ...checkpoints import CheckpointError, KeyMapping, strip_wrapper_prefixes
+
+    stripped = {strip_wrapper_prefixes(key): (key, tensor) for key, tensor in state.items()}
+    report = KeyMapping(source=source)
+    tensors: dict[str, torch.Tensor] = {}
+    for theirs, ours in OPENHELIX_KEY_MAP.items():
+        if theirs in stripped:
+            tensors[ours] = stripped[theirs][1].detach().float().clone()
+            report.matched[ours] = stripped[theirs][0]
+        elif not ours.startswith("aux_head."):
+            report.missing.append(theirs)
+    if OPENHELIX_EMBED_KEY not in stripped:
+        report.missing.append(OPENHELIX_EMBED_KEY)
+    report.raise_if_incomplete("the OpenHelix System 2 heads")
+    original, embedding = stripped[OPENHELIX_EMBED_KEY]
+    if not 0 <= act_token_row < embedding.shape[0]:
+        raise CheckpointError(f"act_token_row {act_token_row} is outside the embedding table ({embedding.shape[0]} rows)")
+    tensors["act_embedding"] = embedding[act_token_row].detach().float().clone()
+    report.matched["act_embedding"] = f"{original}[{act_token_row}]"
+    hidden = tensors["act_embedding"].shape[0]
+    projection = tuple(tensors["projection.weight"].shape)
+    if projection[1] != hidden:
+        report.mismatched["projection.weight"] = (projection, (projection[0], hidden))
+    report.raise_if_incomplete("the OpenHelix System 2 heads")
+    return tensors, report
+
+
 # ---------------------------------------------------------------------------- losses
 def compute_aux_loss(
     output: System2Output,
