@@ -1,0 +1,373 @@
+"""Scripted expert for CALVIN tasks on the play table (waypoints, absolute actions).
+
+``Expert().plan(task, env)`` returns an iterator of absolute actions (7,) = TCP xyz (world, m),
+TCP Euler xyz (rad), gripper (+1 open / -1 closed) to feed to ``env.step(action)`` one at a
+time. The plan reads the scene state (block poses, joint positions) when iteration starts and
+then moves through fixed waypoints: between waypoints the commanded pose is interpolated at
+most :data:`MAX_SPEED` m and :data:`MAX_TURN` rad per step, and each waypoint is held for a
+few steps. A plan never yields more than :data:`MAX_STEPS` = 360 actions (the budget the CALVIN
+evaluation gives each subtask, ``EP_LEN`` in ``calvin_agent/evaluation/evaluate_policy.py``);
+typical plans take 60-160 steps.
+
+Tasks performed (see :data:`SUPPORTED`): open/close_drawer, move_slider_left/right,
+turn_on/off_led (button press; a press toggles), turn_on/off_lightbulb (switch up / down),
+push_<color>_block_left/right and lift_<color>_block_table (blocks on the table top),
+rotate_<color>_block_left/right (grasp, turn 90 deg, put down), stack_block (grasp the
+``stack_source`` block on the table and put it on another block), place_in_drawer (a block
+already held; the drawer must be open). Other tasks raise ``NotImplementedError``; a task whose
+precondition does not hold (e.g. the block is not on the table) raises ``ValueError``.
+
+Gripper frame: orientations are built as ``Rx(tilt) @ Rz(yaw) @ Rx(pi)``: pointing down,
+``yaw`` about world z (at yaw = pi/2, CALVIN's start pose, the fingers close along world x),
+then tilted about world x so that the fingertips lean towards +y (the hand leans back towards
+the robot; used under the table top and the cabinet roof). The fingertips are
+:data:`TIP_OFFSET` beyond the TCP along the approach axis; waypoints are given for the tips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from .scene import BLOCKS, TABLE_TOP_Z
+
+MAX_STEPS = 360
+MAX_SPEED = 0.012  # m per 30 Hz step (0.36 m/s)
+MAX_TURN = 0.06  # rad per step
+TIP_OFFSET = 0.01  # fingertips beyond the TCP (robot.py: pads end 1 cm past the TCP)
+OPEN, CLOSED = 1.0, -1.0
+DEFAULT_YAW = np.pi / 2
+SAFE_Z = 0.60  # travel height of the fingertips
+
+FAMILIES = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
+            "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "place_in_drawer")
+SUPPORTED = frozenset(FAMILIES) | frozenset(
+    f"{kind}_{c}_block_{x}" for c in ("red", "blue", "pink")
+    for kind, xs in (("push", ("left", "right")), ("lift", ("table",)), ("rotate", ("left", "right"))) for x in xs)
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def gripper_rotation(yaw: float, tilt: float = 0.0) -> np.ndarray:
+    return _rot_x(tilt) @ _rot_z(yaw) @ _rot_x(np.pi)
+
+
+def euler_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Extrinsic xyz Euler angles (PyBullet's convention) of a rotation matrix."""
+    return np.array([np.arctan2(R[2, 1], R[2, 2]), -np.arcsin(np.clip(R[2, 0], -1.0, 1.0)), np.arctan2(R[1, 0], R[0, 0])])
+
+
+def matrix_from_euler(e) -> np.ndarray:
+    a, b, c = e
+    cb, sb = np.cos(b), np.sin(b)
+    ry = np.array([[cb, 0.0, sb], [0.0, 1.0, 0.0], [-sb, 0.0, cb]])
+    return _rot_z(c) @ ry @ _rot_x(a)
+
+
+def yaw_tilt_from_euler(e):
+    """Inverse of ``gripper_rotation`` for a pose of that family (approximate otherwise)."""
+    R = matrix_from_euler(e)
+    a = R[:, 2]
+    tilt = float(np.arctan2(a[1], -a[2]))
+    col0 = _rot_x(-tilt) @ R[:, 0]
+    return float(np.arctan2(col0[1], col0[0])), tilt
+
+
+@dataclass
+class Waypoint:
+    tip: np.ndarray  # fingertip position (world, m)
+    yaw: float = DEFAULT_YAW
+    tilt: float = 0.0
+    gripper: float = CLOSED
+    hold: int = 3  # extra steps at the waypoint
+    speed: float = MAX_SPEED
+
+
+def _wrap(a: float) -> float:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def _block_half_x(name: str, yaw: float) -> float:
+    L, W, _ = BLOCKS[name][0]
+    return 0.5 * (abs(L * np.cos(yaw)) + abs(W * np.sin(yaw)))
+
+
+def _grasp_yaw(block_yaw: float, turn: float = 0.0) -> float:
+    """Gripper yaw closing the fingers across the block's short side; with ``turn`` != 0 the
+    choice (of the two, pi apart) keeps both the grasp yaw and yaw + turn near pi/2, within the
+    wrist's range."""
+    base = block_yaw % np.pi  # in [0, pi): closing axis = yaw - pi/2 = across the block
+    best = None
+    for g in (base - np.pi, base, base + np.pi):
+        cost = max(abs(g - DEFAULT_YAW), abs(g + turn - DEFAULT_YAW))
+        if best is None or cost < best[0]:
+            best = (cost, g)
+    return best[1]
+
+
+class Expert:
+    """Waypoint expert; ``plan(task, env)`` -> iterator of absolute actions (see module doc)."""
+
+    max_steps = MAX_STEPS
+
+    def __init__(self, stack_source: Optional[str] = None):
+        self.stack_source = stack_source
+
+    # ------------------------------------------------------------------ API
+    def plan(self, task: str, env) -> Iterator[np.ndarray]:
+        if task not in SUPPORTED:
+            from .tasks import TASKS
+
+            if task not in TASKS:
+                raise ValueError(f"unknown CALVIN task {task!r}")
+            raise NotImplementedError(f"the scripted expert does not perform {task!r}")
+        waypoints = self.waypoints(task, env)
+        return self._follow(env, waypoints)
+
+    def run(self, task: str, env, on_step=None) -> int:
+        """Execute the plan on ``env``; ``on_step(action, obs)`` is called after every step.
+        Returns the number of steps taken."""
+        n = 0
+        for action in self.plan(task, env):
+            obs = env.step(action)
+            n += 1
+            if on_step is not None:
+                on_step(action, obs)
+        return n
+
+    # ------------------------------------------------------------ waypoints
+    def waypoints(self, task: str, env) -> List[Waypoint]:
+        scene_obs = env.scene.observation()
+        if task in ("open_drawer", "close_drawer"):
+            return getattr(self, f"_{task}")(float(scene_obs[1]))
+        if task.startswith("move_slider_"):
+            return self._slider(float(scene_obs[0]), task.endswith("left"))
+        if task in ("turn_on_led", "turn_off_led"):
+            return self._button()
+        if task == "turn_on_lightbulb":
+            return self._switch_up(float(scene_obs[3]))
+        if task == "turn_off_lightbulb":
+            return self._switch_down(float(scene_obs[3]))
+        if task == "place_in_drawer":
+            return self._place_in_drawer(env, float(scene_obs[1]))
+        if task == "stack_block":
+            return self._stack(scene_obs)
+        kind, color = task.split("_")[:2]
+        name = f"block_{color}"
+        pose = self._block(scene_obs, name)
+        if kind == "push":
+            return self._push(name, pose, task.endswith("left"))
+        if kind == "lift":
+            return self._lift(name, pose)
+        return self._rotate(name, pose, np.pi / 2 if task.endswith("left") else -np.pi / 2)
+
+    @staticmethod
+    def _block(scene_obs, name: str) -> np.ndarray:
+        k = ("block_red", "block_blue", "block_pink").index(name)
+        return np.asarray(scene_obs[6 + 6 * k: 12 + 6 * k], dtype=float)
+
+    @staticmethod
+    def _require_on_table(name: str, pose) -> None:
+        x, y, z = pose[:3]
+        if not (y < -0.01 and abs(z - TABLE_TOP_Z) < 0.01 and -0.43 < x < 0.43):
+            raise ValueError(f"{name} is not lying on the table top (pose {np.round(pose[:3], 3).tolist()})")
+
+    # drawer: handle bar 0.036-0.042 m in front of the face (y = -0.2 - q), z 0.327..0.343;
+    # the table top (z 0.42-0.46) reaches y = -0.22, so the tips come in tilted under its edge.
+    def _open_drawer(self, q: float) -> List[Waypoint]:
+        tilt = 0.4
+        t = np.tan(tilt)
+        gap_y = -0.215 - q  # between the drawer face and the handle bar
+        z_hook = 0.325
+        pull = min(0.2, 0.23 - q)
+        wps = [Waypoint(np.array([0.1, gap_y - 0.12, 0.56]), tilt=tilt)]
+        for z in (0.48, 0.40):
+            wps.append(Waypoint(np.array([0.1, gap_y - (z - z_hook) * t, z]), tilt=tilt, hold=0, speed=0.008))
+        wps.append(Waypoint(np.array([0.1, gap_y, z_hook]), tilt=tilt, hold=4, speed=0.006))
+        wps.append(Waypoint(np.array([0.1, gap_y - pull, z_hook + 0.005]), tilt=tilt, hold=6, speed=0.008))
+        wps.append(Waypoint(np.array([0.1, gap_y - pull - 0.04, 0.5]), tilt=tilt, hold=2))
+        return wps
+
+    def _close_drawer(self, q: float) -> List[Waypoint]:
+        tilt = 0.4
+        front = -0.242 - q  # front face of the handle bar
+        return [
+            Waypoint(np.array([0.1, front - 0.06, 0.5]), tilt=tilt),
+            Waypoint(np.array([0.1, front - 0.03, 0.335]), tilt=tilt, hold=2),
+            Waypoint(np.array([0.1, -0.245, 0.335]), tilt=tilt, hold=6, speed=0.008),
+            Waypoint(np.array([0.1, -0.30, 0.45]), tilt=tilt, hold=2),
+        ]
+
+    # sliding door: handle x = 0.135 - q, y -0.03..-0.006, z 0.4975..0.5675, under the
+    # cabinet roof (y >= -0.01, z 0.60-0.62); tips pushing its side, hand leaning back.
+    def _slider(self, q: float, left: bool) -> List[Waypoint]:
+        tilt = 0.5
+        hx = 0.135 - q
+        side = 1.0 if left else -1.0  # push from +x towards -x for "left"
+        x0 = hx + side * 0.03
+        travel = min(0.22, (0.28 - q) if left else q) + 0.02
+        x1 = x0 - side * travel
+        y, z = -0.024, 0.51
+        return [
+            Waypoint(np.array([x0, -0.12, SAFE_Z]), tilt=tilt),
+            Waypoint(np.array([x0, -0.12, z]), tilt=tilt, hold=0),
+            Waypoint(np.array([x0, y, z]), tilt=tilt, hold=2, speed=0.008),
+            Waypoint(np.array([x1, y, z]), tilt=tilt, hold=4, speed=0.008),
+            Waypoint(np.array([x1, -0.12, z]), tilt=tilt, hold=0),
+            Waypoint(np.array([x1, -0.12, SAFE_Z]), tilt=tilt, hold=2),
+        ]
+
+    def _button(self) -> List[Waypoint]:
+        above, pressed = np.array([-0.28, -0.12, 0.57]), np.array([-0.28, -0.12, 0.468])
+        return [Waypoint(above, hold=4), Waypoint(pressed, hold=8, speed=0.006), Waypoint(above, hold=4)]
+
+    # switch: box x 0.26..0.34, y 0.01..0.04, z 0.48+q..0.50+q in front of a block whose face is at
+    # y = 0.04; the lightbulb is on while q > 0.044.
+    def _switch_up(self, q: float) -> List[Waypoint]:
+        # The tips cannot get under the switch (the finger would cross it), so the finger presses
+        # into its front face (y = 0.01) and drags it up by friction.
+        tilt = 0.35
+        x, y = 0.30, 0.024
+        z0 = 0.474 + q
+        return [
+            Waypoint(np.array([x, -0.06, 0.56]), tilt=tilt),
+            Waypoint(np.array([x, -0.06, z0]), tilt=tilt, hold=0),
+            Waypoint(np.array([x, y, z0]), tilt=tilt, hold=3, speed=0.006),
+            Waypoint(np.array([x, y, 0.60]), tilt=tilt, hold=4, speed=0.005),
+            Waypoint(np.array([x, -0.06, 0.62]), tilt=tilt, hold=2),
+        ]
+
+    def _switch_down(self, q: float) -> List[Waypoint]:
+        tilt = 0.3
+        x, y = 0.30, 0.018
+        top = 0.50 + q
+        return [
+            Waypoint(np.array([x, -0.04, top + 0.06]), tilt=tilt),
+            Waypoint(np.array([x, y, top + 0.02]), tilt=tilt, hold=0),
+            Waypoint(np.array([x, y, 0.503]), tilt=tilt, hold=4, speed=0.006),
+            Waypoint(np.array([x, -0.05, 0.58]), tilt=tilt, hold=2),
+        ]
+
+    def _push(self, name: str, pose, left: bool) -> List[Waypoint]:
+        self._require_on_table(name, pose)
+        x, y = pose[0], pose[1]
+        side = 1.0 if left else -1.0
+        x0 = x + side * (_block_half_x(name, pose[5]) + 0.02)
+        x1 = x0 - side * 0.16
+        z = TABLE_TOP_Z + 0.012
+        return [
+            Waypoint(np.array([x0, y, SAFE_Z - 0.04])),
+            Waypoint(np.array([x0, y, z]), hold=2, speed=0.008),
+            Waypoint(np.array([x1, y, z]), hold=3, speed=0.008),
+            Waypoint(np.array([x1, y, SAFE_Z - 0.04]), hold=2),
+        ]
+
+    def _grasp(self, name: str, pose, yaw: float) -> List[Waypoint]:
+        x, y = pose[0], pose[1]
+        z = TABLE_TOP_Z + 0.008
+        return [
+            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN),
+            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=OPEN, hold=2, speed=0.008),
+            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=CLOSED, hold=10),
+        ]
+
+    def _lift(self, name: str, pose) -> List[Waypoint]:
+        self._require_on_table(name, pose)
+        yaw = _grasp_yaw(pose[5])
+        wps = self._grasp(name, pose, yaw)
+        wps.append(Waypoint(np.array([pose[0], pose[1], TABLE_TOP_Z + 0.13]), yaw=yaw, gripper=CLOSED, hold=6,
+                            speed=0.008))
+        return wps
+
+    def _rotate(self, name: str, pose, turn: float) -> List[Waypoint]:
+        self._require_on_table(name, pose)
+        yaw = _grasp_yaw(pose[5], turn)
+        x, y = pose[0], pose[1]
+        up = np.array([x, y, TABLE_TOP_Z + 0.025])
+        down = np.array([x, y, TABLE_TOP_Z + 0.01])
+        wps = self._grasp(name, pose, yaw)
+        wps += [
+            Waypoint(up, yaw=yaw, gripper=CLOSED, hold=2, speed=0.006),
+            Waypoint(up, yaw=yaw + turn, gripper=CLOSED, hold=4),
+            Waypoint(down, yaw=yaw + turn, gripper=CLOSED, hold=2, speed=0.006),
+            Waypoint(down, yaw=yaw + turn, gripper=OPEN, hold=8),
+            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw + turn, gripper=OPEN, hold=2),
+        ]
+        return wps
+
+    def _stack(self, scene_obs) -> List[Waypoint]:
+        names = ("block_red", "block_blue", "block_pink")
+        poses = {n: self._block(scene_obs, n) for n in names}
+        on_table = [n for n in names if poses[n][1] < -0.01 and abs(poses[n][2] - TABLE_TOP_Z) < 0.01]
+        src = self.stack_source or (on_table[0] if on_table else None)
+        if src is None or src not in on_table:
+            raise ValueError("stack_block needs a block on the table top to pick up")
+        targets = [n for n in names if n != src and poses[n][1] < 0.0]
+        if not targets:
+            raise ValueError("stack_block needs a second block on the table to stack onto")
+        dst = min(targets, key=lambda n: np.linalg.norm(poses[n][:2] - poses[src][:2]))
+        yaw = _grasp_yaw(poses[src][5])
+        wps = self._grasp(src, poses[src], yaw)
+        gx, gy = poses[dst][0], poses[dst][1]
+        top = poses[dst][2] + BLOCKS[dst][0][2]
+        yaw2 = _grasp_yaw(poses[dst][5])
+        wps += [
+            Waypoint(np.array([poses[src][0], poses[src][1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
+            Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=CLOSED, hold=4),
+            Waypoint(np.array([gx, gy, top + 0.012]), yaw=yaw2, gripper=CLOSED, hold=4, speed=0.006),
+            Waypoint(np.array([gx, gy, top + 0.012]), yaw=yaw2, gripper=OPEN, hold=8),
+            Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=OPEN, hold=4),
+        ]
+        return wps
+
+    def _place_in_drawer(self, env, q: float) -> List[Waypoint]:
+        if q < 0.12:
+            raise ValueError(f"place_in_drawer needs the drawer open (joint {q:.3f} < 0.12)")
+        pos, _ = env.tcp_pose()
+        yaw = float(env.robot.target_orn[2])  # keep the current wrist yaw (+-pi/2 families)
+        yaw = yaw if abs(_wrap(yaw - DEFAULT_YAW)) < np.pi / 2 else yaw + np.pi
+        tip = np.asarray(pos) + np.array([0.0, 0.0, -TIP_OFFSET])
+        drop = np.array([0.1, -0.2 - q + 0.075, 0.36])
+        return [
+            Waypoint(np.array([tip[0], tip[1], max(tip[2], SAFE_Z)]), yaw=yaw, gripper=CLOSED, hold=0),
+            Waypoint(np.array([drop[0], drop[1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2),
+            Waypoint(drop, yaw=yaw, gripper=CLOSED, hold=3, speed=0.008),
+            Waypoint(drop, yaw=yaw, gripper=OPEN, hold=10),
+            Waypoint(np.array([drop[0], drop[1] - 0.04, SAFE_Z]), yaw=yaw, gripper=OPEN, hold=2),
+        ]
+
+    # ------------------------------------------------------------ execution
+    def _follow(self, env, waypoints: List[Waypoint]) -> Iterator[np.ndarray]:
+        pos, _ = env.tcp_pose()
+        cur_tcp = np.asarray(pos, dtype=float)
+        cur_yaw, cur_tilt = yaw_tilt_from_euler(env.robot.target_orn)
+        if waypoints:  # same yaw branch as the first waypoint (the gripper is symmetric under yaw + 2 pi)
+            cur_yaw = waypoints[0].yaw + _wrap(cur_yaw - waypoints[0].yaw)
+        n = 0
+        for wp in waypoints:
+            R = gripper_rotation(wp.yaw, wp.tilt)
+            tcp = np.asarray(wp.tip, dtype=float) - TIP_OFFSET * R[:, 2]
+            dist = np.linalg.norm(tcp - cur_tcp)
+            dang = max(abs(wp.yaw - cur_yaw), abs(wp.tilt - cur_tilt))
+            steps = max(1, int(np.ceil(max(dist / wp.speed, dang / MAX_TURN))))
+            for k in range(1, steps + wp.hold + 1):
+                f = min(1.0, k / steps)
+                p_k = cur_tcp + f * (tcp - cur_tcp)
+                yaw_k = cur_yaw + f * (wp.yaw - cur_yaw)
+                tilt_k = cur_tilt + f * (wp.tilt - cur_tilt)
+                euler = euler_from_matrix(gripper_rotation(yaw_k, tilt_k))
+                yield np.r_[p_k, euler, wp.gripper]
+                n += 1
+                if n >= MAX_STEPS:
+                    return
+            cur_tcp, cur_yaw, cur_tilt = tcp, wp.yaw, wp.tilt

@@ -1,0 +1,145 @@
+"""Shared pieces of the integration tests: launching nodes, a recorder and a fake robot."""
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64, Header
+
+from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
+from openhelix_ros import topics
+from openhelix_ros.conversions import (
+    arrays_to_pose,
+    depth_to_image,
+    intrinsics_to_camera_info,
+    rgb_to_image,
+    seconds_to_stamp,
+)
+from openhelix_ros.launching import LaunchedProcesses, parse_launch_file
+from openhelix_ros.qos import LATEST_SENSOR, RELIABLE
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 240.0
+K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+
+
+def launch(names, environment, log_directory, overrides=None):
+    """Starts the named nodes of sim.launch.xml; ``overrides`` maps node -> {parameter: value}."""
+    nodes = [n for n in parse_launch_file(REPO / "launch" / "sim.launch.xml") if n.name in names]
+    for node in nodes:
+        node.parameters.update((overrides or {}).get(node.name, {}))
+    return LaunchedProcesses(nodes, log_directory=log_directory, environment=environment)
+
+
+class Recorder(Node):
+    """Records what the policy publishes and can publish goals itself."""
+
+    def __init__(self):
+        super().__init__("integration_recorder")
+        self.goals: list[GoalEmbedding] = []
+        self.chunks: list[TrajectoryChunk] = []
+        self.commands: list[PoseStamped] = []
+        self.gripper_commands: list[Float64] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.messages: dict[str, str] = {}
+        self.create_subscription(GoalEmbedding, topics.GOAL_EMBEDDING, self.goals.append, RELIABLE)
+        self.create_subscription(TrajectoryChunk, topics.TRAJECTORY_CHUNK, self.chunks.append, RELIABLE)
+        self.create_subscription(PoseStamped, topics.POSE_COMMAND, self.commands.append, LATEST_SENSOR)
+        self.create_subscription(Float64, topics.GRIPPER_COMMAND, self.gripper_commands.append, LATEST_SENSOR)
+        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.on_diagnostics, 10)
+        self.goal_publisher = self.create_publisher(GoalEmbedding, topics.GOAL_EMBEDDING, RELIABLE)
+        self.pumped_goals = 0
+        self.pump_goals = False
+        self.create_timer(0.5, self._pump_goal)
+
+    def _pump_goal(self):
+        """Plays the planner: a fresh goal twice a second while ``pump_goals`` is set."""
+        if self.pump_goals:
+            self.pumped_goals += 1
+            self.publish_goal(1000 + self.pumped_goals)
+
+    def on_diagnostics(self, msg):
+        for status in msg.status:
+            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+            self.messages[status.name] = status.message
+
+    def controller_status(self) -> dict[str, str]:
+        return self.diagnostics.get("openhelix/controller", {})
+
+    def refusals(self, cause: str) -> int:
+        return int(self.controller_status().get(f"refused_{cause}", 0))
+
+    def spin_until(self, condition, timeout_s, processes, also=()):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rclpy.spin_once(self, timeout_sec=0.05)
+            for node in also:
+                rclpy.spin_once(node, timeout_sec=0)
+            crashed = processes.exited()
+            assert not crashed, f"nodes exited: {crashed}; logs: {logs(processes)}"
+            if condition():
+                return True
+        return False
+
+    def spin_for(self, seconds, processes, also=()):
+        self.spin_until(lambda: False, seconds, processes, also)
+
+    def publish_goal(self, sequence: int, embedding=None, instruction="lift the red block"):
+        if embedding is None:
+            embedding = np.random.default_rng(sequence).standard_normal(512).astype(np.float32).tolist()
+        goal = GoalEmbedding(sequence=sequence, instruction=instruction, model_id="test", embedding=embedding)
+        goal.header.stamp = self.get_clock().now().to_msg()
+        self.goal_publisher.publish(goal)
+
+
+def logs(processes):
+    return {name: path.read_text(errors="replace")[-2500:] for name, path in processes.log_files.items()}
+
+
+class FakeRobot(Node):
+    """Publishes two RGB-D cameras, the EE pose and joint states like a robot driver; faults on request."""
+
+    def __init__(self, rate_hz: float = 10.0):
+        super().__init__("fake_robot")
+        self.images = {}
+        for camera in ("static", "gripper"):
+            self.images[camera] = (self.create_publisher(Image, topics.camera_color(camera), LATEST_SENSOR),
+                                   self.create_publisher(Image, topics.camera_depth(camera), LATEST_SENSOR),
+                                   self.create_publisher(CameraInfo, topics.camera_info(camera), LATEST_SENSOR))
+        self.pose_publisher = self.create_publisher(PoseStamped, topics.EE_POSE, LATEST_SENSOR)
+        self.joint_publisher = self.create_publisher(JointState, topics.JOINT_STATES, LATEST_SENSOR)
+        self.fault: str | None = None
+        self.paused = False
+        self.published = 0
+        self.rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        self.create_timer(1.0 / rate_hz, self.publish)
+
+    def publish(self):
+        if self.paused:
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        stamp = now - 5.0 if self.fault == "out_of_order" else now
+        header = Header(stamp=seconds_to_stamp(stamp), frame_id="camera")
+        depth = np.full((48, 64), 0.0 if self.fault == "no_valid_depth" else 1.0, np.float32)
+        for color_publisher, depth_publisher, info_publisher in self.images.values():
+            color = rgb_to_image(self.rgb, header)
+            if self.fault == "unknown_encoding":
+                color.encoding = "yuv422_weird"
+            depth_msg = depth_to_image(depth, header)
+            if self.fault == "wrong_size":
+                depth_msg.data = bytes(depth_msg.data)[:-8]
+            info = intrinsics_to_camera_info(np.zeros((3, 3)) if self.fault == "no_intrinsics" else K, 64, 48, header)
+            info_publisher.publish(info)
+            color_publisher.publish(color)
+            depth_publisher.publish(depth_msg)
+        position = np.array([np.nan if self.fault == "nan_pose" else 0.3, 0.0, 0.4])
+        self.pose_publisher.publish(PoseStamped(header=Header(stamp=header.stamp, frame_id="world"),
+                                                pose=arrays_to_pose(position, np.array([1.0, 0.0, 0.0, 0.0]))))
+        self.joint_publisher.publish(JointState(header=Header(stamp=header.stamp),
+                                                name=["panda_finger_joint1", "panda_finger_joint2"],
+                                                position=[0.04, 0.04]))
+        self.published += 1

@@ -1,0 +1,172 @@
+"""calvin_env adapter (sim_bridge.envs.calvin_backend): what can be checked without calvin_env.
+
+The adapter's camera maths is compared with the embedded PlayTableEnv's for the same camera
+parameters; building a real calvin_env environment is only exercised when calvin_env imports."""
+
+import numpy as np
+import pytest
+
+p = pytest.importorskip("pybullet")
+
+from openhelix_core.evaluation.sequences import env_state_for_initial_state, initial_states  # noqa: E402
+from sim_bridge.envs import calvin_backend as cb  # noqa: E402
+from sim_bridge.envs import cameras as emb  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def test_availability_and_error_message():
+    available = cb.calvin_env_available()
+    assert isinstance(available, bool)
+    if available:
+        pytest.skip("calvin_env is installed here")
+    with pytest.raises(ImportError) as e:
+        cb.require_calvin_env()
+    msg = str(e.value)
+    assert "git clone --recursive https://github.com/mees/calvin_env.git" in msg
+    assert "pip install -e ." in msg and "tacto" in msg
+    with pytest.raises(ImportError, match="calvin_env"):
+        cb.CalvinPlayTableEnv(dataset_path="/nonexistent")
+    with pytest.raises(ImportError):
+        cb.load_calvin_config(conf_dir="/nonexistent")
+
+
+@pytest.mark.parametrize("w,h,fov", [(200, 200, 10.0), (84, 84, 75.0), (400, 400, 10.0), (320, 240, 60.0)])
+def test_intrinsics_match_embedded(w, h, fov):
+    np.testing.assert_allclose(cb.intrinsics_from_fov(w, h, fov), emb.intrinsics(w, h, fov))
+
+
+@pytest.mark.parametrize("w,h,fov,aspect", [(200, 200, 75.0, 1.0), (320, 240, 60.0, 320 / 240), (300, 200, 45.0, 1.0)])
+def test_intrinsics_agree_with_pybullet_projection(w, h, fov, aspect):
+    """Project optical-frame points with PyBullet's projection matrix (pixel centres at +0.5)
+    and with K: same pixel coordinates, including when aspect != width / height."""
+    P = np.asarray(p.computeProjectionMatrixFOV(fov=fov, aspect=aspect, nearVal=0.01, farVal=10.0)).reshape(4, 4).T
+    K = cb.intrinsics_from_fov(w, h, fov, aspect)
+    for _ in range(5):
+        x_opt = np.array([RNG.uniform(-0.3, 0.3), RNG.uniform(-0.3, 0.3), RNG.uniform(0.5, 3.0)])
+        eye = np.array([x_opt[0], -x_opt[1], -x_opt[2], 1.0])  # optical -> OpenGL eye frame
+        clip = P @ eye
+        ndc = clip[:3] / clip[3]
+        u = (ndc[0] + 1) / 2 * w - 0.5
+        v = (1 - ndc[1]) / 2 * h - 0.5
+        uv = K @ (x_opt / x_opt[2])
+        np.testing.assert_allclose(uv[:2], [u, v], atol=1e-9)
+
+
+def test_look_at_matches_pybullet():
+    for _ in range(10):
+        eye, target = RNG.normal(size=3), RNG.normal(size=3)
+        up = RNG.normal(size=3)
+        np.testing.assert_allclose(cb.look_at_view_matrix(eye, target, up),
+                                   p.computeViewMatrix(eye.tolist(), target.tolist(), up.tolist()), atol=1e-6)
+
+
+def test_static_camera_pose_matches_embedded():
+    vm = p.computeViewMatrix(emb.STATIC_EYE, emb.STATIC_TARGET, emb.STATIC_UP)
+    T = cb.camera_pose_from_view_matrix(vm)
+    np.testing.assert_allclose(T, emb.view_matrix_to_camera_pose(vm), atol=1e-12)
+    np.testing.assert_allclose(T[:3, 3], emb.STATIC_EYE, atol=1e-5)
+    look = np.asarray(emb.STATIC_TARGET) - np.asarray(emb.STATIC_EYE)
+    np.testing.assert_allclose(T[:3, 2], look / np.linalg.norm(look), atol=1e-5)  # optical z looks at target
+
+
+def test_gripper_camera_pose_matches_embedded_convention():
+    for _ in range(5):
+        pos = RNG.normal(size=3)
+        quat = np.asarray(p.getQuaternionFromEuler(RNG.uniform(-3, 3, size=3).tolist()))
+        R = np.asarray(p.getMatrixFromQuaternion(quat.tolist())).reshape(3, 3)
+        np.testing.assert_allclose(cb.quaternion_matrix(quat), R, atol=1e-12)
+        ours = cb.gripper_camera_pose(pos, quat)
+        vm = p.computeViewMatrix(pos.tolist(), (pos + R[:, 1]).tolist(), (-R[:, 2]).tolist())
+        np.testing.assert_allclose(ours, emb.view_matrix_to_camera_pose(vm), atol=1e-6)
+        link = np.eye(4)
+        link[:3, :3], link[:3, 3] = R, pos
+        np.testing.assert_allclose(ours, link @ emb.GRIPPER_LINK_TO_OPTICAL, atol=1e-6)
+
+
+def test_gripper_camera_pose_in_embedded_env():
+    from sim_bridge.envs import PlayTableEnv
+
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        cam = env.cameras["gripper"]
+        ls = p.getLinkState(cam.robot_uid, cam.link_id, computeForwardKinematics=True, physicsClientId=env.cid)
+        np.testing.assert_allclose(cb.gripper_camera_pose(ls[4], ls[5]), env.camera_to_base("gripper"), atol=1e-6)
+        np.testing.assert_allclose(cb.intrinsics_from_fov(cam.width, cam.height, cam.fov), env.camera_intrinsics("gripper"))
+        # CALVIN's evaluation reset values are accepted by the embedded env
+        state = dict(initial_states()[0], lightbulb=1, led=1, drawer="open")
+        robot_obs, scene_obs = env_state_for_initial_state(state)
+        obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        assert obs["scene_obs"][4] == 1 and obs["scene_obs"][5] == 1
+        assert obs["scene_obs"][1] == pytest.approx(0.22, abs=0.01)
+        np.testing.assert_allclose(obs["robot_obs"][7:14], robot_obs[7:14], atol=1e-3)
+    finally:
+        env.close()
+
+
+def test_flatten_obs_and_actions():
+    obs = {"rgb_obs": {"rgb_static": np.zeros((4, 4, 4), np.uint8), "rgb_gripper": np.ones((2, 2, 3))},
+           "depth_obs": {"depth_static": np.ones((4, 4)), "depth_gripper": np.ones((2, 2))},
+           "robot_obs": list(range(15)), "scene_obs": np.zeros(24)}
+    flat = cb.flatten_calvin_obs(obs)
+    assert set(flat) == {"rgb_static", "rgb_gripper", "depth_static", "depth_gripper", "robot_obs", "scene_obs"}
+    assert flat["rgb_static"].shape == (4, 4, 3) and flat["rgb_static"].dtype == np.uint8
+    assert flat["depth_static"].dtype == np.float32 and flat["robot_obs"].dtype == np.float64
+    a = np.array([0.1, 0.2, 0.5, 3.1, 0.0, 1.5, -0.3])
+    pos, orn, g = cb.to_calvin_action(a, "absolute")
+    np.testing.assert_array_equal(pos, a[:3])
+    np.testing.assert_array_equal(orn, a[3:6])
+    assert g == -1
+    rel = cb.to_calvin_action([0.5, 0, 0, 0, 0, 0, 0.2], "relative")
+    assert rel[6] == 1 and rel[0] == 0.5
+    for bad in ([2, 0, 0, 0, 0, 0, 1], [0] * 6, [np.nan] * 7):
+        with pytest.raises(ValueError):
+            cb.to_calvin_action(bad, "relative")
+    with pytest.raises(ValueError):
+        cb.to_calvin_action(a, "delta")
+
+
+def test_config_helpers(tmp_path):
+    assert cb.scene_config_name("a") == "calvin_scene_A"
+    assert cb.scene_config_name("calvin_scene_A_eval") == "calvin_scene_A_eval"
+    with pytest.raises(ValueError):
+        cb.scene_config_name("E")
+    with pytest.raises(FileNotFoundError):
+        cb.resolve_dataset_config(tmp_path)
+    split = tmp_path / "task_D_D" / "validation" / ".hydra"
+    split.mkdir(parents=True)
+    (split / "merged_config.yaml").write_text("env: {}\n")
+    assert cb.resolve_dataset_config(tmp_path / "task_D_D") == split / "merged_config.yaml"
+    assert cb.resolve_dataset_config(tmp_path / "task_D_D" / "validation") == split / "merged_config.yaml"
+    # a minimal fake calvin_env conf tree
+    conf = tmp_path / "calvin_env" / "conf"
+    for rel, text in {"robot/panda.yaml": "tcp_link_id: 13\n", "scene/calvin_scene_B.yaml": "global_scaling: 0.8\n",
+                      "cameras/cameras/static.yaml": "fov: 10\nwidth: 400\n",
+                      "cameras/cameras/gripper.yaml": "fov: 75\nwidth: 200\n"}.items():
+        (conf / rel).parent.mkdir(parents=True, exist_ok=True)
+        (conf / rel).write_text(text)
+    cfg = cb.conf_dir_env_config(conf, scene="B", robot="panda_longer_finger")
+    assert cfg["robot"] == {"tcp_link_id": 13}  # falls back to panda.yaml
+    assert cfg["scene"] == {"global_scaling": 0.8}
+    assert cfg["cameras"]["gripper"]["fov"] == 75
+    assert cfg["data_path"] == str(tmp_path / "calvin_env" / "data")
+    assert cfg["env"]["_target_"] == "calvin_env.envs.play_table_env.PlayTableSimEnv"
+    assert cfg["env"]["bullet_time_step"] == 240 and cfg["env"]["control_freq"] == 30
+    with pytest.raises(FileNotFoundError):
+        cb.conf_dir_env_config(conf, scene="C")
+
+
+@pytest.mark.skipif(not cb.calvin_env_available(), reason="calvin_env is not installed")
+def test_real_calvin_env_smoke():  # pragma: no cover - only where calvin_env is installed
+    env = cb.CalvinPlayTableEnv(scene="D", image_size_static=200, image_size_gripper=84)
+    try:
+        obs = env.get_obs()
+        assert obs["robot_obs"].shape == (15,) and obs["scene_obs"].shape == (24,)
+        assert obs["rgb_static"].shape == (200, 200, 3)
+        assert env.camera_intrinsics("static").shape == (3, 3)
+        T = env.camera_to_tcp("gripper")
+        np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6)
+        obs = env.step(np.zeros(7), "relative")
+        assert len(env.joint_names()) == 9
+    finally:
+        env.close()
