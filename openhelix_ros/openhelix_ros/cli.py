@@ -1,6 +1,7 @@
 """The ``openhelix`` command.
 
     openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
+    openhelix eval-calvin [--sequences N] CALVIN's evaluation protocol through the same nodes
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
 """
 from __future__ import annotations
@@ -104,6 +105,80 @@ def run_demo(options: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval_calvin(options: argparse.Namespace) -> int:
+    """One worker (sim bridge + planner + controller, own ROS domain) per --workers; merges the results."""
+    import json
+
+    from tqdm import tqdm
+
+    from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
+    from openhelix_core.evaluation.report import format_task_table, write_report
+
+    output = Path(options.output or time.strftime("runs/calvin-eval-%Y%m%d-%H%M%S"))
+    output.mkdir(parents=True, exist_ok=True)
+    workers = min(options.workers, options.sequences)
+    first_domain = options.first_domain
+    launches, result_files = [], []
+    for worker in range(workers):
+        result_files.append(output / f"worker{worker}.jsonl")
+        result_files[-1].write_text("")
+        arguments = {"results_path": str(result_files[-1]), "sequence_count": str(options.sequences),
+                     "num_workers": str(workers), "worker_index": str(worker), "backend": options.backend,
+                     "max_steps_per_subtask": str(options.max_steps), "sequence_seed": str(options.seed)}
+        if options.config_dir:
+            arguments["config_dir"] = options.config_dir
+        nodes = parse_launch_file(resolve_launch_file("calvin_eval.launch.xml"), arguments)
+        launches.append(LaunchedProcesses(nodes, log_directory=output / f"logs-worker{worker}",
+                                          environment={"ROS_DOMAIN_ID": str(first_domain + worker)}))
+    print(f"openhelix eval-calvin: {options.sequences} sequences on {workers} worker(s) (ROS domains "
+          f"{first_domain}..{first_domain + workers - 1}); logs and results in {output}")
+
+    def finished_sequences() -> list[SequenceResult]:
+        return [SequenceResult.from_dict(json.loads(line)) for path in result_files
+                for line in path.read_text().splitlines() if line.strip()]
+
+    failure = None
+    started = time.monotonic()
+    try:
+        with tqdm(total=options.sequences, unit="seq", desc="CALVIN", dynamic_ncols=True) as progress:
+            while True:
+                done = finished_sequences()
+                progress.update(len(done) - progress.n)
+                if done:
+                    progress.set_postfix(avg_len=f"{sum(r.completed for r in done) / len(done):.2f}")
+                sims_done = [launch.exited().get(SIM_NODE) for launch in launches]
+                if all(code is not None for code in sims_done):
+                    break
+                crashed = [(index, name, code) for index, launch in enumerate(launches)
+                           for name, code in launch.exited().items() if name != SIM_NODE or code != 0]
+                if crashed:
+                    index, name, code = crashed[0]
+                    failure = (f"worker {index}: node '{name}' exited with code {code}:\n"
+                               f"{tail(launches[index].log_files[name])}")
+                    break
+                if time.monotonic() - started > options.timeout:
+                    failure = f"timed out after {options.timeout:.0f} s"
+                    break
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        for launch in launches:
+            launch.stop()
+    results = sorted(finished_sequences(), key=lambda r: r.info["sequence_index"])
+    config = {"sequences": options.sequences, "workers": workers, "seed": options.seed, "backend": options.backend,
+              "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)"}
+    report_files = write_report(output, results, config)
+    summary = EvaluationSummary.from_results(results)
+    print(format_task_table(summary, "text"))
+    print(f"\n{len(results)}/{options.sequences} sequences; average length {summary.average_length:.2f}; "
+          f"report: {', '.join(str(path) for path in report_files.values())}")
+    if failure or len(results) < options.sequences:
+        print(f"\nFAILED: {failure or 'not every sequence was evaluated'}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_launch(options: argparse.Namespace) -> int:
     nodes = parse_launch_file(resolve_launch_file(options.file), parse_launch_arguments(options.arguments))
     processes = LaunchedProcesses(nodes)
@@ -127,6 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--log-dir", default="log/openhelix", help="where node logs are written")
     demo.set_defaults(run=run_demo)
+    calvin = commands.add_parser("eval-calvin", help="CALVIN's evaluation protocol through the ROS nodes")
+    calvin.add_argument("--sequences", type=int, default=1000, help="first N of CALVIN's 1000 sequences")
+    calvin.add_argument("--workers", type=int, default=1, help="parallel sim bridge workers")
+    calvin.add_argument("--seed", type=int, default=0, help="sequence set seed (CALVIN's is 0)")
+    calvin.add_argument("--max-steps", type=int, default=360, help="environment steps per subtask")
+    calvin.add_argument("--backend", choices=("embedded", "calvin"), default="embedded")
+    calvin.add_argument("--config-dir", default="", help="directory with planner.yaml / controller_sim.yaml / "
+                        "sim_bridge.yaml to use instead of the installed ones")
+    calvin.add_argument("--output", default="", help="results directory (default runs/calvin-eval-<time>)")
+    calvin.add_argument("--timeout", type=float, default=24 * 3600.0)
+    calvin.add_argument("--first-domain", type=int, default=40, help="ROS domain of worker 0")
+    calvin.set_defaults(run=run_eval_calvin)
     launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
     launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")
     launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")

@@ -48,6 +48,10 @@ class ChunkExecutor:
         self._stop_index = min(len(chunk), self.execution_horizon)
         self.goal_sequence = chunk.goal_sequence
 
+    def clear(self) -> None:
+        """Drops the current chunk (e.g. when the instruction changes)."""
+        self._chunk = None
+
     def next_action(self) -> np.ndarray | None:
         """The action for this tick, or None when there is nothing left to execute."""
         if self._chunk is None or self._next_index >= self._stop_index:

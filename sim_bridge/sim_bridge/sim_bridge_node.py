@@ -4,8 +4,16 @@ Publishes per camera color (rgb8), registered depth (32FC1, metres) and camera_i
 EE pose (``PoseStamped``), joint states, the instruction (latched) and its status on
 ``/diagnostics``; executes the ``openhelix_msgs/TrajectoryChunk`` messages it receives.
 With ``max_steps > 0`` it exits after executing that many policy waypoints.
+
+With ``mode: evaluate`` it runs CALVIN's evaluation protocol instead: it resets the scene for
+each sequence, publishes each subtask's instruction, steps only when the policy has sent a
+waypoint conditioned on the current instruction (lockstep: a slow policy loses no steps),
+checks success after every step, appends one JSON line per sequence to ``results_path`` and
+exits when its sequences are done.
 """
 from __future__ import annotations
+
+import json
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -27,11 +35,20 @@ from openhelix_ros.conversions import (
     rgb_to_image,
     stamp_to_seconds,
 )
-from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_empty, non_negative, positive, topic_name
+from openhelix_ros.parameters import (
+    ParameterSpec,
+    declare_and_validate,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+    topic_name,
+)
 from openhelix_ros.qos import LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action
 from sim_bridge.envs.play_table import PlayTableEnv
+from sim_bridge.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome
 
 CAMERAS = ("static", "gripper")
 
@@ -43,6 +60,24 @@ PARAMETERS = (
     ParameterSpec("instruction", "open the drawer", "Instruction published (latched) for the planner.", non_empty),
     ParameterSpec("execution_horizon", 20, "Waypoints executed from each chunk before holding.", positive),
     ParameterSpec("base_frame", "world", "Frame of the published poses.", non_empty),
+    ParameterSpec("backend", "embedded", "Simulator: 'embedded' (PyBullet play-table of this suite) or 'calvin' "
+                  "(CALVIN's own calvin_env, when installed).", one_of("embedded", "calvin")),
+    ParameterSpec("calvin_dataset_path", "", "calvin backend: a CALVIN dataset split (e.g. task_ABC_D/validation) "
+                  "whose .hydra config selects the scene."),
+    ParameterSpec("calvin_scene", "", "calvin backend: scene A, B, C or D ('' = the dataset's)."),
+    ParameterSpec("calvin_tasks_config", "", "calvin backend: CALVIN's new_playtable_tasks.yaml (task oracle)."),
+    ParameterSpec("mode", "free", "'free': run until max_steps; 'evaluate': CALVIN's evaluation protocol.",
+                  one_of("free", "evaluate")),
+    ParameterSpec("num_sequences", 1000, "evaluate: size of the CALVIN sequence set the sequences come from.",
+                  positive),
+    ParameterSpec("sequence_count", 10, "evaluate: evaluate the first this many sequences of the set.", positive),
+    ParameterSpec("sequence_seed", 0, "evaluate: seed of the sequence set (CALVIN's is 0).", non_negative),
+    ParameterSpec("worker_index", 0, "evaluate: this worker takes sequences i with i % num_workers == worker_index.",
+                  non_negative),
+    ParameterSpec("num_workers", 1, "evaluate: number of parallel bridge workers.", positive),
+    ParameterSpec("max_steps_per_subtask", 360, "evaluate: environment steps allowed per subtask (CALVIN: 360).",
+                  positive),
+    ParameterSpec("results_path", "", "evaluate: JSON-lines file receiving one record per sequence."),
     ParameterSpec("ee_pose_topic", topics.EE_POSE, "Where the TCP pose is published.", topic_name),
     ParameterSpec("joint_states_topic", topics.JOINT_STATES, "Where joint states are published.", topic_name),
     ParameterSpec("instruction_topic", topics.INSTRUCTION, "Where the instruction is published.", topic_name),
@@ -55,9 +90,14 @@ class SimBridgeNode(Node):
         super().__init__("sim_bridge")
         self.params = declare_and_validate(self, PARAMETERS)
         p = self.params
-        self.env = PlayTableEnv(seed=p["seed"])
+        if p["mode"] == "evaluate" and not p["results_path"]:
+            raise ValueError("mode 'evaluate' needs results_path")
+        if p["worker_index"] >= p["num_workers"]:
+            raise ValueError(f"worker_index {p['worker_index']} must be below num_workers {p['num_workers']}")
+        self.env = self._make_env()
         self.env.reset(seed=p["seed"])
         self.executor_logic = ChunkExecutor(p["execution_horizon"])
+        self.runner = None
         self.refusals = RefusalLog(self.get_logger())
         self.tick = 0
         self.steps_executed = 0
@@ -74,13 +114,30 @@ class SimBridgeNode(Node):
         self.pose_publisher = self.create_publisher(PoseStamped, p["ee_pose_topic"], qos_profile_sensor_data)
         self.joint_publisher = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.status_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-        instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
-        instruction_publisher.publish(String(data=p["instruction"]))
+        self.instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
+        self.instruction = p["instruction"]
+        if p["mode"] == "evaluate":
+            indices = [i for i in range(p["sequence_count"]) if i % p["num_workers"] == p["worker_index"]]
+            oracle = CalvinTaskOracle(p["calvin_tasks_config"]) if p["backend"] == "calvin" else None
+            self.runner = CalvinEvaluationRunner(self.env, indices, p["num_sequences"], p["sequence_seed"],
+                                                 p["max_steps_per_subtask"], oracle=oracle)
+            self.instruction = self.runner.start_next_sequence()
+            self.get_logger().info(f"evaluating {len(indices)} CALVIN sequences -> {p['results_path']}")
+        self.instruction_publisher.publish(String(data=self.instruction or ""))
         self.create_subscription(TrajectoryChunk, p["chunk_topic"], self.on_chunk, RELIABLE)
         self.create_timer(1.0 / p["rate_hz"], self.step)
         self.create_timer(1.0, self.publish_status)
+        self.last_obs = self.env.get_obs()
         self.publish_observation()
-        self.get_logger().info(f"play-table ready (seed {p['seed']}); instruction: '{p['instruction']}'")
+        self.get_logger().info(f"{p['backend']} play-table ready (seed {p['seed']}); instruction: '{self.instruction}'")
+
+    def _make_env(self):
+        if self.params["backend"] == "calvin":
+            from sim_bridge.envs.calvin_backend import CalvinPlayTableEnv, require_calvin_env
+            require_calvin_env()
+            return CalvinPlayTableEnv(dataset_path=self.params["calvin_dataset_path"] or None,
+                                      scene=self.params["calvin_scene"] or None, seed=self.params["seed"])
+        return PlayTableEnv(seed=self.params["seed"])
 
     def on_chunk(self, msg: TrajectoryChunk) -> None:
         try:
@@ -89,6 +146,8 @@ class SimBridgeNode(Node):
             self.refusals.refuse("invalid_chunk", f"not executing chunk #{msg.sequence}: {error}")
             return
         self.refusals.clear("invalid_chunk")
+        if self.runner is not None and chunk.goal_instruction != self.instruction:
+            return  # conditioned on the previous subtask's instruction
         self.chunks_received += 1
         self.executor_logic.receive(chunk, stamp_to_seconds(msg.header.stamp), self.tick)
 
@@ -96,22 +155,59 @@ class SimBridgeNode(Node):
         if self.finished:
             return
         action = self.executor_logic.next_action()
+        if self.runner is not None:
+            self.evaluation_step(action)
+            return
         if action is not None:
             self.hold_action = action
             self.steps_executed += 1
         self.env.step(self.hold_action, action_type="absolute")
         self.tick += 1
+        self.last_obs = self.env.get_obs()
         self.publish_observation()
         if 0 < self.params["max_steps"] <= self.steps_executed:
-            self.finished = True
-            self.publish_status()
-            self.get_logger().info(f"executed {self.steps_executed} policy steps in {self.tick} ticks; exiting")
-            raise SystemExit(0)
+            self.finish(f"executed {self.steps_executed} policy steps in {self.tick} ticks")
+
+    def evaluation_step(self, action) -> None:
+        """Lockstep: the scene advances only on a waypoint for the current instruction."""
+        if action is None:
+            self.publish_observation()  # same scene, new stamp: the planner and controller keep up
+            return
+        self.env.step(action, action_type="absolute")
+        self.steps_executed += 1
+        self.tick += 1
+        outcome = self.runner.after_step()
+        if outcome is StepOutcome.SUBTASK_SUCCEEDED:
+            self.start_instruction(self.runner.instruction)
+        elif outcome is StepOutcome.SEQUENCE_ENDED:
+            result = self.runner.results[-1]
+            with open(self.params["results_path"], "a") as results_file:
+                results_file.write(json.dumps(result.to_dict()) + "\n")
+            self.get_logger().info(f"sequence {result.info['sequence_index']}: {result.completed}/5 "
+                                   f"({', '.join(result.tasks[:result.completed + 1])})")
+            instruction = self.runner.start_next_sequence()
+            if instruction is None:
+                self.finish(f"evaluated {len(self.runner.results)} sequences")
+                return
+            self.start_instruction(instruction)
+        self.last_obs = self.env.get_obs()
+        self.publish_observation()
+
+    def start_instruction(self, instruction: str) -> None:
+        self.instruction = instruction
+        self.executor_logic.clear()
+        self.instruction_publisher.publish(String(data=instruction))
+
+    def finish(self, summary: str) -> None:
+        self.finished = True
+        self.publish_status()
+        self.get_logger().info(f"{summary}; exiting")
+        raise SystemExit(0)
 
     def publish_observation(self) -> None:
         stamp = self.get_clock().now().to_msg()
         self.executor_logic.observation_published(stamp_to_seconds(stamp), self.tick)
-        obs = self.env.get_obs()
+        obs = self.last_obs
         for camera in CAMERAS:
             header = Header(stamp=stamp, frame_id=f"{camera}_camera_optical_frame")
             rgb, depth = obs[f"rgb_{camera}"], obs[f"depth_{camera}"]
@@ -129,7 +225,9 @@ class SimBridgeNode(Node):
     def publish_status(self) -> None:
         values = {"ticks": self.tick, "steps_executed": self.steps_executed,
                   "chunks_received": self.chunks_received, "goal_sequence": self.executor_logic.goal_sequence,
-                  "finished": self.finished}
+                  "finished": self.finished, "instruction": self.instruction or ""}
+        if self.runner is not None:
+            values["sequences_done"] = len(self.runner.results)
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name="openhelix/sim_bridge",
                                   message="finished" if self.finished else "running", hardware_id="play_table",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -1,4 +1,5 @@
 """The README's main job: `openhelix demo` runs the loop through ROS topics and exits 0."""
+import json
 import os
 import subprocess
 import sys
@@ -20,3 +21,23 @@ def test_demo_runs_sim_planner_controller_loop(tmp_path):
     assert "OK: 10 policy steps executed" in result.stdout
     assert "chunks conditioned on a published goal" in result.stdout
     assert list(tmp_path.glob("demo-*/controller.log")), "node logs were not written"
+
+
+def test_eval_calvin_runs_the_protocol_through_the_nodes_and_writes_the_report(tmp_path):
+    environment = {**os.environ}
+    first_domain = str(1 + (os.getpid() + 50) % 90)
+    result = subprocess.run(
+        [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--sequences", "2", "--workers", "1",
+         "--max-steps", "12", "--output", str(tmp_path), "--timeout", "400", "--first-domain", first_domain],
+        capture_output=True, text=True, env=environment, timeout=500, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "calvin_eval.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "worker0.jsonl").read_text().splitlines()]
+    assert [r["info"]["sequence_index"] for r in records] == [0, 1]
+    for record in records:  # every attempted subtask stayed within its step budget
+        steps = record["info"]["steps_per_subtask"]
+        assert len(steps) == min(record["completed"] + 1, 5) and all(1 <= n <= 12 for n in steps)
+    lengths = [r["completed"] for r in records]
+    assert report["summary"]["avg_seq_len"] == sum(lengths) / 2
+    assert (tmp_path / "calvin_eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"average length {sum(lengths) / 2:.2f}" in result.stdout

@@ -1,0 +1,139 @@
+"""CALVIN's long-horizon evaluation protocol driven on a simulator, without ROS.
+
+For each sequence: reset the scene to its initial state, then for each of its 5 subtasks give
+the instruction (CALVIN's validation annotation) and check the subtask after every
+environment step against the state at the subtask's start; a subtask not done within
+``max_steps_per_subtask`` steps ends the sequence, as in CALVIN's ``evaluate_policy``.
+The caller steps the environment (the sim bridge node does, with the actions the policy
+sends over ROS) and calls :meth:`after_step`.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Sequence
+
+from openhelix_core.evaluation.metrics import SequenceResult
+from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, env_state_for_initial_state, sequence_at
+from sim_bridge.envs.annotations import validation_annotation
+from sim_bridge.envs.tasks import SceneState, task_succeeded
+
+
+class EmbeddedTaskOracle:
+    """CALVIN's success checks on the embedded play-table (:mod:`sim_bridge.envs.tasks`)."""
+
+    def capture(self, env) -> SceneState:
+        return SceneState.capture(env)
+
+    def succeeded(self, task: str, start: SceneState, current: SceneState) -> bool:
+        return task_succeeded(task, start, current)
+
+
+class CalvinTaskOracle:
+    """CALVIN's own task oracle, for the real calvin_env backend.
+
+    Built exactly as CALVIN's ``evaluate_policy`` builds it: hydra instantiates the task
+    configuration of the user's calvin checkout
+    (``calvin_models/conf/callbacks/rollout/tasks/new_playtable_tasks.yaml``), and the oracle
+    compares ``env.get_info()`` at the subtask's start with the current one.
+    """
+
+    def __init__(self, tasks_config_path: str) -> None:
+        try:
+            import hydra
+            from omegaconf import OmegaConf
+        except ImportError as error:
+            raise ImportError("the calvin backend's task oracle needs hydra-core and omegaconf, which "
+                              "calvin_env's installation provides") from error
+        self.tasks = hydra.utils.instantiate(OmegaConf.load(tasks_config_path))
+
+    def capture(self, env) -> dict:
+        return env.calvin_info()
+
+    def succeeded(self, task: str, start: dict, current: dict) -> bool:
+        return task in self.tasks.get_task_info_for_set(start, current, {task})
+
+
+class StepOutcome(Enum):
+    RUNNING = "running"
+    SUBTASK_SUCCEEDED = "subtask_succeeded"
+    SEQUENCE_ENDED = "sequence_ended"
+
+
+class CalvinEvaluationRunner:
+    def __init__(self, env, sequence_indices: Sequence[int], num_sequences: int = 1000, seed: int = 0,
+                 max_steps_per_subtask: int = STEPS_PER_SUBTASK, settle_steps: int = 1, oracle=None) -> None:
+        if max_steps_per_subtask < 1:
+            raise ValueError("max_steps_per_subtask must be at least 1")
+        self.env = env
+        self.sequence_indices = list(sequence_indices)
+        self.num_sequences = num_sequences
+        self.seed = seed
+        self.max_steps_per_subtask = max_steps_per_subtask
+        self.settle_steps = settle_steps
+        self.oracle = oracle or EmbeddedTaskOracle()
+        self.results: list[SequenceResult] = []
+        self._position = -1
+        self._initial_state: dict = {}
+        self._tasks: tuple[str, ...] = ()
+        self._subtask = 0
+        self._steps = 0
+        self._steps_per_subtask: list[int] = []
+        self._start_state = None
+
+    @property
+    def finished(self) -> bool:
+        return self._position >= len(self.sequence_indices)
+
+    @property
+    def sequence_index(self) -> int:
+        return self.sequence_indices[self._position]
+
+    @property
+    def task(self) -> str:
+        return self._tasks[self._subtask]
+
+    @property
+    def instruction(self) -> str:
+        return validation_annotation(self.task)
+
+    def start_next_sequence(self) -> str | None:
+        """Resets the scene for the next sequence; returns its first instruction (None when done)."""
+        self._position += 1
+        if self.finished:
+            return None
+        self._initial_state, self._tasks = sequence_at(self.sequence_index, self.num_sequences, self.seed)
+        robot_obs, scene_obs = env_state_for_initial_state(self._initial_state)
+        self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        hold = robot_obs[[0, 1, 2, 3, 4, 5, 14]]
+        for _ in range(self.settle_steps):  # contacts exist only after a physics step
+            self.env.step(hold, action_type="absolute")
+        self._subtask = 0
+        self._steps_per_subtask = []
+        self._begin_subtask()
+        return self.instruction
+
+    def _begin_subtask(self) -> None:
+        self._steps = 0
+        self._start_state = self.oracle.capture(self.env)
+
+    def after_step(self) -> StepOutcome:
+        """Checks the current subtask after one environment step."""
+        self._steps += 1
+        if self.oracle.succeeded(self.task, self._start_state, self.oracle.capture(self.env)):
+            self._steps_per_subtask.append(self._steps)
+            self._subtask += 1
+            if self._subtask == len(self._tasks):
+                self._record()
+                return StepOutcome.SEQUENCE_ENDED
+            self._begin_subtask()
+            return StepOutcome.SUBTASK_SUCCEEDED
+        if self._steps >= self.max_steps_per_subtask:
+            self._steps_per_subtask.append(self._steps)
+            self._record()
+            return StepOutcome.SEQUENCE_ENDED
+        return StepOutcome.RUNNING
+
+    def _record(self) -> None:
+        self.results.append(SequenceResult(
+            initial_state=self._initial_state, tasks=self._tasks, completed=self._subtask,
+            info={"sequence_index": self.sequence_index, "steps_per_subtask": list(self._steps_per_subtask)}))

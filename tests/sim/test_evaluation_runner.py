@@ -1,0 +1,68 @@
+"""CALVIN's protocol on the play-table, driven by the scripted expert instead of a policy."""
+import numpy as np
+import pytest
+
+from openhelix_core.evaluation.sequences import sequence_at
+from openhelix_core.geometry import quaternion_to_euler
+from sim_bridge.envs import PlayTableEnv
+from sim_bridge.envs.annotations import validation_annotation
+from sim_bridge.envs.expert import Expert
+from sim_bridge.evaluation_runner import CalvinEvaluationRunner, StepOutcome
+
+EXPERT_TASKS = {"open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
+                "turn_on_lightbulb", "turn_off_lightbulb"}
+
+
+@pytest.fixture(scope="module")
+def env():
+    with PlayTableEnv(seed=0, render_static=False, render_gripper=False) as environment:
+        yield environment
+
+
+def hold_action(env) -> np.ndarray:
+    position, orientation = env.tcp_pose()
+    return np.concatenate([position, quaternion_to_euler(orientation), [1.0]])
+
+
+def first_sequence_starting_with(tasks: set[str]) -> int:
+    return next(i for i in range(1000) if sequence_at(i)[1][0] in tasks and sequence_at(i)[1][1] in tasks)
+
+
+def test_expert_completes_subtasks_and_the_sequence_ends_at_the_first_failure(env):
+    index = first_sequence_starting_with(EXPERT_TASKS)
+    runner = CalvinEvaluationRunner(env, [index], max_steps_per_subtask=360)
+    instruction = runner.start_next_sequence()
+    tasks = sequence_at(index)[1]
+    assert instruction == validation_annotation(tasks[0])
+    expert = Expert()
+    for subtask in range(2):
+        outcome = StepOutcome.RUNNING
+        for action in expert.plan(runner.task, env):
+            env.step(action, action_type="absolute")
+            outcome = runner.after_step()
+            if outcome is not StepOutcome.RUNNING:
+                break
+        assert outcome is StepOutcome.SUBTASK_SUCCEEDED, f"expert failed subtask {subtask}: {tasks[subtask]}"
+    hold, outcomes = hold_action(env), []
+    for _ in range(runner.max_steps_per_subtask):
+        env.step(hold, action_type="absolute")
+        outcomes.append(runner.after_step())
+    assert outcomes[-1] is StepOutcome.SEQUENCE_ENDED and outcomes.count(StepOutcome.SEQUENCE_ENDED) == 1
+    result = runner.results[0]
+    assert result.completed == 2 and result.tasks == tasks
+    assert result.info["sequence_index"] == index and len(result.info["steps_per_subtask"]) == 3
+    assert runner.start_next_sequence() is None and runner.finished
+
+
+def test_doing_nothing_fails_after_the_step_budget(env):
+    runner = CalvinEvaluationRunner(env, [0, 1], max_steps_per_subtask=5)
+    for _ in range(2):
+        runner.start_next_sequence()
+        hold = hold_action(env)
+        outcomes = []
+        while not outcomes or outcomes[-1] is StepOutcome.RUNNING:
+            env.step(hold, action_type="absolute")
+            outcomes.append(runner.after_step())
+        assert len(outcomes) == 5
+    assert [r.completed for r in runner.results] == [0, 0]
+    assert [r.info["sequence_index"] for r in runner.results] == [0, 1]
