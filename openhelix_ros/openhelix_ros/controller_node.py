@@ -356,6 +356,7 @@ class ControllerNode(LifecycleNode):
             chunk = self.policy.act(observation)
         except (InvalidMessageError, ValueError) as error:
             self.refusals.refuse("invalid_observation", f"not acting: {error}")
+            self.blender.clear()  # nothing planned from earlier frames is executed on top of bad input
             return
         self.refusals.clear("invalid_observation")
         self.last_goal_age = chunk.goal_age
@@ -373,6 +374,9 @@ class ControllerNode(LifecycleNode):
 
     def command_step(self) -> None:
         if not self.params["publish_commands"] or not self.motion_allowed():
+            return
+        if "invalid_observation" in self.refusals.active:
+            self.was_blocked = True
             return
         now = self.now()
         target = self.blender.sample(now)

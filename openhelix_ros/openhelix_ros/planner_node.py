@@ -2,12 +2,13 @@
 
 Subscribes:  color image (``sensor_msgs/Image``), instruction (``std_msgs/String``, latched).
 Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was computed from.
+Lifecycle:   configure loads the model, activate starts planning, deactivate stops it.
 """
 from __future__ import annotations
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -22,6 +23,7 @@ from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 
 PARAMETERS = (
+    ParameterSpec("autostart", True, "Configure and activate on start-up (false: wait for the lifecycle services)."),
     ParameterSpec("rate_hz", 2.0, "How often a goal is computed from the newest image (Hz).", positive),
     ParameterSpec("preset", "tiny", "Model architecture when no checkpoint is given: 'tiny' (random "
                   "weights, for tests) or 'llava_7b' (needs llava_path).", one_of("tiny", "llava_7b")),
@@ -38,27 +40,46 @@ PARAMETERS = (
 )
 
 
-class PlannerNode(Node):
+class PlannerNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("planner")
         self.params = declare_and_validate(self, PARAMETERS)
         self.refusals = RefusalLog(self.get_logger())
-        limit_cpu_threads(self.params["torch_threads"])
-        self.planner = GoalPlanner.load(
-            checkpoint=self.params["checkpoint"] or None, preset=self.params["preset"],
-            llava_path=self.params["llava_path"] or None, device=self.params["device"],
-            seed=self.params["seed"])
+        self.planner: GoalPlanner | None = None
+        self.plan_timer = None
         self.latest_image: Image | None = None
         self.last_planned_stamp: float | None = None
         self.instruction: str | None = None
         self.sequence = 0
-        self.create_subscription(Image, self.params["image_topic"], self.on_image, LATEST_SENSOR)
-        self.create_subscription(String, self.params["instruction_topic"], self.on_instruction, LATCHED)
-        self.goal_publisher = self.create_publisher(GoalEmbedding, self.params["goal_topic"], RELIABLE)
-        self.create_timer(1.0 / self.params["rate_hz"], self.plan)
-        self.get_logger().info(
-            f"System 2 '{self.planner.model_id}' ready; planning at {self.params['rate_hz']} Hz "
-            f"from {self.params['image_topic']}")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.params
+        limit_cpu_threads(p["torch_threads"])
+        try:
+            self.planner = GoalPlanner.load(checkpoint=p["checkpoint"] or None, preset=p["preset"],
+                                            llava_path=p["llava_path"] or None, device=p["device"], seed=p["seed"])
+        except (OSError, ValueError) as error:
+            self.get_logger().error(f"cannot load System 2: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.create_subscription(Image, p["image_topic"], self.on_image, LATEST_SENSOR)
+        self.create_subscription(String, p["instruction_topic"], self.on_instruction, LATCHED)
+        self.goal_publisher = self.create_lifecycle_publisher(GoalEmbedding, p["goal_topic"], RELIABLE)
+        self.get_logger().info(f"System 2 '{self.planner.model_id}' loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.plan_timer = self.create_timer(1.0 / self.params["rate_hz"], self.plan)
+        self.get_logger().info(f"planning at {self.params['rate_hz']} Hz from {self.params['image_topic']}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.destroy_timer(self.plan_timer)
+        self.plan_timer = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.planner = None
+        return TransitionCallbackReturn.SUCCESS
 
     def on_image(self, msg: Image) -> None:
         self.latest_image = msg
@@ -97,6 +118,9 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = PlannerNode()
+        if node.params["autostart"]:
+            node.trigger_configure()
+            node.trigger_activate()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

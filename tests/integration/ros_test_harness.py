@@ -3,9 +3,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header
@@ -74,16 +74,21 @@ class Recorder(Node):
         return int(self.controller_status().get(f"refused_{cause}", 0))
 
     def spin_until(self, condition, timeout_s, processes, also=()):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            rclpy.spin_once(self, timeout_sec=0.05)
-            for node in also:
-                rclpy.spin_once(node, timeout_sec=0)
-            crashed = processes.exited()
-            assert not crashed, f"nodes exited: {crashed}; logs: {logs(processes)}"
-            if condition():
-                return True
-        return False
+        """Spins this node (and ``also``) until ``condition()`` holds; False on timeout."""
+        executor = SingleThreadedExecutor()
+        for node in (self, *also):
+            executor.add_node(node)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.01)
+                crashed = processes.exited()
+                assert not crashed, f"nodes exited: {crashed}; logs: {logs(processes)}"
+                if condition():
+                    return True
+            return False
+        finally:
+            executor.shutdown(timeout_sec=0)
 
     def spin_for(self, seconds, processes, also=()):
         self.spin_until(lambda: False, seconds, processes, also)
