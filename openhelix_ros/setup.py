@@ -20,7 +20,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", repo_files("launch", "*.launch.xml")),
-        (f"share/{PACKAGE}/config", repo_files("config", "*.yaml") + repo_files("config", "*.xml")),
+        (f"share/{PACKAGE}/config", repo_files("config", "*.yaml") + repo_files("config", "*.xml")
+                                    + repo_files("config", "*.env")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
