@@ -165,3 +165,25 @@ def test_inconsistent_chunk_is_refused():
         chunk_from_msg(msg)
     with pytest.raises(InvalidMessageError, match="no waypoints"):
         chunk_from_msg(chunk_to_msg(make_chunk(), Header(), 1).__class__())
+
+
+def test_point_cloud_message_packs_xyz_and_rgb():
+    from openhelix_ros.conversions import points_to_pointcloud2
+    points = np.array([[0.1, 0.2, 0.3], [-1.0, 0.0, 2.0]])
+    colors = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 1.0]])
+    cloud = points_to_pointcloud2(points, colors, Header(frame_id="world"))
+    assert (cloud.width, cloud.point_step, [f.name for f in cloud.fields]) == (2, 16, ["x", "y", "z", "rgb"])
+    record = np.frombuffer(bytes(cloud.data), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    np.testing.assert_allclose(np.stack([record["x"], record["y"], record["z"]], axis=1), points, rtol=1e-6)
+    assert record["rgb"][0] == 0xFF0000 and record["rgb"][1] == (128 << 8 | 255)
+
+
+def test_planned_path_markers_follow_the_chunk():
+    from visualization_msgs.msg import Marker
+
+    from openhelix_ros.conversions import chunk_to_markers
+    chunk = make_chunk(4)
+    markers = chunk_to_markers(chunk, Header(frame_id="world")).markers
+    assert [m.type for m in markers] == [Marker.LINE_STRIP, Marker.SPHERE_LIST]
+    assert [p.x for p in markers[0].points] == pytest.approx(chunk.positions[:, 0].tolist())
+    assert markers[1].colors[0].r == pytest.approx(1.0) and markers[1].colors[-1].g == pytest.approx(1.0)
