@@ -34,6 +34,8 @@ setup(
             "planner = openhelix_ros.planner_node:main",
             "controller = openhelix_ros.controller_node:main",
             "openhelix = openhelix_ros.cli:main",
+            "recorder = openhelix_ros.bags.recorder_node:main",
+            "bag_player = openhelix_ros.bags.player_node:main",
         ],
     },
 )

@@ -2,6 +2,8 @@
 
     openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
     openhelix eval-calvin [--sequences N] CALVIN's evaluation protocol through the same nodes
+    openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
+    openhelix bag-record OUTPUT           record the policy's topics to a bag
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
 """
 from __future__ import annotations
@@ -11,21 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from ament_index_python.packages import get_package_share_directory
-
-from openhelix_ros.launching import LaunchedProcesses, LaunchError, parse_launch_file
+from openhelix_ros.bags.cli import add_bag_commands
+from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file, resolve_launch_file
 
 SIM_NODE = "sim_bridge"
-
-
-def resolve_launch_file(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    installed = Path(get_package_share_directory("openhelix_ros")) / "launch" / name
-    if installed.is_file():
-        return installed
-    raise LaunchError(f"no launch file '{name}' here or in openhelix_ros/launch")
 
 
 def parse_launch_arguments(pairs: list[str]) -> dict[str, str]:
@@ -36,13 +27,6 @@ def parse_launch_arguments(pairs: list[str]) -> dict[str, str]:
             raise LaunchError(f"launch argument '{pair}' is not of the form name:=value")
         arguments[name] = value
     return arguments
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def run_demo(options: argparse.Namespace) -> int:
@@ -69,7 +53,7 @@ def run_demo(options: argparse.Namespace) -> int:
                 break
             if exited:
                 name, code = next(iter(exited.items()))
-                failure = f"node '{name}' exited early with code {code}:\n{tail(processes.log_files[name])}"
+                failure = f"node '{name}' exited early with code {code}:\n{log_tail(processes.log_files[name])}"
                 break
             now = time.monotonic()
             if now - started > options.timeout:
@@ -93,7 +77,7 @@ def run_demo(options: argparse.Namespace) -> int:
     print(summary.report())
     steps = int(summary.sim_status.get("steps_executed", 0))
     if failure is None and codes.get(SIM_NODE) != 0:
-        failure = f"sim bridge exited with code {codes.get(SIM_NODE)}:\n{tail(processes.log_files[SIM_NODE])}"
+        failure = f"sim bridge exited with code {codes.get(SIM_NODE)}:\n{log_tail(processes.log_files[SIM_NODE])}"
     if failure is None and steps < options.steps:
         failure = f"only {steps} of {options.steps} steps were executed"
     if failure is None and summary.chunks_with_published_goal == 0:
@@ -154,7 +138,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
                 if crashed:
                     index, name, code = crashed[0]
                     failure = (f"worker {index}: node '{name}' exited with code {code}:\n"
-                               f"{tail(launches[index].log_files[name])}")
+                               f"{log_tail(launches[index].log_files[name])}")
                     break
                 if time.monotonic() - started > options.timeout:
                     failure = f"timed out after {options.timeout:.0f} s"
@@ -218,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")
     launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
     launch.set_defaults(run=run_launch)
+    add_bag_commands(commands)
     options = parser.parse_args(argv)
     if getattr(options, "steps", 1) < 1:
         parser.error("--steps must be at least 1")

@@ -21,10 +21,8 @@ e-stop, which stays latched until cleared).
 from __future__ import annotations
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import Bool, Float64, Header
@@ -50,6 +48,7 @@ from openhelix_ros.conversions import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
+from openhelix_ros.node_main import run_node
 from openhelix_ros.observation import build_observation, camera_mounts_from_parameters, gripper_openness
 from openhelix_ros.parameters import (
     ParameterSpec,
@@ -418,20 +417,7 @@ class ControllerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ControllerNode()
-        if node.params["autostart"]:
-            node.trigger_configure()
-            node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ControllerNode, args)
 
 
 if __name__ == "__main__":

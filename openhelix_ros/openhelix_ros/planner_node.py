@@ -6,8 +6,6 @@ Lifecycle:   configure loads the model, activate starts planning, deactivate sto
 """
 from __future__ import annotations
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -18,6 +16,7 @@ from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
 from openhelix_ros.conversions import InvalidMessageError, goal_to_msg, image_to_rgb, stamp_to_seconds
+from openhelix_ros.node_main import run_node
 from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_negative, one_of, positive, topic_name
 from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
@@ -114,20 +113,7 @@ class PlannerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        if node.params["autostart"]:
-            node.trigger_configure()
-            node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PlannerNode, args)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -35,6 +33,7 @@ from openhelix_ros.conversions import (
     rgb_to_image,
     stamp_to_seconds,
 )
+from openhelix_ros.node_main import run_node
 from openhelix_ros.parameters import (
     ParameterSpec,
     declare_and_validate,
@@ -130,6 +129,10 @@ class SimBridgeNode(Node):
         self.last_obs = self.env.get_obs()
         self.publish_observation()
         self.get_logger().info(f"{p['backend']} play-table ready (seed {p['seed']}); instruction: '{self.instruction}'")
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
 
     def _make_env(self):
         if self.params["backend"] == "calvin":
@@ -236,18 +239,7 @@ class SimBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridgeNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
-        pass
-    finally:
-        if node is not None:
-            node.env.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimBridgeNode, args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ NODE_MODULES = {
     ("openhelix_ros", "planner"): "openhelix_ros.planner_node",
     ("openhelix_ros", "controller"): "openhelix_ros.controller_node",
     ("sim_bridge", "sim_bridge"): "sim_bridge.sim_bridge_node",
+    ("openhelix_ros", "bag_player"): "openhelix_ros.bags.player_node",
+    ("openhelix_ros", "recorder"): "openhelix_ros.bags.recorder_node",
 }
 BUILTIN_PARAMETERS = {"use_sim_time"}
 

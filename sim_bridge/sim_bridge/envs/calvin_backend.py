@@ -43,6 +43,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from sim_bridge.envs.play_table import ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
+
 CALVIN_ENV_INSTALL = (
     "calvin_env (CALVIN's simulator) is not installed. Install it with:\n"
     "    git clone --recursive https://github.com/mees/calvin_env.git\n"
@@ -57,8 +59,6 @@ CALVIN_ENV_INSTALL = (
 
 PHYSICS_HZ = 240
 CONTROL_HZ = 30
-ROBOT_OBS_DIM = 15
-SCENE_OBS_DIM = 24
 SCENES = ("A", "B", "C", "D")
 
 # OpenGL eye frame (x right, y up, z backwards) -> OpenCV optical frame (x right, y down, z forward)
@@ -167,18 +167,6 @@ def flatten_calvin_obs(obs: Mapping) -> dict:
     out["robot_obs"] = np.asarray(obs["robot_obs"], dtype=np.float64)
     out["scene_obs"] = np.asarray(obs["scene_obs"], dtype=np.float64)
     return out
-
-
-def check_vector(x, n: int, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must be numeric: {e}") from None
-    if arr.shape != (n,):
-        raise ValueError(f"{what} must have shape ({n},), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or inf")
-    return arr
 
 
 def to_calvin_action(action, action_type: str = "absolute"):

@@ -56,6 +56,19 @@ def _pose_matrix(pos, quat) -> np.ndarray:
     return T
 
 
+def check_vector(x, n: int, what: str) -> np.ndarray:
+    """``x`` as a finite float64 vector of length ``n``; ValueError naming ``what`` otherwise."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be numeric: {e}") from None
+    if arr.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or inf")
+    return arr
+
+
 class PlayTableEnv:
     """CALVIN scene-D-like table with a Franka Panda; see the module docstring for conventions."""
 
@@ -113,9 +126,9 @@ class PlayTableEnv:
         """Reset robot and scene. ``seed`` re-seeds the block sampler; ``robot_obs`` /
         ``scene_obs`` (CALVIN layouts, 15 / 24 values) restore a recorded state instead."""
         if robot_obs is not None:
-            robot_obs = self._check_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
+            robot_obs = check_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
         if scene_obs is not None:
-            scene_obs = self._check_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
+            scene_obs = check_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         p.restoreState(self._initial_state, physicsClientId=self.cid)
@@ -131,18 +144,6 @@ class PlayTableEnv:
         self.robot.sync_target_to_tcp()
         return self.get_obs()
 
-    @staticmethod
-    def _check_vector(x, n: int, what: str) -> np.ndarray:
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{what} must be numeric: {e}") from None
-        if arr.shape != (n,):
-            raise ValueError(f"{what} must have shape ({n},), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} contains NaN or inf")
-        return arr
-
     # -------------------------------------------------------------------- step
     def step(self, action, action_type: str = "absolute") -> dict:
         """Apply one 30 Hz control action (8 physics substeps) and return the observation.
@@ -151,7 +152,7 @@ class PlayTableEnv:
         an unknown action_type, or relative values outside [-1, 1]."""
         if action_type not in ("absolute", "relative"):
             raise ValueError(f"action_type must be 'absolute' or 'relative', got {action_type!r}")
-        a = self._check_vector(action, 7, "action")
+        a = check_vector(action, 7, "action")
         if action_type == "relative":
             bad = np.abs(a) > 1.0
             if np.any(bad):

@@ -1,0 +1,30 @@
+"""The ``main()`` every node of the suite shares: init, spin, clean shutdown."""
+from __future__ import annotations
+
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode
+from rclpy.node import Node
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
+    """Spins the node until shutdown; a lifecycle node with ``autostart`` is configured and activated first.
+
+    A node ends its own run by raising ``SystemExit`` (the sim bridge when its work is done).
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node()
+        if isinstance(node, LifecycleNode) and node.params["autostart"]:
+            node.trigger_configure()
+            node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
