@@ -53,9 +53,11 @@ from openhelix_ros.observation import build_observation, camera_mounts_from_para
 from openhelix_ros.parameters import (
     ParameterSpec,
     declare_and_validate,
+    length,
     non_empty,
     non_negative,
     one_of,
+    optional_topic_name,
     positive,
     topic_name,
 )
@@ -64,14 +66,6 @@ from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer
 
 UNBOUNDED = 1e6
-
-
-def optional_topic(value: str) -> str | None:
-    return None if value == "" else topic_name(value)
-
-
-def three_values(value) -> str | None:
-    return None if len(value) == 3 else f"needs 3 values (x, y, z), got {len(value)}"
 
 
 PARAMETERS = (
@@ -104,11 +98,11 @@ PARAMETERS = (
     ParameterSpec("max_observation_age_s", 0.5, "No motion when camera / EE / joint data are older (s).",
                   positive),
     ParameterSpec("heartbeat_topic", "", "Deadman input (std_msgs/Bool, true while held); '' = none.",
-                  optional_topic),
+                  optional_topic_name),
     ParameterSpec("heartbeat_timeout_s", 0.5, "No motion when the deadman is silent this long (s).", positive),
     ParameterSpec("estop_topic", topics.ESTOP, "E-stop input (std_msgs/Bool true engages; latched).", topic_name),
-    ParameterSpec("workspace_min", [-0.8, -0.8, 0.0], "Lower corner (m, base frame) of the TCP box.", three_values),
-    ParameterSpec("workspace_max", [0.8, 0.8, 1.2], "Upper corner (m, base frame) of the TCP box.", three_values),
+    ParameterSpec("workspace_min", [-0.8, -0.8, 0.0], "Lower corner (m, base frame) of the TCP box.", length(3)),
+    ParameterSpec("workspace_max", [0.8, 0.8, 1.2], "Upper corner (m, base frame) of the TCP box.", length(3)),
     ParameterSpec("max_linear_velocity", 0.25, "TCP speed limit of the commands (m/s).", positive),
     ParameterSpec("max_angular_velocity", 1.0, "TCP rotation speed limit of the commands (rad/s).", positive),
     ParameterSpec("max_linear_acceleration", 2.0, "TCP acceleration limit of the commands (m/s^2).", positive),
@@ -119,8 +113,8 @@ PARAMETERS = (
     ParameterSpec("execution_horizon", 20, "Waypoints of each chunk used before it expires.", positive),
     ParameterSpec("ensemble_decay", 0.01, "Temporal-ensembling weight decay per newer chunk.", non_negative),
     ParameterSpec("crop_min", [-UNBOUNDED] * 3, "Point cloud: lower corner (m, base frame) of the box kept.",
-                  three_values),
-    ParameterSpec("crop_max", [UNBOUNDED] * 3, "Point cloud: upper corner of the box kept.", three_values),
+                  length(3)),
+    ParameterSpec("crop_max", [UNBOUNDED] * 3, "Point cloud: upper corner of the box kept.", length(3)),
     ParameterSpec("flying_pixel_threshold", 0.0, "Reject depth jumping by more than this fraction to a "
                   "neighbour (0 = off).", non_negative),
     ParameterSpec("outlier_radius", 0.0, "Radius (m) for outlier removal (0 = off).", non_negative),

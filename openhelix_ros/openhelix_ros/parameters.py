@@ -44,6 +44,17 @@ def topic_name(value: Any) -> str | None:
     return None
 
 
+def optional_topic_name(value: Any) -> str | None:
+    """A topic name, or '' for an input that is switched off."""
+    return None if value == "" else topic_name(value)
+
+
+def length(count: int) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if len(value) == count else f"needs {count} values, got {len(value)}"
+    return check
+
+
 def one_of(*choices: Any) -> Validator:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {list(choices)}, got {value!r}"
