@@ -61,3 +61,31 @@ def test_controller_refuses_a_goal_of_the_wrong_size_and_acts_on_a_valid_one(ros
     finally:
         processes.stop()
         recorder.destroy_node()
+
+
+def test_visual_feedback_shows_the_consumed_point_cloud_and_the_planned_path(ros_domain, tmp_path):
+    from ros_test_harness import FakeRobot
+    from sensor_msgs.msg import PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    from openhelix_ros import topics
+
+    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
+    clouds, paths = [], []
+    recorder.create_subscription(PointCloud2, topics.POLICY_POINT_CLOUD, clouds.append, 1)
+    recorder.create_subscription(MarkerArray, topics.POLICY_MARKERS, paths.append, 1)
+    processes = launch({"controller"}, ros_domain, tmp_path,
+                       overrides={"controller": {"publish_point_cloud": "true", "publish_markers": "true"}})
+    recorder.pump_goals = True
+    try:
+        assert recorder.spin_until(lambda: clouds and paths and recorder.chunks, STARTUP_TIMEOUT_S, processes,
+                                   also=[robot]), logs(processes)
+        cloud = clouds[-1]
+        assert cloud.header.frame_id == "world" and cloud.width > 0 and [f.name for f in cloud.fields][:3] == \
+            ["x", "y", "z"]
+        path = paths[-1].markers[0]
+        assert len(path.points) == len(recorder.chunks[-1].poses)
+    finally:
+        processes.stop()
+        recorder.destroy_node()
+        robot.destroy_node()
