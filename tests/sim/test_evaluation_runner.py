@@ -1,22 +1,14 @@
 """CALVIN's protocol on the play-table, driven by the scripted expert instead of a policy."""
 import numpy as np
-import pytest
 
 from openhelix_core.evaluation.sequences import sequence_at
 from openhelix_core.geometry import quaternion_to_euler
-from sim_bridge.envs import PlayTableEnv
 from sim_bridge.envs.annotations import validation_annotation
 from sim_bridge.envs.expert import Expert
 from sim_bridge.evaluation_runner import CalvinEvaluationRunner, StepOutcome
 
 EXPERT_TASKS = {"open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
                 "turn_on_lightbulb", "turn_off_lightbulb"}
-
-
-@pytest.fixture(scope="module")
-def env():
-    with PlayTableEnv(seed=0, render_static=False, render_gripper=False) as environment:
-        yield environment
 
 
 def hold_action(env) -> np.ndarray:

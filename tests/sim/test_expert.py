@@ -5,24 +5,13 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from sim_helpers import settle  # noqa: E402
+
 from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter, to_relative_action  # noqa: E402
 from sim_bridge.envs import PlayTableEnv  # noqa: E402
 from sim_bridge.envs.annotations import validation_annotation  # noqa: E402
 from sim_bridge.envs.expert import MAX_STEPS, SUPPORTED, Expert  # noqa: E402
 from sim_bridge.envs.tasks import TASKS, SceneState, completed_tasks, task_succeeded  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def env():
-    e = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
-    yield e
-    e.close()
-
-
-def settle(env, n=4):
-    a = np.r_[env.robot.target_pos, env.robot.target_orn, 1.0]
-    for _ in range(n):
-        env.step(a)
 
 
 def attempt(env, task):

@@ -5,7 +5,8 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from sim_bridge.envs import PlayTableEnv  # noqa: E402
+from sim_helpers import settle  # noqa: E402
+
 from sim_bridge.envs.annotations import ANNOTATIONS, validation_annotation  # noqa: E402
 from sim_bridge.envs.expert import Expert  # noqa: E402
 from sim_bridge.envs.tasks import (  # noqa: E402
@@ -170,19 +171,6 @@ def known_scene(drawer=0.0, slide=0.0, switch=0.0, led=0.0, red=(0.2, -0.1), red
     return np.array([slide, drawer, 0.0, switch, float(switch > 0.044), led,
                      red[0], red[1], 0.46, 0, 0, red_yaw, blue[0], blue[1], 0.46, 0, 0, blue_yaw,
                      pink[0], pink[1], 0.46, 0, 0, pink_yaw])
-
-
-@pytest.fixture(scope="module")
-def env():
-    e = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
-    yield e
-    e.close()
-
-
-def settle(env, n=4):
-    a = np.r_[env.robot.target_pos, env.robot.target_orn, 1.0]
-    for _ in range(n):
-        env.step(a)
 
 
 def run_task(env, task, **scene_kw):

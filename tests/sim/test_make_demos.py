@@ -1,0 +1,153 @@
+"""sim_bridge.make_demos: expert demos as a CALVIN split, read back for training; in-process evaluation."""
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet")
+
+from openhelix_core.models.system1 import PCD, TRAJECTORY, System1Config  # noqa: E402
+from openhelix_core.training.dataset import CameraCalibration, OpenHelixCalvinDataset  # noqa: E402
+from openhelix_core.types import TrajectoryChunk  # noqa: E402
+from sim_bridge.envs import PlayTableEnv  # noqa: E402
+from sim_bridge.envs.expert import Expert  # noqa: E402
+from sim_bridge.envs.tasks import SceneState, task_succeeded  # noqa: E402
+from sim_bridge.make_demos import (  # noqa: E402
+    ZeroGoalPlanner,
+    evaluate_in_process,
+    generate_demos,
+    initial_state,
+    observation_from_env,
+    success_table,
+)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos") / "training"
+    info = generate_demos(out, tasks=("open_drawer", "turn_on_led"), episodes_per_task=1, static_size=48,
+                          gripper_size=32, workers=1)
+    return out, info
+
+
+def test_initial_states_enforce_the_task_precondition():
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        for seed in range(3):
+            initial_state(env, "open_drawer", seed)
+            assert env.scene.observation()[1] < 0.031
+            initial_state(env, "close_drawer", seed)
+            assert env.scene.observation()[1] > 0.14
+            initial_state(env, "move_slider_right", seed)
+            assert env.scene.observation()[0] > 0.17
+            initial_state(env, "turn_on_led", seed)
+            assert env.scene.observation()[5] == 0.0
+        a = initial_state(env, "turn_on_lightbulb", 7)["robot_obs"]
+        b = initial_state(env, "turn_on_lightbulb", 7)["robot_obs"]
+        np.testing.assert_allclose(a, b)  # deterministic per (task, seed)
+    finally:
+        env.close()
+
+
+def test_generated_demos_read_back_with_the_simulator_calibration(demos):
+    out, info = demos
+    assert sorted(t for t, _ in info["kept"]) == ["open_drawer", "turn_on_led"] and not info["failed"]
+    calib = CameraCalibration.for_split(out)
+    assert calib.source.endswith("camera_info.json")
+    cfg = System1Config.from_dict({**System1Config.tiny().to_dict(), "trajectory_length": 19})
+    ds = OpenHelixCalvinDataset(out, cfg)
+    assert {s.instruction for s in ds.segments} == {"pull the handle to open the drawer",
+                                                    "press the button to turn on the led light"}
+    assert len(ds) > 50 and ds[0][TRAJECTORY].shape == (19, 8)
+    # the gripper camera pose the reader computes from robot_obs is the simulator's own
+    env = PlayTableEnv(seed=0, image_size_static=48, image_size_gripper=32)
+    try:
+        obs = initial_state(env, "open_drawer", 0)
+        frame = {**obs, "robot_obs": obs["robot_obs"]}
+        cams = calib.frames(frame)
+        np.testing.assert_allclose(cams["gripper"].camera_to_base, env.camera_to_base("gripper"), atol=1e-6)
+        np.testing.assert_allclose(cams["static"].camera_to_base, env.camera_to_base("static"), atol=1e-6)
+        np.testing.assert_allclose(cams["gripper"].intrinsics, env.camera_intrinsics("gripper"))
+        first = ds.reader.load_frame(ds.segments[0].start)
+        np.testing.assert_allclose(first["robot_obs"], obs["robot_obs"], atol=1e-9)  # demo starts at that state
+    finally:
+        env.close()
+    # the point map of the first sample lies in the workspace (table around z = 0.46 m)
+    pcd = ds[0][PCD].reshape(2, 3, -1)
+    assert 0.0 < float(pcd[0, 2].median()) < 1.0
+
+
+class ExpertReplayPolicy:
+    """A stand-in policy that returns the scripted expert's next actions as chunks."""
+
+    def __init__(self, env, task):
+        self.env, self.task, self.plan = env, task, None
+
+    def reset(self, instruction):
+        self.plan = None
+
+    def act(self, observation):
+        from openhelix_core import geometry
+
+        if self.plan is None:
+            self.plan = Expert().plan(self.task, self.env)
+        actions = [a for _, a in zip(range(10), self.plan)]
+        if not actions:
+            actions = [np.r_[self.env.robot.target_pos, self.env.robot.target_orn, -1.0]]
+        actions = np.array(actions)
+        return TrajectoryChunk(positions=actions[:, :3], orientations=geometry.euler_to_quaternion(actions[:, 3:6], "xyz"),
+                               gripper_openness=(actions[:, 6] > 0).astype(float),
+                               time_from_start=np.arange(1, len(actions) + 1) / 30.0)
+
+
+def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
+    import sim_bridge.make_demos as md
+
+    created = {}
+    original = md.PlayTableEnv
+
+    def capture_env(*args, **kwargs):
+        created["env"] = original(*args, **kwargs)
+        return created["env"]
+
+    monkeypatch.setattr(md, "PlayTableEnv", capture_env)
+
+    class Lazy:
+        def __init__(self):
+            self.inner = None
+
+        def reset(self, instruction):
+            assert instruction == "pull the handle to open the drawer"
+            self.inner = ExpertReplayPolicy(created["env"], "open_drawer")
+
+        def act(self, observation):
+            assert set(observation.cameras) == {"static", "gripper"}
+            return self.inner.act(observation)
+
+    ok = evaluate_in_process(Lazy, ["open_drawer"], [3], max_steps=300, static_size=32, gripper_size=32)
+    assert ok == {"open_drawer": [True]}
+
+    class Still:
+        def reset(self, instruction):
+            pass
+
+        def act(self, observation):
+            return TrajectoryChunk(positions=observation.ee_position[None], orientations=observation.ee_orientation[None],
+                                   gripper_openness=np.zeros(1), time_from_start=np.ones(1) / 30)
+
+    assert evaluate_in_process(Still, ["open_drawer"], [3], max_steps=5, static_size=32, gripper_size=32) == \
+        {"open_drawer": [False]}
+    table = success_table({"a": {"open_drawer": [True, False]}, "b": {"open_drawer": [False, False]}}, [1, 2])
+    assert "| open_drawer | 1/2 | 0/2 |" in table and "50 %" in table
+    assert ZeroGoalPlanner(512).plan(None, "x").shape == (512,)
+
+
+def test_observation_matches_the_env():
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False, image_size_static=32, image_size_gripper=32)
+    try:
+        initial_state(env, "turn_on_led", 1)
+        start = SceneState.capture(env)
+        obs = observation_from_env(env, stamp=1.5)
+        assert obs.cameras["static"].rgb.shape == (32, 32, 3) and obs.stamp == 1.5
+        np.testing.assert_allclose(obs.ee_position, env.tcp_pose()[0])
+        assert not task_succeeded("turn_on_led", start, SceneState.capture(env))
+    finally:
+        env.close()
