@@ -1,0 +1,500 @@
+"""Expert demonstrations in the embedded play table, written as a CALVIN split, and an in-process
+evaluation of the OpenHelix :class:`~openhelix_core.policy.DualSystemPolicy` on the same tasks.
+
+Three commands (``python -m sim_bridge.make_demos <command> --help``):
+
+* ``generate``: for every task and seed, put the play table in a task-specific randomised
+  start state (:func:`initial_state`), run the scripted :class:`~sim_bridge.envs.expert.Expert`
+  and keep the demonstration only if CALVIN's success check passes; frames go to
+  ``<out>/training/episode_*.npz`` with one language annotation per demo (the sentence CALVIN's
+  evaluation uses, or also its training paraphrases with ``--paraphrases``), plus
+  ``camera_info.json`` (static camera pose, fields of view and the gripper camera's hand-eye
+  transform, read from :class:`PlayTableEnv`) so the training reader back-projects depth with
+  exactly the simulator's calibration.
+* ``evaluate``: :func:`evaluate_in_process` on held-out seeds for a trained checkpoint.
+* ``pipeline``: generate -> train stage 1 -> train stage 2 -> evaluate "trained" vs "goal zeroed"
+  (System 2 ablated: System 1 gets an all-zero goal) vs "untrained" (fresh random weights) on the
+  same seeds; writes ``results.json`` and ``results.md`` and prints the table.
+
+Start states (:func:`initial_state`): blocks sampled by the play table; drawer closed or open,
+sliding door anywhere, LED and lightbulb on or off, all drawn at random, then the one joint the
+task needs forced into a state where the task is possible (e.g. drawer closed for
+``open_drawer``); the arm starts from CALVIN's neutral pose moved by up to ``robot_jitter`` m.
+Because every scene may allow several tasks, the instruction decides what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from openhelix_core.data import CalvinEpisodeWriter
+from openhelix_core.types import CameraFrame, Observation
+
+from .chunk_executor import waypoint_to_absolute_action
+from .envs import PlayTableEnv
+from .envs.annotations import ANNOTATIONS, validation_annotation
+from .envs.expert import SUPPORTED, Expert
+from .envs.tasks import SceneState, task_succeeded
+
+DEFAULT_TASKS = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led",
+                 "turn_on_lightbulb")
+SWITCH_ON = 0.08  # switch joint (0 .. 0.088) well past mid-range: the lightbulb is on
+EVAL_SEED_OFFSET = 100_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Start states and observations
+# ---------------------------------------------------------------------------------------------
+def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float = 0.04) -> dict:
+    """Reset ``env`` to the randomised start state of ``(task, seed)`` (deterministic) and
+    return the observation (see the module docstring)."""
+    rng = np.random.default_rng([int(seed), sum(map(ord, task))])
+    env.reset(seed=int(seed))
+    scene = env.scene.observation().copy()
+    drawer = rng.uniform(0.0, 0.03) if rng.random() < 0.5 else rng.uniform(0.15, 0.2)
+    slider = rng.uniform(0.0, 0.28)
+    led = float(rng.random() < 0.5)
+    bulb = float(rng.random() < 0.5)
+    if task == "open_drawer":
+        drawer = rng.uniform(0.0, 0.03)
+    elif task == "close_drawer":
+        drawer = rng.uniform(0.15, 0.2)
+    elif task == "move_slider_left":
+        slider = rng.uniform(0.0, 0.1)
+    elif task == "move_slider_right":
+        slider = rng.uniform(0.18, 0.28)
+    elif task == "turn_on_led":
+        led = 0.0
+    elif task == "turn_off_led":
+        led = 1.0
+    elif task == "turn_on_lightbulb":
+        bulb = 0.0
+    elif task == "turn_off_lightbulb":
+        bulb = 1.0
+    scene[0:6] = [slider, drawer, 0.0, SWITCH_ON if bulb else 0.0, bulb, led]
+    env.reset(scene_obs=scene)
+    pos = np.asarray(env.robot.target_pos, dtype=float)
+    orn = np.asarray(env.robot.target_orn, dtype=float)
+    target = pos + rng.uniform(-robot_jitter, robot_jitter, size=3)
+    grip = 1.0 if env.robot.observation()[14] > 0 else -1.0
+    obs = None
+    for k in range(1, 13):  # move there smoothly, then let it settle
+        obs = env.step(np.r_[pos + min(1.0, k / 8) * (target - pos), orn, grip])
+    return obs
+
+
+def observation_from_env(env: PlayTableEnv, stamp: float = 0.0, openness_source: str = "action") -> Observation:
+    """Render both cameras now and pack an :class:`Observation` (world frame = base frame).
+
+    ``openness_source="action"`` reports the last gripper command (``robot_obs[14] > 0``) as
+    the training data does; ``"width"`` the finger opening. (System 1 reads only the pose.)"""
+    cameras = {}
+    for name in ("static", "gripper"):
+        rgb, depth = env.cameras[name].render()
+        cameras[name] = CameraFrame(rgb, depth, env.camera_intrinsics(name), env.camera_to_base(name))
+    position, orientation = env.tcp_pose()
+    if openness_source == "action":
+        openness = 1.0 if env.robot.observation()[14] > 0 else 0.0
+    else:
+        openness = env.gripper_openness()
+    return Observation(cameras=cameras, ee_position=position, ee_orientation=orientation,
+                       gripper_openness=openness, stamp=stamp)
+
+
+def write_camera_info(env: PlayTableEnv, directory) -> Path:
+    from openhelix_core.training.dataset import CameraCalibration
+
+    calib = CameraCalibration(static_fov=float(env.cameras["static"].fov), static_to_base=env.camera_to_base("static"),
+                              gripper_fov=float(env.cameras["gripper"].fov), gripper_to_tcp=env.camera_to_tcp("gripper"),
+                              source="sim_bridge.PlayTableEnv")
+    return calib.save(directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Demonstrations
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DemoJob:
+    task: str
+    seed: int
+    annotation: str
+
+
+def _run_expert(env: PlayTableEnv, job: DemoJob, writer: Optional[CalvinEpisodeWriter]) -> tuple[bool, int]:
+    obs = initial_state(env, job.task, job.seed)
+    start = SceneState.capture(env)
+    first = writer.start_episode() if writer is not None else 0
+    steps = 0
+    for action in Expert().plan(job.task, env):
+        if writer is not None:
+            writer.add_frame(obs, action)
+        obs = env.step(action)
+        steps += 1
+    ok = task_succeeded(job.task, start, SceneState.capture(env))
+    if writer is not None:
+        writer.annotate(first, writer.last_index, job.task, job.annotation)
+        writer.end_episode()
+    return ok, steps
+
+
+def _demo_worker(args) -> dict:
+    directory, jobs, start_index, static_size, gripper_size = args
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
+                       image_size_static=static_size, image_size_gripper=gripper_size)
+    writer = CalvinEpisodeWriter(directory, start_index=start_index)
+    kept, failed = [], []
+    try:
+        for job in jobs:
+            env.render_static = env.render_gripper = False
+            ok, _ = _run_expert(env, job, None)  # dry run without rendering: keep successful demos only
+            if not ok:
+                failed.append((job.task, job.seed))
+                continue
+            env.render_static = env.render_gripper = True
+            _run_expert(env, job, writer)
+            kept.append((job.task, job.seed))
+    finally:
+        env.close()
+    return {"episodes": writer.episodes, "indx": writer.indx, "task": writer.tasks, "ann": writer.ann,
+            "kept": kept, "failed": failed}
+
+
+def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_task: int = 16, seed: int = 0,
+                   static_size: int = 64, gripper_size: int = 48, workers: int = 1,
+                   paraphrases: bool = False) -> dict:
+    """Write a CALVIN split of successful expert demos to ``out_dir`` (see the module doc).
+
+    Returns ``{"kept": [(task, seed)], "failed": [...], "frames": n, "seconds": s}``."""
+    out_dir = Path(out_dir)
+    for task in tasks:
+        if task not in SUPPORTED:
+            raise ValueError(f"the scripted expert cannot perform {task!r}")
+    jobs = []
+    for t_index, task in enumerate(tasks):
+        for k in range(episodes_per_task):
+            sentences = ANNOTATIONS[task] if paraphrases else (validation_annotation(task),)
+            jobs.append(DemoJob(task, seed + k, sentences[k % len(sentences)]))
+    workers = max(1, min(int(workers), len(jobs)))
+    shards = [jobs[w::workers] for w in range(workers)]
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = [(out_dir, shard, w * 1_000_000, static_size, gripper_size) for w, shard in enumerate(shards)]
+    if workers == 1:
+        parts = [_demo_worker(args[0])]
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_demo_worker, args)
+    merged = CalvinEpisodeWriter(out_dir)
+    for part in parts:
+        merged.episodes += [tuple(e) for e in part["episodes"]]
+        merged.indx += [tuple(i) for i in part["indx"]]
+        merged.tasks += part["task"]
+        merged.ann += part["ann"]
+    merged.close()
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
+                       image_size_static=static_size, image_size_gripper=gripper_size)
+    try:
+        write_camera_info(env, out_dir)
+    finally:
+        env.close()
+    frames = int(sum(e - s + 1 for s, e in merged.episodes))
+    summary = {"kept": [k for p in parts for k in p["kept"]], "failed": [f for p in parts for f in p["failed"]],
+               "frames": frames, "seconds": time.perf_counter() - start}
+    (out_dir / "demos_info.json").write_text(json.dumps({**summary, "tasks": list(tasks), "static_size": static_size,
+                                                         "gripper_size": gripper_size}, indent=2) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process evaluation
+# ---------------------------------------------------------------------------------------------
+class ZeroGoalPlanner:
+    """Stands in for System 2 and always returns an all-zero goal (System 2 ablated)."""
+
+    def __init__(self, goal_dim: int = 512):
+        self.goal_dim = goal_dim
+        self.model_id = "system2/zero-goal"
+
+    def plan(self, image, instruction):
+        return np.zeros(self.goal_dim, dtype=np.float32)
+
+
+def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
+                        max_steps: int = 240, execute_steps: int = 10, static_size: int = 64,
+                        gripper_size: int = 48, progress: bool = False) -> Dict[str, List[bool]]:
+    """Run a :class:`~openhelix_core.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
+
+    For every task and seed the table is put in :func:`initial_state` ``(task, seed)``, the
+    policy is reset with the task's CALVIN evaluation sentence, and then, until the task's
+    success check passes or ``max_steps`` 30 Hz steps have run: observe (both cameras rendered
+    with the given sizes), ``policy.act`` (System 2 runs when its goal is due), execute the
+    first ``execute_steps`` waypoints of the chunk as absolute actions. The controller's noise
+    generator is re-seeded with the seed, so variants compared on the same seeds start from the
+    same scene and draw the same diffusion noise.
+
+    Args:
+        policy_factory: returns the policy (called once; reset before every episode).
+
+    Returns:
+        ``{task: [success per seed]}``.
+    """
+    policy = policy_factory()
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
+                       image_size_static=static_size, image_size_gripper=gripper_size)
+    results: Dict[str, List[bool]] = {task: [] for task in tasks}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks) * len(seeds), desc="evaluating", unit="episode")
+    try:
+        for task in tasks:
+            instruction = validation_annotation(task)
+            for seed in seeds:
+                initial_state(env, task, seed)
+                start = SceneState.capture(env)
+                policy.reset(instruction)
+                controller = getattr(policy, "controller", None)
+                if controller is not None and hasattr(controller, "generator"):
+                    controller.generator.manual_seed(int(seed))
+                steps, success = 0, False
+                while steps < max_steps and not success:
+                    chunk = policy.act(observation_from_env(env, stamp=steps / 30.0))
+                    for i in range(min(execute_steps, len(chunk))):
+                        env.step(waypoint_to_absolute_action(chunk.positions[i], chunk.orientations[i],
+                                                             float(chunk.gripper_openness[i])))
+                        steps += 1
+                        if task_succeeded(task, start, SceneState.capture(env)):
+                            success = True
+                            break
+                        if steps >= max_steps:
+                            break
+                results[task].append(success)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(task=task, ok=success)
+    finally:
+        if bar is not None:
+            bar.close()
+        env.close()
+    return results
+
+
+def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, zero_goal: bool = False,
+                       model_id: str = "trained"):
+    """A :class:`DualSystemPolicy` from loaded models (System 2 replaced by zeros if ``zero_goal``)."""
+    from openhelix_core.controller import TrajectoryController
+    from openhelix_core.planner import GoalPlanner
+    from openhelix_core.policy import DualSystemPolicy
+    from openhelix_core.training.trainer import processor_for
+
+    controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / 30.0)
+    if zero_goal:
+        planner = ZeroGoalPlanner(system1.config.goal_dim)
+    else:
+        planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
+    return DualSystemPolicy(controller=controller, planner=planner, goal_refresh_period=goal_refresh_period)
+
+
+def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int]) -> str:
+    """Markdown table: one row per task, one column per variant, ``k/n (rate)``."""
+    variants = list(results)
+    tasks = list(next(iter(results.values())))
+    lines = ["| task | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for task in tasks:
+        cells = [f"{sum(results[v][task])}/{len(results[v][task])}" for v in variants]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    totals = []
+    for v in variants:
+        ok = sum(sum(x) for x in results[v].values())
+        n = sum(len(x) for x in results[v].values())
+        totals.append(f"**{ok}/{n} ({100.0 * ok / max(n, 1):.0f} %)**")
+    lines.append("| **all** | " + " | ".join(totals) + " |")
+    lines.append(f"\nseeds: {list(seeds)}")
+    return "\n".join(lines)
+
+
+def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
+                      static_size: int, gripper_size: int, progress: bool = True,
+                      variants: Sequence[str] = ("trained", "goal zeroed", "untrained")) -> Dict[str, Dict[str, List[bool]]]:
+    """Evaluate the trained checkpoint, the same with System 2 ablated, and fresh random weights."""
+    import torch
+
+    from openhelix_core.models.system1 import DiffuserActor
+    from openhelix_core.models.system2 import System2Planner
+    from openhelix_core.training.trainer import load_models_from_checkpoint
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = {}
+    for variant in variants:
+        start = time.perf_counter()
+        system1, system2 = load_models_from_checkpoint(checkpoint)
+        if variant == "untrained":
+            torch.manual_seed(1234)
+            system1 = DiffuserActor(system1.config, system1.normalization)
+            system2 = System2Planner(system2.config)  # fresh <ACT>/projection/aux head
+        elif variant not in ("trained", "goal zeroed"):
+            raise ValueError(f"unknown variant {variant!r}")
+
+        def factory(s1=system1, s2=system2, zero=variant == "goal zeroed", name=variant):
+            return dual_system_policy(s1, s2, zero_goal=zero, model_id=name)
+
+        results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
+                                               static_size=static_size, gripper_size=gripper_size, progress=progress)
+        rate = np.mean([x for r in results[variant].values() for x in r])
+        print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline: demos -> stage 1 -> stage 2 -> evaluation
+# ---------------------------------------------------------------------------------------------
+def tiny_policy_overrides() -> dict:
+    """System 1 settings of the CPU demo (see ``pipeline --help``)."""
+    return {"embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32, "feature_level": "res3",
+            "diffusion_timesteps": 10, "dropout": 0.0,
+            # With only 10 steps, scaled_linear betas (1e-4 .. 0.02) noise positions to
+            # alpha_bar_T ~ 0.9, so training never sees the pure noise inference starts from;
+            # the cosine schedule reaches alpha_bar_T ~ 0 at any step count.
+            "position_beta_schedule": "squaredcos_cap_v2"}
+
+
+#: Tiny System 2 prompt: the byte-level tiny tokenizer makes OpenHelix's system sentence ~200
+#: tokens; the short template keeps the image, the instruction and <ACT> last (54 tokens).
+TINY_SYSTEM2_OVERRIDES = {"system_prompt": "", "prompt_template": "{system}{image}\n{instruction} {act}"}
+
+
+def run_pipeline(args) -> dict:
+    import torch
+
+    from openhelix_core.training import TrainingConfig, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    timings = {}
+    demos = out / "demos" / "training"
+    t0 = time.perf_counter()
+    if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
+        info = generate_demos(demos, args.tasks, args.episodes, seed=0, static_size=args.static_size,
+                              gripper_size=args.gripper_size, workers=args.workers)
+        print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
+              f"{info['seconds']:.0f} s", flush=True)
+    timings["demos_s"] = time.perf_counter() - t0
+    common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
+                  frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
+                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(),
+                  system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
+                  checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
+                  progress=not args.quiet)
+    t0 = time.perf_counter()
+    stage1 = TrainingConfig(stage=1, steps=args.stage1_steps, output_dir=str(out / "stage1"),
+                            system2_lr=args.stage1_system2_lr, **common)
+    train(stage1, resume="auto" if args.resume else None)
+    timings["stage1_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stage2 = TrainingConfig(stage=2, steps=args.stage2_steps, output_dir=str(out / "stage2"),
+                            init_from=str(out / "stage1" / "final"), system1_lr=args.system1_lr,
+                            system2_lr=args.system2_lr, lr_schedule="cosine", warmup_steps=50, **common)
+    train(stage2, resume="auto" if args.resume else None)
+    timings["stage2_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
+    results = evaluate_variants(out / "stage2" / "final", args.tasks, seeds, args.max_steps, args.execute_steps,
+                                args.static_size, args.gripper_size, progress=not args.quiet)
+    timings["evaluation_s"] = time.perf_counter() - t0
+    table = success_table(results, seeds)
+    (out / "results.json").write_text(json.dumps({"results": results, "seeds": seeds, "timings": timings,
+                                                  "args": {k: v for k, v in vars(args).items() if k != "func"}},
+                                                 indent=2) + "\n")
+    (out / "results.md").write_text(table + "\n\n" + json.dumps(timings, indent=2) + "\n")
+    print(table)
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    return results
+
+
+def _cmd_generate(args) -> int:
+    info = generate_demos(args.out, args.tasks, args.episodes, seed=args.seed, static_size=args.static_size,
+                          gripper_size=args.gripper_size, workers=args.workers, paraphrases=args.paraphrases)
+    print(f"kept {len(info['kept'])} demos ({info['frames']} frames), failed {len(info['failed'])}: "
+          f"{info['failed']} in {info['seconds']:.0f} s -> {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
+    results = evaluate_variants(args.checkpoint, args.tasks, seeds, args.max_steps, args.execute_steps,
+                                args.static_size, args.gripper_size, variants=args.variants)
+    print(success_table(results, seeds))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim_bridge.make_demos", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+        p.add_argument("--static-size", type=int, default=64, help="static camera image size (px)")
+        p.add_argument("--gripper-size", type=int, default=48, help="gripper camera image size (px)")
+
+    def evaluation(p):
+        p.add_argument("--eval-seeds", type=int, default=5, help="held-out start states per task")
+        p.add_argument("--max-steps", type=int, default=240, help="30 Hz steps per episode")
+        p.add_argument("--execute-steps", type=int, default=10, help="waypoints executed per System 1 call")
+
+    g = sub.add_parser("generate", help="write expert demos as a CALVIN split")
+    g.add_argument("--out", required=True, help="split folder to write (e.g. demos/training)")
+    g.add_argument("--episodes", type=int, default=16, help="demos per task")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--paraphrases", action="store_true", help="cycle through CALVIN's training phrasings")
+    common(g)
+    g.set_defaults(func=_cmd_generate)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint (trained / goal zeroed / untrained)")
+    e.add_argument("--checkpoint", required=True, help="a trainer checkpoint directory (e.g. runs/x/stage2/final)")
+    e.add_argument("--variants", nargs="+", default=["trained", "goal zeroed", "untrained"])
+    common(e)
+    evaluation(e)
+    e.set_defaults(func=_cmd_evaluate)
+
+    pl = sub.add_parser("pipeline", help="demos -> stage 1 -> stage 2 -> evaluation table")
+    pl.add_argument("--out", default="runs/play_table_demo")
+    pl.add_argument("--episodes", type=int, default=12)
+    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    pl.add_argument("--batch-size", type=int, default=24)
+    pl.add_argument("--stage1-steps", type=int, default=150)
+    pl.add_argument("--stage2-steps", type=int, default=4000)
+    pl.add_argument("--stage1-system2-lr", type=float, default=1e-3,
+                    help="stage 1 lr of <ACT>/projection/aux (tiny LLaVA: higher than OpenHelix's 5e-5)")
+    pl.add_argument("--system1-lr", type=float, default=3e-4)
+    pl.add_argument("--system2-lr", type=float, default=5e-4)
+    pl.add_argument("--frame-sampling", default="all", choices=("all", "keypose"))
+    pl.add_argument("--keypose-neighbors", type=int, default=0)
+    pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
+    pl.add_argument("--quiet", action="store_true")
+    common(pl)
+    evaluation(pl)
+    pl.set_defaults(func=run_pipeline)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = args.func(args)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
