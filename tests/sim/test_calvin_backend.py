@@ -6,6 +6,8 @@ parameters; building a real calvin_env environment is only exercised when calvin
 import numpy as np
 import pytest
 
+from openhelix_core.geometry import quaternion_to_matrix
+
 p = pytest.importorskip("pybullet")
 
 from openhelix_core.evaluation.sequences import env_state_for_initial_state, initial_states  # noqa: E402
@@ -75,7 +77,7 @@ def test_gripper_camera_pose_matches_embedded_convention():
         pos = RNG.normal(size=3)
         quat = np.asarray(p.getQuaternionFromEuler(RNG.uniform(-3, 3, size=3).tolist()))
         R = np.asarray(p.getMatrixFromQuaternion(quat.tolist())).reshape(3, 3)
-        np.testing.assert_allclose(cb.quaternion_matrix(quat), R, atol=1e-12)
+        np.testing.assert_allclose(quaternion_to_matrix(quat), R, atol=1e-12)
         ours = cb.gripper_camera_pose(pos, quat)
         vm = p.computeViewMatrix(pos.tolist(), (pos + R[:, 1]).tolist(), (-R[:, 2]).tolist())
         np.testing.assert_allclose(ours, emb.view_matrix_to_camera_pose(vm), atol=1e-6)

@@ -43,6 +43,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from openhelix_core.geometry import pose_to_matrix, quaternion_to_matrix
 from sim_bridge.envs.play_table import ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
 
 CALVIN_ENV_INSTALL = (
@@ -126,27 +127,9 @@ def camera_pose_from_view_matrix(view_matrix) -> np.ndarray:
     return np.linalg.inv(v) @ _GL_TO_OPTICAL
 
 
-def quaternion_matrix(quat_xyzw) -> np.ndarray:
-    x, y, z, w = (float(c) for c in quat_xyzw)
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def pose_matrix(pos, quat_xyzw) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = quaternion_matrix(quat_xyzw)
-    T[:3, 3] = np.asarray(pos, dtype=float)
-    return T
-
-
 def gripper_camera_view_matrix(link_pos, link_quat_xyzw) -> np.ndarray:
     """View matrix of CALVIN's gripper camera from its link pose (look along link +y, up = -z)."""
-    R = quaternion_matrix(link_quat_xyzw)
+    R = quaternion_to_matrix(link_quat_xyzw)
     pos = np.asarray(link_pos, dtype=float)
     return look_at_view_matrix(pos, pos + R[:, 1], -R[:, 2])
 
@@ -414,7 +397,7 @@ class CalvinPlayTableEnv:
         if name != "gripper":
             raise ValueError("camera_to_tcp is only defined for the 'gripper' camera")
         pos, quat = self.tcp_pose()
-        return np.linalg.inv(pose_matrix(pos, quat)) @ self.camera_to_base("gripper")
+        return np.linalg.inv(pose_to_matrix(pos, quat)) @ self.camera_to_base("gripper")
 
     def robot_base_pose(self):
         return (np.asarray(self.robot.base_position, dtype=float).copy(),

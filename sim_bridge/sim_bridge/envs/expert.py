@@ -31,6 +31,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
+from openhelix_core.geometry import euler_to_matrix, matrix_to_euler
+
 from .scene import BLOCKS, TABLE_TOP_Z
 
 MAX_STEPS = 360
@@ -62,21 +64,9 @@ def gripper_rotation(yaw: float, tilt: float = 0.0) -> np.ndarray:
     return _rot_x(tilt) @ _rot_z(yaw) @ _rot_x(np.pi)
 
 
-def euler_from_matrix(R: np.ndarray) -> np.ndarray:
-    """Extrinsic xyz Euler angles (PyBullet's convention) of a rotation matrix."""
-    return np.array([np.arctan2(R[2, 1], R[2, 2]), -np.arcsin(np.clip(R[2, 0], -1.0, 1.0)), np.arctan2(R[1, 0], R[0, 0])])
-
-
-def matrix_from_euler(e) -> np.ndarray:
-    a, b, c = e
-    cb, sb = np.cos(b), np.sin(b)
-    ry = np.array([[cb, 0.0, sb], [0.0, 1.0, 0.0], [-sb, 0.0, cb]])
-    return _rot_z(c) @ ry @ _rot_x(a)
-
-
 def yaw_tilt_from_euler(e):
     """Inverse of ``gripper_rotation`` for a pose of that family (approximate otherwise)."""
-    R = matrix_from_euler(e)
+    R = euler_to_matrix(np.asarray(e, dtype=float), "xyz")
     a = R[:, 2]
     tilt = float(np.arctan2(a[1], -a[2]))
     col0 = _rot_x(-tilt) @ R[:, 0]
@@ -365,7 +355,7 @@ class Expert:
                 p_k = cur_tcp + f * (tcp - cur_tcp)
                 yaw_k = cur_yaw + f * (wp.yaw - cur_yaw)
                 tilt_k = cur_tilt + f * (wp.tilt - cur_tilt)
-                euler = euler_from_matrix(gripper_rotation(yaw_k, tilt_k))
+                euler = matrix_to_euler(gripper_rotation(yaw_k, tilt_k), "xyz")
                 yield np.r_[p_k, euler, wp.gripper]
                 n += 1
                 if n >= MAX_STEPS:

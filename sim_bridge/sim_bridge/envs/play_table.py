@@ -35,6 +35,8 @@ from typing import Optional
 import numpy as np
 import pybullet as p
 
+from openhelix_core.geometry import pose_to_matrix
+
 from . import robot as robot_mod
 from .cameras import GRIPPER_LINK_TO_OPTICAL, GripperCamera, StaticCamera
 from .robot import PandaRobot
@@ -47,13 +49,6 @@ SETTLE_SUBSTEPS = 48  # physics substeps after dropping the blocks in reset (0.2
 
 ROBOT_OBS_DIM = 15
 SCENE_OBS_DIM = 24
-
-
-def _pose_matrix(pos, quat) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = np.array(p.getMatrixFromQuaternion(list(quat))).reshape(3, 3)
-    T[:3, 3] = pos
-    return T
 
 
 def check_vector(x, n: int, what: str) -> np.ndarray:
@@ -196,8 +191,8 @@ class PlayTableEnv:
             raise ValueError("camera_to_tcp is only defined for the 'gripper' camera")
         # Composed from the fixed URDF offsets (both frames hang off panda_hand), so it is exact
         # and does not depend on the current simulation state.
-        T_hand_tcp = _pose_matrix(robot_mod.TCP_OFFSET_XYZ, p.getQuaternionFromEuler(robot_mod.TCP_OFFSET_RPY))
-        T_hand_link = _pose_matrix(robot_mod.GRIPPER_CAM_OFFSET_XYZ,
+        T_hand_tcp = pose_to_matrix(robot_mod.TCP_OFFSET_XYZ, p.getQuaternionFromEuler(robot_mod.TCP_OFFSET_RPY))
+        T_hand_link = pose_to_matrix(robot_mod.GRIPPER_CAM_OFFSET_XYZ,
                                    p.getQuaternionFromEuler(robot_mod.GRIPPER_CAM_OFFSET_RPY))
         return np.linalg.inv(T_hand_tcp) @ T_hand_link @ GRIPPER_LINK_TO_OPTICAL
 

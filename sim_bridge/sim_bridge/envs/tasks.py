@@ -67,6 +67,8 @@ from typing import Dict, FrozenSet, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from openhelix_core.geometry import matrix_to_euler, quaternion_to_matrix
+
 BLOCK_NAMES = ("block_red", "block_blue", "block_pink")
 COLORS = ("red", "blue", "pink")
 DOOR_JOINTS = ("base__slide", "base__drawer", "base__button", "base__switch")
@@ -232,22 +234,10 @@ assert len(TASKS) == 34
 
 
 # ------------------------------------------------------------------------------ checks
-def _rotation_matrix(q) -> np.ndarray:
-    x, y, z, w = np.asarray(q, dtype=float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def relative_rotation_euler_deg(q_start, q_end) -> np.ndarray:
     """Extrinsic xyz Euler angles (deg) of ``R_end @ R_start^T`` (scipy's ``as_euler("xyz")``)."""
-    R = _rotation_matrix(q_end) @ _rotation_matrix(q_start).T
-    pitch = -np.arcsin(np.clip(R[2, 0], -1.0, 1.0))
-    roll = np.arctan2(R[2, 1], R[2, 2])
-    yaw = np.arctan2(R[1, 0], R[0, 0])
-    return np.degrees([roll, pitch, yaw])
+    relative = quaternion_to_matrix(q_end) @ quaternion_to_matrix(q_start).T
+    return np.degrees(matrix_to_euler(relative, "xyz"))
 
 
 def _rotate(obj: str, z_deg: float, start: SceneState, end: SceneState) -> bool:
