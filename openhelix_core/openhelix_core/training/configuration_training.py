@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..configuration import config_from_dict
+
 _SCHEDULES = ("constant", "cosine")
 _SAMPLING = ("keypose", "all")
 _OPENNESS = ("action", "width")
@@ -174,11 +176,7 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainingConfig.from_dict: unknown field(s) {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

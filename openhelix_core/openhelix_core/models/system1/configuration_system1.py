@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ...configuration import config_from_dict
+
 #: CALVIN gripper location bounds for *relative* trajectories, ABC->D split:
 #: per-axis union over tasks A, B, C, D of
 #: ``tasks/calvin_rel_traj_location_bounds_task_ABC_D.json`` (nickgkan/3d_diffuser_actor)
@@ -225,11 +227,7 @@ class System1Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "System1Config":
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"System1Config.from_dict: unknown field(s) {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ...configuration import config_from_dict
 
 #: System sentence of the ``llava_v1`` conversation template used by OpenHelix.
 DEFAULT_SYSTEM_PROMPT = (
@@ -377,13 +379,7 @@ class System2Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "System2Config":
         """Inverse of :meth:`to_dict`; unknown keys are an error (ValueError naming them)."""
-        if not isinstance(data, dict):
-            raise ValueError("System2Config.from_dict expects a dict")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown System2Config field(s): {', '.join(unknown)}")
-        return cls(**copy.deepcopy(data))
+        return config_from_dict(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
