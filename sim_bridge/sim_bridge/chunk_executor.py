@@ -11,17 +11,20 @@ from collections import OrderedDict
 
 import numpy as np
 
-from openhelix_core.geometry import quaternion_to_euler
+from openhelix_core.models.system1 import System1Processor
 from openhelix_core.types import TrajectoryChunk
 
-GRIPPER_OPEN = 1.0
-GRIPPER_CLOSE = -1.0
+
+def chunk_to_absolute_actions(chunk: TrajectoryChunk) -> np.ndarray:
+    """``(T, 7)`` CALVIN absolute actions (xyz, Euler xyz, gripper +1 open / -1 close) of a chunk."""
+    trajectory = np.column_stack([chunk.positions, chunk.orientations, chunk.gripper_openness])
+    return System1Processor.trajectory_to_calvin_actions(trajectory)
 
 
 def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, openness: float) -> np.ndarray:
-    """CALVIN absolute action ``(7,)``: xyz, Euler xyz, gripper +1 open / -1 close."""
-    gripper = GRIPPER_OPEN if openness >= 0.5 else GRIPPER_CLOSE
-    return np.concatenate([position, quaternion_to_euler(orientation), [gripper]])
+    """CALVIN absolute action ``(7,)`` of one pose and gripper openness."""
+    trajectory = np.concatenate([position, orientation, [openness]])[None]
+    return System1Processor.trajectory_to_calvin_actions(trajectory)[0]
 
 
 class ChunkExecutor:
@@ -31,9 +34,8 @@ class ChunkExecutor:
         self.execution_horizon = execution_horizon
         self._tick_of_stamp: OrderedDict[float, int] = OrderedDict()
         self._remembered_ticks = remembered_ticks
-        self._chunk: TrajectoryChunk | None = None
+        self._actions: np.ndarray | None = None
         self._next_index = 0
-        self._stop_index = 0
         self.goal_sequence = 0
 
     def observation_published(self, stamp: float, tick: int) -> None:
@@ -43,20 +45,17 @@ class ChunkExecutor:
 
     def receive(self, chunk: TrajectoryChunk, observation_stamp: float, current_tick: int) -> None:
         elapsed = current_tick - self._tick_of_stamp.get(observation_stamp, current_tick)
-        self._chunk = chunk
+        self._actions = chunk_to_absolute_actions(chunk)[:self.execution_horizon]
         self._next_index = elapsed
-        self._stop_index = min(len(chunk), self.execution_horizon)
         self.goal_sequence = chunk.goal_sequence
 
     def clear(self) -> None:
         """Drops the current chunk (e.g. when the instruction changes)."""
-        self._chunk = None
+        self._actions = None
 
     def next_action(self) -> np.ndarray | None:
         """The action for this tick, or None when there is nothing left to execute."""
-        if self._chunk is None or self._next_index >= self._stop_index:
+        if self._actions is None or self._next_index >= len(self._actions):
             return None
-        index = self._next_index
         self._next_index += 1
-        return waypoint_to_absolute_action(self._chunk.positions[index], self._chunk.orientations[index],
-                                           float(self._chunk.gripper_openness[index]))
+        return self._actions[self._next_index - 1]

@@ -38,7 +38,7 @@ import numpy as np
 from openhelix_core.data import CalvinEpisodeWriter
 from openhelix_core.types import CameraFrame, Observation
 
-from .chunk_executor import waypoint_to_absolute_action
+from .chunk_executor import chunk_to_absolute_actions
 from .envs import PlayTableEnv
 from .envs.annotations import ANNOTATIONS, validation_annotation
 from .envs.expert import SUPPORTED, Expert
@@ -268,9 +268,8 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
                 steps, success = 0, False
                 while steps < max_steps and not success:
                     chunk = policy.act(observation_from_env(env, stamp=steps / 30.0))
-                    for i in range(min(execute_steps, len(chunk))):
-                        env.step(waypoint_to_absolute_action(chunk.positions[i], chunk.orientations[i],
-                                                             float(chunk.gripper_openness[i])))
+                    for action in chunk_to_absolute_actions(chunk)[:execute_steps]:
+                        env.step(action)
                         steps += 1
                         if task_succeeded(task, start, SceneState.capture(env)):
                             success = True
