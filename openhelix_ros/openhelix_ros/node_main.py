@@ -24,6 +24,12 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass
+    except RuntimeError:
+        # SIGINT arriving while rclpy converts a taken message surfaces as a pybind11
+        # RuntimeError instead of an interrupt; once the context is shut down that is the
+        # requested shutdown, not a failure.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
