@@ -2,6 +2,7 @@
 
     openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
     openhelix eval-calvin [--sequences N] CALVIN's evaluation protocol through the same nodes
+                          [--protocol tasks --checkpoint DIR]  single-task episodes, trained policy
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
@@ -100,7 +101,13 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
 
     output = Path(options.output or time.strftime("runs/calvin-eval-%Y%m%d-%H%M%S"))
     output.mkdir(parents=True, exist_ok=True)
-    workers = min(options.workers, options.sequences)
+    tasks_protocol = options.protocol == "tasks"
+    total = len(options.tasks) * options.episodes_per_task if tasks_protocol else options.sequences
+    config_dir = options.config_dir
+    if options.checkpoint or options.execution_horizon:
+        config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
+                                                 options.execution_horizon))
+    workers = min(options.workers, total)
     first_domain = options.first_domain
     launches, result_files = [], []
     for worker in range(workers):
@@ -108,13 +115,18 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
         result_files[-1].write_text("")
         arguments = {"results_path": str(result_files[-1]), "sequence_count": str(options.sequences),
                      "num_workers": str(workers), "worker_index": str(worker), "backend": options.backend,
-                     "max_steps_per_subtask": str(options.max_steps), "sequence_seed": str(options.seed)}
-        if options.config_dir:
-            arguments["config_dir"] = options.config_dir
+                     "max_steps_per_subtask": str(options.max_steps), "sequence_seed": str(options.seed),
+                     "protocol": options.protocol, "tasks": ",".join(options.tasks),
+                     "task_first_seed": str(options.first_seed), "task_episodes": str(options.episodes_per_task),
+                     "task_scene_variation": options.scene_variation,
+                     "static_image_size": str(options.static_size), "gripper_image_size": str(options.gripper_size)}
+        if config_dir:
+            arguments["config_dir"] = config_dir
         nodes = parse_launch_file(resolve_launch_file("calvin_eval.launch.xml"), arguments)
         launches.append(LaunchedProcesses(nodes, log_directory=output / f"logs-worker{worker}",
                                           environment={"ROS_DOMAIN_ID": str(first_domain + worker)}))
-    print(f"openhelix eval-calvin: {options.sequences} sequences on {workers} worker(s) (ROS domains "
+    what = f"{total} single-task episodes" if tasks_protocol else f"{total} sequences"
+    print(f"openhelix eval-calvin: {what} on {workers} worker(s) (ROS domains "
           f"{first_domain}..{first_domain + workers - 1}); logs and results in {output}")
 
     def finished_sequences() -> list[SequenceResult]:
@@ -124,7 +136,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     failure = None
     started = time.monotonic()
     try:
-        with tqdm(total=options.sequences, unit="seq", desc="CALVIN", dynamic_ncols=True) as progress:
+        with tqdm(total=total, unit="seq", desc=options.protocol, dynamic_ncols=True) as progress:
             while True:
                 done = finished_sequences()
                 progress.update(len(done) - progress.n)
@@ -150,17 +162,50 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
         for launch in launches:
             launch.stop()
     results = sorted(finished_sequences(), key=lambda r: r.info["sequence_index"])
-    config = {"sequences": options.sequences, "workers": workers, "seed": options.seed, "backend": options.backend,
-              "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)"}
+    config = {"sequences": total, "workers": workers, "seed": options.seed, "backend": options.backend,
+              "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
+              "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)"}
+    if tasks_protocol:
+        config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
+                      scene_variation=options.scene_variation)
     report_files = write_report(output, results, config)
     summary = EvaluationSummary.from_results(results)
     print(format_task_table(summary, "text"))
-    print(f"\n{len(results)}/{options.sequences} sequences; average length {summary.average_length:.2f}; "
-          f"report: {', '.join(str(path) for path in report_files.values())}")
-    if failure or len(results) < options.sequences:
+    if tasks_protocol:
+        successes = sum(r.completed for r in results)
+        print(f"\n{successes}/{len(results)} episodes succeeded", end="; ")
+    else:
+        print(f"\n{len(results)}/{total} sequences; average length {summary.average_length:.2f}", end="; ")
+    print(f"report: {', '.join(str(path) for path in report_files.values())}")
+    if failure or len(results) < total:
         print(f"\nFAILED: {failure or 'not every sequence was evaluated'}", file=sys.stderr)
         return 1
     return 0
+
+
+def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
+                            execution_horizon: int) -> Path:
+    """Copies the simulation parameter files to ``directory``, pointing the planner and the
+    controller at a trainer checkpoint (``<checkpoint>/system2``, ``<checkpoint>/system1``) and
+    setting the bridge's execution horizon."""
+    import yaml
+    from ament_index_python.packages import get_package_share_directory
+
+    source = Path(source_dir) if source_dir else Path(get_package_share_directory("openhelix_ros")) / "config"
+    directory.mkdir(parents=True, exist_ok=True)
+    edits = {"planner.yaml": ("planner", {"checkpoint": str(Path(checkpoint) / "system2")} if checkpoint else {}),
+             "controller_sim.yaml": ("controller", {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}),
+             "sim_bridge.yaml": ("sim_bridge", {"execution_horizon": execution_horizon} if execution_horizon else {})}
+    if checkpoint:
+        for part in ("system1", "system2"):
+            if not (Path(checkpoint) / part).is_dir():
+                raise LaunchError(f"checkpoint {checkpoint} has no {part}/ directory (expected a trainer "
+                                  f"checkpoint such as runs/x/stage2/final)")
+    for name, (node, values) in edits.items():
+        data = yaml.safe_load((source / name).read_text())
+        data[node]["ros__parameters"].update(values)
+        (directory / name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return directory
 
 
 def run_launch(options: argparse.Namespace) -> int:
@@ -197,6 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     calvin.add_argument("--output", default="", help="results directory (default runs/calvin-eval-<time>)")
     calvin.add_argument("--timeout", type=float, default=24 * 3600.0)
     calvin.add_argument("--first-domain", type=int, default=40, help="ROS domain of worker 0")
+    calvin.add_argument("--protocol", choices=("calvin", "tasks"), default="calvin",
+                        help="'tasks': single-task episodes from the training demo's held-out start states")
+    calvin.add_argument("--tasks", nargs="+", default=["open_drawer", "close_drawer", "move_slider_left",
+                                                       "move_slider_right", "turn_on_led", "turn_on_lightbulb"],
+                        help="--protocol tasks: tasks to evaluate")
+    calvin.add_argument("--episodes-per-task", type=int, default=5, help="--protocol tasks: seeds per task")
+    calvin.add_argument("--first-seed", type=int, default=100_000, help="--protocol tasks: first start-state seed")
+    calvin.add_argument("--scene-variation", choices=("task", "full"), default="task",
+                        help="--protocol tasks: start scenes as the demos were generated")
+    calvin.add_argument("--static-size", type=int, default=200, help="static camera image side (px)")
+    calvin.add_argument("--gripper-size", type=int, default=84, help="gripper camera image side (px)")
+    calvin.add_argument("--checkpoint", default="", help="trainer checkpoint directory (system1/ + system2/) for "
+                        "the controller and the planner, e.g. runs/play_table_demo/stage2/final")
+    calvin.add_argument("--execution-horizon", type=int, default=0,
+                        help="waypoints the bridge executes per chunk (0 = the parameter file's)")
     calvin.set_defaults(run=run_eval_calvin)
     launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
     launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")

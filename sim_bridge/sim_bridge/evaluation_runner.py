@@ -1,11 +1,17 @@
-"""CALVIN's long-horizon evaluation protocol driven on a simulator, without ROS.
+"""Evaluation protocols driven on a simulator, without ROS: CALVIN's long-horizon chains and
+single-task episodes.
 
-For each sequence: reset the scene to its initial state, then for each of its 5 subtasks give
+CALVIN (:class:`CalvinEvaluationRunner`), for each sequence: reset the scene to its initial state, then for each of its 5 subtasks give
 the instruction (CALVIN's validation annotation) and check the subtask after every
 environment step against the state at the subtask's start; a subtask not done within
 ``max_steps_per_subtask`` steps ends the sequence, as in CALVIN's ``evaluate_policy``.
 The caller steps the environment (the sim bridge node does, with the actions the policy
 sends over ROS) and calls :meth:`after_step`.
+
+Single tasks (:class:`TaskEpisodeRunner`): every ``(task, seed)`` episode starts from the
+randomised start state of ``sim_bridge.make_demos.initial_state`` and is one subtask long; it is
+the protocol of the training demo's learning table, so the ROS evaluation and the in-process
+one score the same episodes.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from openhelix_core.evaluation.metrics import SequenceResult
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, env_state_for_initial_state, sequence_at
 from sim_bridge.envs.annotations import validation_annotation
 from sim_bridge.envs.tasks import SceneState, task_succeeded
+from sim_bridge.make_demos import initial_state
 
 
 class EmbeddedTaskOracle:
@@ -137,3 +144,28 @@ class CalvinEvaluationRunner:
         self.results.append(SequenceResult(
             initial_state=self._initial_state, tasks=self._tasks, completed=self._subtask,
             info={"sequence_index": self.sequence_index, "steps_per_subtask": list(self._steps_per_subtask)}))
+
+
+class TaskEpisodeRunner(CalvinEvaluationRunner):
+    """Single-task episodes ``(task, seed)`` on the embedded play-table, each recorded as a
+    one-subtask :class:`SequenceResult` whose ``initial_state`` names the task and the seed."""
+
+    def __init__(self, env, episodes: Sequence[tuple[str, int]], indices: Sequence[int] | None = None,
+                 max_steps_per_subtask: int = 240, scene_variation: str = "task") -> None:
+        self.episodes = [(str(task), int(seed)) for task, seed in episodes]
+        self.scene_variation = scene_variation
+        indices = range(len(self.episodes)) if indices is None else indices
+        super().__init__(env, list(indices), max_steps_per_subtask=max_steps_per_subtask)
+
+    def start_next_sequence(self) -> str | None:
+        self._position += 1
+        if self.finished:
+            return None
+        task, seed = self.episodes[self.sequence_index]
+        initial_state(self.env, task, seed, scene_variation=self.scene_variation)
+        self._initial_state = {"task": task, "seed": seed, "scene_variation": self.scene_variation}
+        self._tasks = (task,)
+        self._subtask = 0
+        self._steps_per_subtask = []
+        self._begin_subtask()
+        return self.instruction

@@ -16,11 +16,20 @@ Three commands (``python -m sim_bridge.make_demos <command> --help``):
   (System 2 ablated: System 1 gets an all-zero goal) vs "untrained" (fresh random weights) on the
   same seeds; writes ``results.json`` and ``results.md`` and prints the table.
 
-Start states (:func:`initial_state`): blocks sampled by the play table; drawer closed or open,
-sliding door anywhere, LED and lightbulb on or off, all drawn at random, then the one joint the
-task needs forced into a state where the task is possible (e.g. drawer closed for
-``open_drawer``); the arm starts from CALVIN's neutral pose moved by up to ``robot_jitter`` m.
-Because every scene may allow several tasks, the instruction decides what to do.
+Start states (:func:`initial_state`): the arm starts from CALVIN's neutral pose moved by up to
+``robot_jitter`` m, and the one joint the task needs is drawn in a range where the task is
+possible (e.g. drawer closed for ``open_drawer``). The rest of the scene depends on
+``scene_variation``:
+
+* ``"task"`` (default): everything else is the same fixed scene (blocks of layout seed 0, drawer
+  shut, sliding door in the middle, LED and lightbulb off). ``open_drawer``, ``turn_on_led`` and
+  ``turn_on_lightbulb`` then start from the same scene up to the arm's jitter, so only the
+  instruction -- System 2's goal -- says which to do;
+* ``"full"``: blocks sampled by the play table; drawer closed or open, sliding door anywhere, LED
+  and lightbulb on or off, all drawn at random before the task's joint is forced. Every demo's
+  scene is then unique, and a small policy trained on a dozen demos per task memorises the
+  scene instead of reading the instruction (measured: 0.7 cm open-loop error on the training
+  demos, failure from held-out scenes).
 """
 from __future__ import annotations
 
@@ -48,21 +57,32 @@ DEFAULT_TASKS = ("open_drawer", "close_drawer", "move_slider_left", "move_slider
                  "turn_on_lightbulb")
 SWITCH_ON = 0.08  # switch joint (0 .. 0.088) well past mid-range: the lightbulb is on
 EVAL_SEED_OFFSET = 100_000
+SCENE_VARIATIONS = ("task", "full")
+FIXED_LAYOUT_SEED = 0
+DEMOS_INFO = "demos_info.json"
+FIXED_SLIDER = 0.14  # sliding door half way (0 .. 0.28)
 
 
 # ---------------------------------------------------------------------------------------------
 # Start states and observations
 # ---------------------------------------------------------------------------------------------
-def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float = 0.04) -> dict:
+def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float = 0.04,
+                  scene_variation: str = "task") -> dict:
     """Reset ``env`` to the randomised start state of ``(task, seed)`` (deterministic) and
-    return the observation (see the module docstring)."""
+    return the observation (see the module docstring for ``scene_variation``)."""
+    if scene_variation not in SCENE_VARIATIONS:
+        raise ValueError(f"scene_variation must be one of {SCENE_VARIATIONS}, got {scene_variation!r}")
     rng = np.random.default_rng([int(seed), sum(map(ord, task))])
-    env.reset(seed=int(seed))
+    if scene_variation == "full":
+        env.reset(seed=int(seed))
+        drawer = rng.uniform(0.0, 0.03) if rng.random() < 0.5 else rng.uniform(0.15, 0.2)
+        slider = rng.uniform(0.0, 0.28)
+        led = float(rng.random() < 0.5)
+        bulb = float(rng.random() < 0.5)
+    else:
+        env.reset(seed=FIXED_LAYOUT_SEED)
+        drawer, slider, led, bulb = 0.0, FIXED_SLIDER, 0.0, 0.0
     scene = env.scene.observation().copy()
-    drawer = rng.uniform(0.0, 0.03) if rng.random() < 0.5 else rng.uniform(0.15, 0.2)
-    slider = rng.uniform(0.0, 0.28)
-    led = float(rng.random() < 0.5)
-    bulb = float(rng.random() < 0.5)
     if task == "open_drawer":
         drawer = rng.uniform(0.0, 0.03)
     elif task == "close_drawer":
@@ -126,10 +146,11 @@ class DemoJob:
     task: str
     seed: int
     annotation: str
+    scene_variation: str = "task"
 
 
 def _run_expert(env: PlayTableEnv, job: DemoJob, writer: Optional[CalvinEpisodeWriter]) -> tuple[bool, int]:
-    obs = initial_state(env, job.task, job.seed)
+    obs = initial_state(env, job.task, job.seed, scene_variation=job.scene_variation)
     start = SceneState.capture(env)
     first = writer.start_episode() if writer is not None else 0
     steps = 0
@@ -169,7 +190,7 @@ def _demo_worker(args) -> dict:
 
 def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_task: int = 16, seed: int = 0,
                    static_size: int = 64, gripper_size: int = 48, workers: int = 1,
-                   paraphrases: bool = False) -> dict:
+                   paraphrases: bool = False, scene_variation: str = "task") -> dict:
     """Write a CALVIN split of successful expert demos to ``out_dir`` (see the module doc).
 
     Returns ``{"kept": [(task, seed)], "failed": [...], "frames": n, "seconds": s}``."""
@@ -181,7 +202,7 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     for t_index, task in enumerate(tasks):
         for k in range(episodes_per_task):
             sentences = ANNOTATIONS[task] if paraphrases else (validation_annotation(task),)
-            jobs.append(DemoJob(task, seed + k, sentences[k % len(sentences)]))
+            jobs.append(DemoJob(task, seed + k, sentences[k % len(sentences)], scene_variation))
     workers = max(1, min(int(workers), len(jobs)))
     shards = [jobs[w::workers] for w in range(workers)]
     start = time.perf_counter()
@@ -208,8 +229,9 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     frames = int(sum(e - s + 1 for s, e in merged.episodes))
     summary = {"kept": [k for p in parts for k in p["kept"]], "failed": [f for p in parts for f in p["failed"]],
                "frames": frames, "seconds": time.perf_counter() - start}
-    (out_dir / "demos_info.json").write_text(json.dumps({**summary, "tasks": list(tasks), "static_size": static_size,
-                                                         "gripper_size": gripper_size}, indent=2) + "\n")
+    (out_dir / DEMOS_INFO).write_text(json.dumps({**summary, "tasks": list(tasks), "static_size": static_size,
+                                                  "gripper_size": gripper_size, "scene_variation": scene_variation},
+                                                 indent=2) + "\n")
     return summary
 
 
@@ -229,7 +251,8 @@ class ZeroGoalPlanner:
 
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
                         max_steps: int = 240, execute_steps: int = 10, static_size: int = 64,
-                        gripper_size: int = 48, progress: bool = False) -> Dict[str, List[bool]]:
+                        gripper_size: int = 48, progress: bool = False,
+                        scene_variation: str = "task") -> Dict[str, List[bool]]:
     """Run a :class:`~openhelix_core.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
 
     For every task and seed the table is put in :func:`initial_state` ``(task, seed)``, the
@@ -259,7 +282,7 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
         for task in tasks:
             instruction = validation_annotation(task)
             for seed in seeds:
-                initial_state(env, task, seed)
+                initial_state(env, task, seed, scene_variation=scene_variation)
                 start = SceneState.capture(env)
                 policy.reset(instruction)
                 controller = getattr(policy, "controller", None)
@@ -323,7 +346,8 @@ def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int
 
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
                       static_size: int, gripper_size: int, progress: bool = True,
-                      variants: Sequence[str] = ("trained", "goal zeroed", "untrained")) -> Dict[str, Dict[str, List[bool]]]:
+                      variants: Sequence[str] = ("trained", "goal zeroed", "untrained"),
+                      scene_variation: str = "task") -> Dict[str, Dict[str, List[bool]]]:
     """Evaluate the trained checkpoint, the same with System 2 ablated, and fresh random weights."""
     import torch
 
@@ -347,7 +371,8 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
             return dual_system_policy(s1, s2, zero_goal=zero, model_id=name)
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
-                                               static_size=static_size, gripper_size=gripper_size, progress=progress)
+                                               static_size=static_size, gripper_size=gripper_size, progress=progress,
+                                               scene_variation=scene_variation)
         rate = np.mean([x for r in results[variant].values() for x in r])
         print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
     return results
@@ -363,7 +388,13 @@ def tiny_policy_overrides() -> dict:
             # With only 10 steps, scaled_linear betas (1e-4 .. 0.02) noise positions to
             # alpha_bar_T ~ 0.9, so training never sees the pure noise inference starts from;
             # the cosine schedule reaches alpha_bar_T ~ 0 at any step count.
-            "position_beta_schedule": "squaredcos_cap_v2"}
+            "position_beta_schedule": "squaredcos_cap_v2",
+            # At alpha_bar_T ~ 0 an epsilon model's first step says nothing about the
+            # trajectory; predicting the trajectory itself makes every step read the scene.
+            "prediction_type": "sample",
+            # No pretrained CLIP weights here: a frozen, randomly initialised ResNet (BatchNorm
+            # in eval with its initial statistics) gives features System 1 cannot learn from.
+            "freeze_backbone": False}
 
 
 #: Tiny System 2 prompt: the byte-level tiny tokenizer makes OpenHelix's system sentence ~200
@@ -382,9 +413,15 @@ def run_pipeline(args) -> dict:
     timings = {}
     demos = out / "demos" / "training"
     t0 = time.perf_counter()
+    if (demos / DEMOS_INFO).is_file():
+        existing = json.loads((demos / DEMOS_INFO).read_text())
+        if existing.get("scene_variation", "full") != args.scene_variation:
+            raise ValueError(f"{demos} holds demos with scene_variation {existing.get('scene_variation', 'full')!r}, "
+                             f"this run asks for {args.scene_variation!r}: choose another --out")
     if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
         info = generate_demos(demos, args.tasks, args.episodes, seed=0, static_size=args.static_size,
-                              gripper_size=args.gripper_size, workers=args.workers)
+                              gripper_size=args.gripper_size, workers=args.workers,
+                              scene_variation=args.scene_variation)
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
@@ -408,7 +445,8 @@ def run_pipeline(args) -> dict:
     t0 = time.perf_counter()
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
     results = evaluate_variants(out / "stage2" / "final", args.tasks, seeds, args.max_steps, args.execute_steps,
-                                args.static_size, args.gripper_size, progress=not args.quiet)
+                                args.static_size, args.gripper_size, progress=not args.quiet,
+                                scene_variation=args.scene_variation)
     timings["evaluation_s"] = time.perf_counter() - t0
     table = success_table(results, seeds)
     (out / "results.json").write_text(json.dumps({"results": results, "seeds": seeds, "timings": timings,
@@ -422,7 +460,8 @@ def run_pipeline(args) -> dict:
 
 def _cmd_generate(args) -> int:
     info = generate_demos(args.out, args.tasks, args.episodes, seed=args.seed, static_size=args.static_size,
-                          gripper_size=args.gripper_size, workers=args.workers, paraphrases=args.paraphrases)
+                          gripper_size=args.gripper_size, workers=args.workers, paraphrases=args.paraphrases,
+                          scene_variation=args.scene_variation)
     print(f"kept {len(info['kept'])} demos ({info['frames']} frames), failed {len(info['failed'])}: "
           f"{info['failed']} in {info['seconds']:.0f} s -> {args.out}")
     return 0
@@ -431,7 +470,8 @@ def _cmd_generate(args) -> int:
 def _cmd_evaluate(args) -> int:
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
     results = evaluate_variants(args.checkpoint, args.tasks, seeds, args.max_steps, args.execute_steps,
-                                args.static_size, args.gripper_size, variants=args.variants)
+                                args.static_size, args.gripper_size, variants=args.variants,
+                                scene_variation=args.scene_variation)
     print(success_table(results, seeds))
     return 0
 
@@ -445,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
         p.add_argument("--static-size", type=int, default=64, help="static camera image size (px)")
         p.add_argument("--gripper-size", type=int, default=48, help="gripper camera image size (px)")
+        p.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
+                       help="'task': fixed scene but the task's joint and the arm; 'full': random scenes")
 
     def evaluation(p):
         p.add_argument("--eval-seeds", type=int, default=5, help="held-out start states per task")

@@ -5,8 +5,9 @@ EE pose (``PoseStamped``), joint states, the instruction (latched) and its statu
 ``/diagnostics``; executes the ``openhelix_msgs/TrajectoryChunk`` messages it receives.
 With ``max_steps > 0`` it exits after executing that many policy waypoints.
 
-With ``mode: evaluate`` it runs CALVIN's evaluation protocol instead: it resets the scene for
-each sequence, publishes each subtask's instruction, steps only when the policy has sent a
+With ``mode: evaluate`` it runs an evaluation protocol instead -- CALVIN's chains of five
+(``protocol: calvin``) or single-task episodes from the training demo's held-out start states
+(``protocol: tasks``): it resets the scene for each sequence, publishes each subtask's instruction, steps only when the policy has sent a
 waypoint conditioned on the current instruction (lockstep: a slow policy loses no steps),
 checks success after every step, appends one JSON line per sequence to ``results_path`` and
 exits when its sequences are done.
@@ -47,10 +48,20 @@ from openhelix_ros.parameters import (
 from openhelix_ros.qos import LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action
+from sim_bridge.envs.expert import SUPPORTED
 from sim_bridge.envs.play_table import PlayTableEnv
-from sim_bridge.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome
+from sim_bridge.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
+from sim_bridge.make_demos import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
+
+
+def task_list(value) -> str | None:
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    if not names:
+        return "must name at least one task"
+    unknown = [name for name in names if name not in SUPPORTED]
+    return f"unknown or unscripted task(s) {unknown}; choose from {sorted(SUPPORTED)}" if unknown else None
 
 PARAMETERS = (
     ParameterSpec("rate_hz", 30.0, "Control ticks per second (CALVIN: 30 Hz, 8 physics substeps each).", positive),
@@ -75,6 +86,17 @@ PARAMETERS = (
     ParameterSpec("worker_index", 0, "evaluate: this worker takes sequences i with i % num_workers == worker_index.",
                   non_negative),
     ParameterSpec("num_workers", 1, "evaluate: number of parallel bridge workers.", positive),
+    ParameterSpec("protocol", "calvin", "evaluate: 'calvin' (chains of 5 from CALVIN's sequences) or 'tasks' "
+                  "(single-task episodes from the training demo's start states; embedded backend).",
+                  one_of("calvin", "tasks")),
+    ParameterSpec("tasks", ",".join(DEFAULT_TASKS), "evaluate/tasks: comma-separated task names.", task_list),
+    ParameterSpec("task_first_seed", EVAL_SEED_OFFSET, "evaluate/tasks: start-state seed of each task's first "
+                  "episode (seeds below 100000 are the demos' own).", non_negative),
+    ParameterSpec("task_episodes", 5, "evaluate/tasks: episodes (consecutive seeds) per task.", positive),
+    ParameterSpec("task_scene_variation", "task", "evaluate/tasks: 'task' (fixed scene but the task's joint and the "
+                  "arm) or 'full' (random scenes), as the demos were generated.", one_of(*SCENE_VARIATIONS)),
+    ParameterSpec("static_image_size", 200, "embedded backend: static camera image side (CALVIN: 200).", positive),
+    ParameterSpec("gripper_image_size", 84, "embedded backend: gripper camera image side (CALVIN: 84).", positive),
     ParameterSpec("max_steps_per_subtask", 360, "evaluate: environment steps allowed per subtask (CALVIN: 360).",
                   positive),
     ParameterSpec("results_path", "", "evaluate: JSON-lines file receiving one record per sequence."),
@@ -92,6 +114,8 @@ class SimBridgeNode(Node):
         p = self.params
         if p["mode"] == "evaluate" and not p["results_path"]:
             raise ValueError("mode 'evaluate' needs results_path")
+        if p["mode"] == "evaluate" and p["protocol"] == "tasks" and p["backend"] != "embedded":
+            raise ValueError("protocol 'tasks' needs the embedded backend (its start states are the play-table's)")
         if p["worker_index"] >= p["num_workers"]:
             raise ValueError(f"worker_index {p['worker_index']} must be below num_workers {p['num_workers']}")
         self.env = self._make_env()
@@ -117,7 +141,15 @@ class SimBridgeNode(Node):
         self.status_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.instruction = p["instruction"]
-        if p["mode"] == "evaluate":
+        if p["mode"] == "evaluate" and p["protocol"] == "tasks":
+            tasks = [name.strip() for name in p["tasks"].split(",") if name.strip()]
+            episodes = [(task, p["task_first_seed"] + k) for task in tasks for k in range(p["task_episodes"])]
+            mine = [i for i in range(len(episodes)) if i % p["num_workers"] == p["worker_index"]]
+            self.runner = TaskEpisodeRunner(self.env, episodes, mine, p["max_steps_per_subtask"],
+                                            p["task_scene_variation"])
+            self.instruction = self.runner.start_next_sequence()
+            self.get_logger().info(f"evaluating {len(mine)} single-task episodes -> {p['results_path']}")
+        elif p["mode"] == "evaluate":
             indices = [i for i in range(p["sequence_count"]) if i % p["num_workers"] == p["worker_index"]]
             oracle = CalvinTaskOracle(p["calvin_tasks_config"]) if p["backend"] == "calvin" else None
             self.runner = CalvinEvaluationRunner(self.env, indices, p["num_sequences"], p["sequence_seed"],
@@ -142,7 +174,8 @@ class SimBridgeNode(Node):
             require_calvin_env()
             return CalvinPlayTableEnv(dataset_path=self.params["calvin_dataset_path"] or None,
                                       scene=self.params["calvin_scene"] or None, seed=self.params["seed"])
-        return PlayTableEnv(seed=self.params["seed"])
+        return PlayTableEnv(seed=self.params["seed"], image_size_static=self.params["static_image_size"],
+                            image_size_gripper=self.params["gripper_image_size"])
 
     def on_chunk(self, msg: TrajectoryChunk) -> None:
         try:
@@ -190,7 +223,7 @@ class SimBridgeNode(Node):
             result = self.runner.results[-1]
             with open(self.params["results_path"], "a") as results_file:
                 results_file.write(json.dumps(result.to_dict()) + "\n")
-            self.get_logger().info(f"sequence {result.info['sequence_index']}: {result.completed}/5 "
+            self.get_logger().info(f"sequence {result.info['sequence_index']}: {result.completed}/{len(result.tasks)} "
                                    f"({', '.join(result.tasks[:result.completed + 1])})")
             instruction = self.runner.start_next_sequence()
             if instruction is None:

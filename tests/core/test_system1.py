@@ -87,6 +87,7 @@ def test_openhelix_calvin_defaults():
     ({"feature_level": "res9"}, "feature_level"),
     ({"position_beta_schedule": "cosine"}, "position_beta_schedule"),
     ({"euler_convention": "zyx"}, "euler_convention"),
+    ({"prediction_type": "v_prediction"}, "prediction_type"),
     ({"lang_enhanced": True, "use_instruction": False}, "lang_enhanced"),
     ({"dropout": 1.0}, "dropout"),
     ({"trajectory_length": 2.5}, "trajectory_length"),
@@ -195,6 +196,60 @@ def test_predict_trajectory_shape_and_ranges(tiny_model):
     torch.testing.assert_close(out, again, rtol=0, atol=0)
     other = tiny_model.predict_trajectory(batch, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(out, other)
+
+
+class OracleHead(torch.nn.Module):
+    """Stands in for the denoiser: always answers ``answer (B, T, 10)``, whatever it is shown."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+
+    def forward(self, trajectory, timestep, fixed):
+        return self.answer
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_loss_target_follows_prediction_type(prediction_type):
+    cfg = System1Config.tiny()
+    cfg.prediction_type = prediction_type
+    model = DiffuserActor(cfg)
+    batch = make_batch(cfg, batch_size=2)
+    target, openness = model._targets(batch[TRAJECTORY], batch[CURRENT_GRIPPER][:, -1])
+    logits = torch.logit(openness.clamp(1e-4, 1 - 1e-4))
+    model.prediction_head = OracleHead(torch.cat([target, logits], dim=-1))
+    losses = model.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+    if prediction_type == "sample":  # the clean trajectory is exactly what a sample model must output
+        assert losses["position"] == 0 and losses["rotation"] == 0
+    else:  # ... while an epsilon model must output the noise, which the clean trajectory is not
+        assert losses["position"] > 0.3 and losses["rotation"] > 0.3
+
+
+def test_sample_prediction_denoises_to_the_predicted_trajectory():
+    cfg = System1Config.tiny()
+    cfg.prediction_type = "sample"
+    model = DiffuserActor(cfg)
+    batch = make_batch(cfg, batch_size=2)
+    expected = batch.pop(TRAJECTORY)
+    target, openness = model._targets(expected, batch[CURRENT_GRIPPER][:, -1])
+    model.prediction_head = OracleHead(torch.cat([target, torch.logit(openness.clamp(1e-4, 1 - 1e-4))], dim=-1))
+    out = model.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[..., :3], expected[..., :3], atol=1e-5, rtol=0)
+    dots = (out[..., 3:7] * expected[..., 3:7]).sum(-1).abs()
+    torch.testing.assert_close(dots, torch.ones_like(dots), atol=1e-5, rtol=0)
+
+
+def test_unfrozen_backbone_trains_with_batch_statistics():
+    cfg = System1Config.tiny()
+    cfg.freeze_backbone = False
+    torch.manual_seed(0)
+    model = DiffuserActor(cfg).train()
+    assert model.encoder.backbone.training
+    running_mean = model.encoder.backbone.bn1.running_mean.clone()
+    model.compute_loss(make_batch(cfg), generator=torch.Generator().manual_seed(0))["loss"].backward()
+    grads = [p.grad for p in model.encoder.backbone.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert not torch.equal(model.encoder.backbone.bn1.running_mean, running_mean)
 
 
 @pytest.mark.parametrize("relative, convention", [(True, "XYZ"), (True, "xyz"), (False, "XYZ"), (False, "xyz")])

@@ -2,6 +2,7 @@
 import json
 import os
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -192,6 +193,7 @@ def _changed(before, after):
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 
+@pytest.mark.filterwarnings("ignore:System 1's CLIP backbone is frozen")
 @pytest.mark.parametrize("stage", [1, 2])
 def test_one_step_updates_only_what_the_stage_trains(split, tmp_path, stage):
     trainer = Trainer(config(split, tmp_path / f"s{stage}", stage=stage, steps=1))
@@ -213,6 +215,19 @@ def test_one_step_updates_only_what_the_stage_trains(split, tmp_path, stage):
         assert "encoder.instruction_encoder.weight" in s1_changed
         assert set(trainer.optimizers) == {"system1", "system2"}
     assert set(trainer.optimizers["system2"].state) <= set(trainer.system2.trainable_parameters())
+
+
+def test_stage2_warns_about_a_frozen_untrained_backbone(split, tmp_path):
+    with pytest.warns(UserWarning, match="backbone is frozen but was never trained"):
+        Trainer(config(split, tmp_path / "frozen", stage=2, steps=1))
+    overrides = dict(S1_OVERRIDES, freeze_backbone=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        trainer = Trainer(config(split, tmp_path / "trained", stage=2, steps=1, system1_overrides=overrides))
+    before = {k: v.clone() for k, v in trainer.system1.encoder.backbone.state_dict().items()}
+    trainer.train_step(collate([trainer.dataset[i] for i in range(4)]))
+    after = trainer.system1.encoder.backbone.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith(("conv1.weight", "running_mean")))
 
 
 def test_exact_resume_and_outputs(split, tmp_path):

@@ -41,3 +41,33 @@ def test_eval_calvin_runs_the_protocol_through_the_nodes_and_writes_the_report(t
     assert report["summary"]["avg_seq_len"] == sum(lengths) / 2
     assert (tmp_path / "calvin_eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"average length {sum(lengths) / 2:.2f}" in result.stdout
+
+
+def test_eval_tasks_protocol_runs_a_trainer_checkpoint_through_the_nodes(tmp_path):
+    import torch
+
+    from openhelix_core.models.system1 import DiffuserActor, System1Config
+    from openhelix_core.models.system2 import System2Config, System2Planner
+
+    checkpoint = tmp_path / "final"
+    torch.manual_seed(0)
+    DiffuserActor(System1Config.tiny()).save_pretrained(checkpoint / "system1")
+    System2Planner(System2Config.tiny(seed=3)).save_pretrained(checkpoint / "system2")
+    output = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--protocol", "tasks", "--tasks", "open_drawer",
+         "turn_on_led", "--episodes-per-task", "1", "--first-seed", "100007", "--max-steps", "8",
+         "--static-size", "64", "--gripper-size", "48", "--execution-horizon", "4", "--checkpoint", str(checkpoint),
+         "--output", str(output), "--timeout", "400", "--first-domain", str(1 + (os.getpid() + 20) % 90)],
+        capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
+    assert [(r["initial_state"]["task"], r["initial_state"]["seed"], r["tasks"]) for r in records] == [
+        ("open_drawer", 100007, ["open_drawer"]), ("turn_on_led", 100007, ["turn_on_led"])]
+    assert all(1 <= r["info"]["steps_per_subtask"][0] <= 8 for r in records)
+    logs = {name: (output / "logs-worker0" / f"{name}.log").read_text() for name in ("planner", "controller")}
+    assert f"{checkpoint / 'system2'}' loaded" in logs["planner"]
+    assert f"{checkpoint / 'system1'}' loaded" in logs["controller"]
+    report = json.loads((output / "calvin_eval.json").read_text())
+    assert report["config"]["protocol"] == "tasks" and report["config"]["seeds"] == [100007]
+    assert f"{sum(r['completed'] for r in records)}/2 episodes succeeded" in result.stdout

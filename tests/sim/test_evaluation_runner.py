@@ -1,11 +1,13 @@
-"""CALVIN's protocol on the play-table, driven by the scripted expert instead of a policy."""
+"""CALVIN's protocol and the single-task protocol on the play-table, driven by the scripted expert
+instead of a policy."""
 import numpy as np
 
 from openhelix_core.evaluation.sequences import sequence_at
 from openhelix_core.geometry import quaternion_to_euler
 from sim_bridge.envs.annotations import validation_annotation
 from sim_bridge.envs.expert import Expert
-from sim_bridge.evaluation_runner import CalvinEvaluationRunner, StepOutcome
+from sim_bridge.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner
+from sim_bridge.make_demos import initial_state
 
 EXPERT_TASKS = {"open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
                 "turn_on_lightbulb", "turn_off_lightbulb"}
@@ -58,3 +60,34 @@ def test_doing_nothing_fails_after_the_step_budget(env):
         assert len(outcomes) == 5
     assert [r.completed for r in runner.results] == [0, 0]
     assert [r.info["sequence_index"] for r in runner.results] == [0, 1]
+
+
+def test_task_episodes_start_from_the_demo_start_states_and_score_one_subtask(env):
+    episodes = [("open_drawer", 100_000), ("turn_on_led", 100_001), ("move_slider_left", 100_002)]
+    runner = TaskEpisodeRunner(env, episodes, indices=[0, 2], max_steps_per_subtask=400)
+    # the expert solves episode 0 ...
+    assert runner.start_next_sequence() == validation_annotation("open_drawer")
+    start = env.scene.observation().copy()
+    initial_state(env, "open_drawer", 100_000)  # the same start state, rebuilt independently
+    np.testing.assert_allclose(env.scene.observation(), start, atol=1e-6)
+    outcome = StepOutcome.RUNNING
+    for action in Expert().plan("open_drawer", env):
+        env.step(action, action_type="absolute")
+        outcome = runner.after_step()
+        if outcome is not StepOutcome.RUNNING:
+            break
+    assert outcome is StepOutcome.SEQUENCE_ENDED
+    # ... and holding still fails episode 2 (episode 1 belongs to another worker)
+    assert runner.start_next_sequence() == validation_annotation("move_slider_left")
+    hold = hold_action(env)
+    outcomes = [StepOutcome.RUNNING]
+    while outcomes[-1] is StepOutcome.RUNNING:
+        env.step(hold, action_type="absolute")
+        outcomes.append(runner.after_step())
+    assert len(outcomes) - 1 == 400
+    assert runner.start_next_sequence() is None
+    assert [(r.tasks, r.completed) for r in runner.results] == [(("open_drawer",), 1), (("move_slider_left",), 0)]
+    assert [r.initial_state for r in runner.results] == [
+        {"task": "open_drawer", "seed": 100_000, "scene_variation": "task"},
+        {"task": "move_slider_left", "seed": 100_002, "scene_variation": "task"}]
+    assert [r.info["sequence_index"] for r in runner.results] == [0, 2]

@@ -47,6 +47,24 @@ def test_initial_states_enforce_the_task_precondition():
         env.close()
 
 
+def test_task_scene_variation_leaves_only_the_instruction_to_tell_tasks_apart():
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        led = initial_state(env, "turn_on_led", 1)
+        led_scene = env.scene.observation().copy()
+        bulb = initial_state(env, "turn_on_lightbulb", 2)
+        np.testing.assert_allclose(env.scene.observation(), led_scene, atol=1e-3)  # same scene (settled) ...
+        assert np.abs(led["robot_obs"][:3] - bulb["robot_obs"][:3]).max() > 1e-3  # ... the arm jittered
+        initial_state(env, "turn_on_led", 1, scene_variation="full")
+        full_1 = env.scene.observation().copy()
+        initial_state(env, "turn_on_led", 2, scene_variation="full")
+        assert np.abs(env.scene.observation()[6:] - full_1[6:]).max() > 0.01  # blocks moved between seeds
+        with pytest.raises(ValueError, match="scene_variation"):
+            initial_state(env, "turn_on_led", 1, scene_variation="some")
+    finally:
+        env.close()
+
+
 def test_generated_demos_read_back_with_the_simulator_calibration(demos):
     out, info = demos
     assert sorted(t for t, _ in info["kept"]) == ["open_drawer", "turn_on_led"] and not info["failed"]

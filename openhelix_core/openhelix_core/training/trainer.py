@@ -19,6 +19,10 @@ One step (B samples per process):
 Stage 1: System 1 frozen (no gradients, eval mode), LLaVA frozen; only ``act_embedding``,
 ``projection`` and ``aux_head`` are optimised. Stage 2: System 1 is optimised too (its CLIP
 backbone stays frozen when ``freeze_backbone``), with its own AdamW. LLaVA never trains.
+Freezing only makes sense for a backbone with pretrained weights (a 3DDA / OpenHelix
+``system1_checkpoint``): a frozen, never-trained ResNet gives features System 1 cannot learn
+from (measured on the play-table demos: no better than standing still), so stage 2 warns when
+asked to do that.
 
 Resuming restores weights, both optimizers, both schedulers, the torch RNG, the diffusion-noise
 generator of every rank and the position in the data order (epoch + batch), so a resumed run
@@ -33,6 +37,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -119,6 +124,15 @@ def build_system2(config: TrainingConfig) -> tuple[System2Planner, System2Proces
 def processor_for(planner: System2Planner) -> System2Processor:
     return System2Processor(planner.config, planner.tokenizer, build_image_processor(planner.config),
                             num_image_tokens=planner.num_image_tokens)
+
+
+def backbone_never_trained(system1: DiffuserActor) -> bool:
+    """True when every BatchNorm of System 1's CLIP ResNet still has its initial statistics
+    (mean 0, variance 1, no batch counted): the backbone never saw an image."""
+    norms = [m for m in system1.encoder.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    return bool(norms) and all(
+        int(m.num_batches_tracked) == 0 and not m.running_mean.any() and bool((m.running_var == 1).all())
+        for m in norms)
 
 
 def configure_stage(system1: DiffuserActor, system2: System2Planner, stage: int) -> None:
@@ -379,6 +393,11 @@ class Trainer:
             system2, _ = build_system2(cfg)
         self.processor = processor_for(system2)
         configure_stage(system1, system2, cfg.stage)
+        if cfg.stage == 2 and system1.config.freeze_backbone and backbone_never_trained(system1) and self.ctx.is_main:
+            warnings.warn("System 1's CLIP backbone is frozen but was never trained (its BatchNorm statistics "
+                          "are the initial ones), so System 1 will learn little from the images: give a "
+                          "pretrained system1_checkpoint, or train the backbone with system1_overrides "
+                          "{'freeze_backbone': false}", UserWarning, stacklevel=2)
         system1.to(self.device)
         system2.to(self.device)
         if cfg.gradient_checkpointing and self.device.type == "cuda":

@@ -32,6 +32,7 @@ CALVIN_REL_TRAJ_BOUNDS_ABC_D = (
 )
 
 _SUPPORTED_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+_PREDICTION_TYPES = ("epsilon", "sample")
 
 
 @dataclass
@@ -67,6 +68,13 @@ class System1Config:
         diffusion_timesteps: DDPM training and inference steps (OpenHelix: 25).
         position_beta_schedule / rotation_beta_schedule: diffusers beta schedules
             of the position and rotation noise schedulers.
+        prediction_type: what the denoiser predicts, diffusers' ``"epsilon"`` (the noise;
+            3DDA / OpenHelix) or ``"sample"`` (the clean trajectory). With few steps and a
+            schedule that ends near pure noise (``squaredcos_cap_v2``), an epsilon model's
+            first denoising step gives no information about the trajectory (the noise *is*
+            the input there) and the clipped x0 estimate it implies is arbitrary; a
+            ``"sample"`` model regresses the trajectory from the scene and goal at every
+            step, which is what a small model trained on CPU needs.
         num_vis_ins_attn_layers: vision->goal cross-attention layers in the encoder.
         num_gripper_context_layers: layers of the current-gripper -> scene head (3).
         num_cross_attn_layers: trajectory -> all scene tokens layers (2).
@@ -105,6 +113,7 @@ class System1Config:
     diffusion_timesteps: int = 25
     position_beta_schedule: str = "scaled_linear"
     rotation_beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
     num_vis_ins_attn_layers: int = 2
     num_gripper_context_layers: int = 3
     num_cross_attn_layers: int = 2
@@ -166,6 +175,9 @@ class System1Config:
             if getattr(self, name) not in _SUPPORTED_SCHEDULES:
                 raise ValueError(f"System1Config.{name} must be one of {_SUPPORTED_SCHEDULES}, got "
                                  f"{getattr(self, name)!r}")
+        if self.prediction_type not in _PREDICTION_TYPES:
+            raise ValueError(f"System1Config.prediction_type must be one of {_PREDICTION_TYPES}, got "
+                             f"{self.prediction_type!r}")
         if self.euler_convention not in ("xyz", "XYZ"):
             raise ValueError(f"System1Config.euler_convention must be 'xyz' or 'XYZ', got "
                              f"{self.euler_convention!r}")

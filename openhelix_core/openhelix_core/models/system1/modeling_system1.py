@@ -268,10 +268,10 @@ class DiffuserActor(nn.Module):
         self.prediction_head = DiffusionHead(config)
         self.position_noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.diffusion_timesteps,
-            beta_schedule=config.position_beta_schedule, prediction_type="epsilon")
+            beta_schedule=config.position_beta_schedule, prediction_type=config.prediction_type)
         self.rotation_noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.diffusion_timesteps,
-            beta_schedule=config.rotation_beta_schedule, prediction_type="epsilon")
+            beta_schedule=config.rotation_beta_schedule, prediction_type=config.prediction_type)
         self.n_steps = config.diffusion_timesteps
         self.register_buffer("gripper_loc_bounds",
                              torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32),
@@ -420,7 +420,8 @@ class DiffuserActor(nn.Module):
         Returns:
             ``{"loss", "position", "rotation", "openness"}`` scalars where
             ``position``/``rotation`` are the unweighted L1 errors of the predicted
-            noise, ``openness`` the BCE of the openness logits, and
+            noise (or, with ``prediction_type="sample"``, of the predicted normalised
+            trajectory), ``openness`` the BCE of the openness logits, and
             ``loss = 30 position + 10 rotation + openness`` (weights from config).
         """
         self._check_batch(batch, training=True)
@@ -436,8 +437,9 @@ class DiffuserActor(nn.Module):
             self.rotation_noise_scheduler.add_noise(target[..., 3:9], noise[..., 3:9], timesteps),
         ], dim=-1)
         pred = self.prediction_head(noisy, timesteps, fixed)
-        position = F.l1_loss(pred[..., :3], noise[..., :3])
-        rotation = F.l1_loss(pred[..., 3:9], noise[..., 3:9])
+        wanted = noise if self.config.prediction_type == "epsilon" else target
+        position = F.l1_loss(pred[..., :3], wanted[..., :3])
+        rotation = F.l1_loss(pred[..., 3:9], wanted[..., 3:9])
         open_loss = F.binary_cross_entropy_with_logits(pred[..., 9:], openness)
         loss = (self.config.position_loss_weight * position
                 + self.config.rotation_loss_weight * rotation + open_loss)
