@@ -17,19 +17,20 @@ Three commands (``python -m sim_bridge.make_demos <command> --help``):
   same seeds; writes ``results.json`` and ``results.md`` and prints the table.
 
 Start states (:func:`initial_state`): the arm starts from CALVIN's neutral pose moved by up to
-``robot_jitter`` m, and the one joint the task needs is drawn in a range where the task is
-possible (e.g. drawer closed for ``open_drawer``). The rest of the scene depends on
+``robot_jitter`` m (the offset depends on the seed only, so it is the same for every task), with
+the gripper as the expert first commands it, and the one joint the task needs is drawn in a
+range where the task is possible (e.g. drawer closed for ``open_drawer``). The rest of the scene depends on
 ``scene_variation``:
 
 * ``"task"`` (default): everything else is the same fixed scene (blocks of layout seed 0, drawer
-  shut, sliding door in the middle, LED and lightbulb off). ``open_drawer``, ``turn_on_led`` and
-  ``turn_on_lightbulb`` then start from the same scene up to the arm's jitter, so only the
-  instruction -- System 2's goal -- says which to do;
+  shut, sliding door in the middle, LED and lightbulb off). Episode k of ``turn_on_led`` and of
+  ``turn_on_lightbulb`` then start from the very same observation (``open_drawer`` too, up to a
+  drawer ajar by at most 3 cm), so only the instruction -- System 2's goal -- says which to do;
 * ``"full"``: blocks sampled by the play table; drawer closed or open, sliding door anywhere, LED
   and lightbulb on or off, all drawn at random before the task's joint is forced. Every demo's
   scene is then unique, and a small policy trained on a dozen demos per task memorises the
   scene instead of reading the instruction (measured: 0.7 cm open-loop error on the training
-  demos, failure from held-out scenes).
+  demos whatever the instruction, failure from held-out scenes).
 """
 from __future__ import annotations
 
@@ -103,8 +104,13 @@ def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float =
     env.reset(scene_obs=scene)
     pos = np.asarray(env.robot.target_pos, dtype=float)
     orn = np.asarray(env.robot.target_orn, dtype=float)
-    target = pos + rng.uniform(-robot_jitter, robot_jitter, size=3)
-    grip = 1.0 if env.robot.observation()[14] > 0 else -1.0
+    # The arm's offset depends on the seed only: episode k of every task starts from the same
+    # pose, so the pose cannot tell the tasks apart.
+    target = pos + np.random.default_rng(int(seed)).uniform(-robot_jitter, robot_jitter, size=3)
+    # The gripper starts as the expert first commands it: a demo that opened with a gripper-only
+    # step would teach a motion System 1 cannot see (it reads poses and images, not the command).
+    grip = (float(next(iter(Expert().plan(task, env)))[6]) if task in SUPPORTED
+            else (1.0 if env.robot.observation()[14] > 0 else -1.0))
     obs = None
     for k in range(1, 13):  # move there smoothly, then let it settle
         obs = env.step(np.r_[pos + min(1.0, k / 8) * (target - pos), orn, grip])
@@ -511,12 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("pipeline", help="demos -> stage 1 -> stage 2 -> evaluation table")
     pl.add_argument("--out", default="runs/play_table_demo")
-    pl.add_argument("--episodes", type=int, default=12)
+    pl.add_argument("--episodes", type=int, default=16, help="demos per task")
     pl.add_argument("--workers", type=int, default=2)
     pl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     pl.add_argument("--batch-size", type=int, default=24)
     pl.add_argument("--stage1-steps", type=int, default=150)
-    pl.add_argument("--stage2-steps", type=int, default=4000)
+    pl.add_argument("--stage2-steps", type=int, default=8000)
     pl.add_argument("--stage1-system2-lr", type=float, default=1e-3,
                     help="stage 1 lr of <ACT>/projection/aux (tiny LLaVA: higher than OpenHelix's 5e-5)")
     pl.add_argument("--system1-lr", type=float, default=3e-4)

@@ -55,6 +55,9 @@ def test_task_scene_variation_leaves_only_the_instruction_to_tell_tasks_apart():
         bulb = initial_state(env, "turn_on_lightbulb", 2)
         np.testing.assert_allclose(env.scene.observation(), led_scene, atol=1e-3)  # same scene (settled) ...
         assert np.abs(led["robot_obs"][:3] - bulb["robot_obs"][:3]).max() > 1e-3  # ... the arm jittered
+        same_seed = initial_state(env, "turn_on_lightbulb", 1)
+        np.testing.assert_allclose(same_seed["robot_obs"], led["robot_obs"], atol=1e-9)  # one pose per seed
+        assert led["robot_obs"][14] < 0  # the expert presses buttons with a closed gripper: it starts closed
         initial_state(env, "turn_on_led", 1, scene_variation="full")
         full_1 = env.scene.observation().copy()
         initial_state(env, "turn_on_led", 2, scene_variation="full")
