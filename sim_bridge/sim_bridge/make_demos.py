@@ -244,15 +244,17 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
 # ---------------------------------------------------------------------------------------------
 # In-process evaluation
 # ---------------------------------------------------------------------------------------------
-class ZeroGoalPlanner:
-    """Stands in for System 2 and always returns an all-zero goal (System 2 ablated)."""
+class ConstantGoalPlanner:
+    """Stands in for System 2 and always returns the same goal, whatever the image and the
+    instruction (System 2 ablated): all zeros, or the training data's mean goal."""
 
-    def __init__(self, goal_dim: int = 512):
-        self.goal_dim = goal_dim
-        self.model_id = "system2/zero-goal"
+    def __init__(self, goal: np.ndarray, model_id: str):
+        self.goal = np.asarray(goal, dtype=np.float32)
+        self.goal_dim = len(self.goal)
+        self.model_id = model_id
 
     def plan(self, image, instruction):
-        return np.zeros(self.goal_dim, dtype=np.float32)
+        return self.goal.copy()
 
 
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
@@ -316,17 +318,25 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     return results
 
 
-def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, zero_goal: bool = False,
+def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, goal: str = "system2",
                        model_id: str = "trained"):
-    """A :class:`DualSystemPolicy` from loaded models (System 2 replaced by zeros if ``zero_goal``)."""
+    """A :class:`DualSystemPolicy` from loaded models; ``goal`` ``"system2"`` runs System 2,
+    ``"zero"`` gives System 1 an all-zero goal, ``"mean"`` the mean goal of its training data
+    (``goal_mean`` of its normalization: no instruction in it, and nothing System 1 has not seen)."""
     from openhelix_core.controller import TrajectoryController
     from openhelix_core.planner import GoalPlanner
     from openhelix_core.policy import DualSystemPolicy
     from openhelix_core.training.trainer import processor_for
 
     controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / 30.0)
-    if zero_goal:
-        planner = ZeroGoalPlanner(system1.config.goal_dim)
+    if goal == "zero":
+        planner = ConstantGoalPlanner(np.zeros(system1.config.goal_dim), "system2/zero-goal")
+    elif goal == "mean":
+        if system1.normalization.goal_mean is None:
+            raise ValueError("this System 1 has no goal statistics (train with standardize_goals) for a mean goal")
+        planner = ConstantGoalPlanner(np.asarray(system1.normalization.goal_mean), "system2/mean-goal")
+    elif goal != "system2":
+        raise ValueError(f"goal must be 'system2', 'zero' or 'mean', got {goal!r}")
     else:
         planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
     return DualSystemPolicy(controller=controller, planner=planner, goal_refresh_period=goal_refresh_period)
@@ -350,11 +360,15 @@ def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int
     return "\n".join(lines)
 
 
+VARIANT_GOALS = {"trained": "system2", "goal zeroed": "zero", "goal averaged": "mean", "untrained": "system2"}
+
+
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
                       static_size: int, gripper_size: int, progress: bool = True,
-                      variants: Sequence[str] = ("trained", "goal zeroed", "untrained"),
+                      variants: Sequence[str] = ("trained", "goal zeroed", "goal averaged", "untrained"),
                       scene_variation: str = "task") -> Dict[str, Dict[str, List[bool]]]:
-    """Evaluate the trained checkpoint, the same with System 2 ablated, and fresh random weights."""
+    """Evaluate the trained checkpoint, the same with System 2 ablated (goal zeroed; goal averaged:
+    the training data's mean goal, for checkpoints with goal statistics), and fresh random weights."""
     import torch
 
     from openhelix_core.models.system1 import DiffuserActor
@@ -370,11 +384,14 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
             torch.manual_seed(1234)
             system1 = DiffuserActor(system1.config, system1.normalization)
             system2 = System2Planner(system2.config)  # fresh <ACT>/projection/aux head
-        elif variant not in ("trained", "goal zeroed"):
-            raise ValueError(f"unknown variant {variant!r}")
+        elif variant == "goal averaged" and system1.normalization.goal_mean is None:
+            print("[evaluate] goal averaged: skipped (the checkpoint has no goal statistics)", flush=True)
+            continue
+        elif variant not in VARIANT_GOALS:
+            raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANT_GOALS)}")
 
-        def factory(s1=system1, s2=system2, zero=variant == "goal zeroed", name=variant):
-            return dual_system_policy(s1, s2, zero_goal=zero, model_id=name)
+        def factory(s1=system1, s2=system2, goal=VARIANT_GOALS[variant], name=variant):
+            return dual_system_policy(s1, s2, goal=goal, model_id=name)
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
                                                static_size=static_size, gripper_size=gripper_size, progress=progress,
@@ -444,7 +461,7 @@ def run_pipeline(args) -> dict:
     timings["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage2 = TrainingConfig(stage=2, steps=args.stage2_steps, output_dir=str(out / "stage2"),
-                            init_from=str(out / "stage1" / "final"), system1_lr=args.system1_lr,
+                            init_from=str(out / "stage1" / "final"), standardize_goals=True, system1_lr=args.system1_lr,
                             system2_lr=args.system2_lr, lr_schedule="cosine", warmup_steps=50, **common)
     train(stage2, resume="auto" if args.resume else None)
     timings["stage2_s"] = time.perf_counter() - t0
@@ -510,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (trained / goal zeroed / untrained)")
     e.add_argument("--checkpoint", required=True, help="a trainer checkpoint directory (e.g. runs/x/stage2/final)")
-    e.add_argument("--variants", nargs="+", default=["trained", "goal zeroed", "untrained"])
+    e.add_argument("--variants", nargs="+", default=list(VARIANT_GOALS), choices=list(VARIANT_GOALS))
     common(e)
     evaluation(e)
     e.set_defaults(func=_cmd_evaluate)

@@ -239,6 +239,36 @@ def test_sample_prediction_denoises_to_the_predicted_trajectory():
     torch.testing.assert_close(dots, torch.ones_like(dots), atol=1e-5, rtol=0)
 
 
+def test_goal_standardisation_is_applied_and_travels_with_the_checkpoint(tmp_path):
+    cfg = System1Config.tiny()
+    torch.manual_seed(0)
+    model = DiffuserActor(cfg).eval()
+    batch = make_batch(cfg, batch_size=2)
+    del batch[TRAJECTORY]
+    mean, std = torch.linspace(-1, 1, cfg.goal_dim), torch.linspace(0.5, 2, cfg.goal_dim)
+    standardised = dict(batch, **{GOAL: (batch[GOAL] - mean) / std})
+    plain = model.predict_trajectory(standardised, generator=torch.Generator().manual_seed(0))
+    model.set_goal_statistics(mean, std)
+    with_stats = model.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(with_stats, plain, rtol=0, atol=1e-5)
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "normalization.json").read_text())
+    assert len(saved["goal_mean"]) == cfg.goal_dim and saved["goal_std"][0] == 0.5
+    loaded = DiffuserActor.from_pretrained(tmp_path / "ckpt")
+    again = loaded.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, with_stats, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"goal_mean": [0.0] * 4}, "together"),
+    ({"goal_mean": [0.0] * 4, "goal_std": [1.0] * 3}, "one length"),
+    ({"goal_mean": [0.0] * 4, "goal_std": [1.0, 1.0, 0.0, 1.0]}, "> 0"),
+])
+def test_goal_statistics_validation(changes, match):
+    with pytest.raises(ValueError, match=match):
+        Normalization(**changes)
+
+
 def test_unfrozen_backbone_trains_with_batch_statistics():
     cfg = System1Config.tiny()
     cfg.freeze_backbone = False

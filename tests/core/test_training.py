@@ -230,6 +230,28 @@ def test_stage2_warns_about_a_frozen_untrained_backbone(split, tmp_path):
     assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith(("conv1.weight", "running_mean")))
 
 
+@pytest.mark.filterwarnings("ignore:System 1's CLIP backbone is frozen")
+def test_stage2_measures_goal_statistics_once(split, tmp_path):
+    from openhelix_core.training.trainer import measure_goal_statistics
+
+    trainer = Trainer(config(split, tmp_path / "std", stage=2, steps=1, standardize_goals=True))
+    goals = []
+    for index in range(len(trainer.dataset)):
+        item = trainer.dataset[index]
+        inputs = trainer.processor([item["static_image"].numpy()], [item["instruction"]])
+        with torch.no_grad():
+            goals.append(trainer.system2.eval()(**inputs).goal[0])
+    goals = torch.stack(goals)
+    stats = trainer.system1.goal_statistics
+    torch.testing.assert_close(stats[0], goals.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(stats[1], goals.std(0), atol=1e-5, rtol=0)
+    assert not torch.equal(*measure_goal_statistics(trainer.system2, trainer.processor, trainer.dataset,
+                                                    torch.device("cpu"), batch_size=3))  # mean != std
+    result = train(trainer.config)
+    saved = json.loads((result.final_dir / "system1" / "normalization.json").read_text())
+    np.testing.assert_allclose(saved["goal_mean"], stats[0].numpy(), atol=1e-6)
+
+
 def test_exact_resume_and_outputs(split, tmp_path):
     full = config(split, tmp_path / "full", steps=4, checkpoint_every=2, system1_overrides={**S1_OVERRIDES, "dropout": 0.1})
     train(full)

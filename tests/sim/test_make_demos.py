@@ -11,7 +11,7 @@ from sim_bridge.envs import PlayTableEnv  # noqa: E402
 from sim_bridge.envs.expert import Expert  # noqa: E402
 from sim_bridge.envs.tasks import SceneState, task_succeeded  # noqa: E402
 from sim_bridge.make_demos import (  # noqa: E402
-    ZeroGoalPlanner,
+    dual_system_policy,
     evaluate_in_process,
     generate_demos,
     initial_state,
@@ -158,7 +158,26 @@ def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
         {"open_drawer": [False]}
     table = success_table({"a": {"open_drawer": [True, False]}, "b": {"open_drawer": [False, False]}}, [1, 2])
     assert "| open_drawer | 1/2 | 0/2 |" in table and "50 %" in table
-    assert ZeroGoalPlanner(512).plan(None, "x").shape == (512,)
+
+
+def test_ablated_goals_ignore_image_and_instruction():
+    import torch
+
+    from openhelix_core.models.system1 import DiffuserActor, System1Config
+    from openhelix_core.models.system2 import System2Config, System2Planner
+
+    torch.manual_seed(0)
+    system1, system2 = DiffuserActor(System1Config.tiny()), System2Planner(System2Config.tiny())
+    image = np.zeros((32, 32, 3), np.uint8)
+    assert not dual_system_policy(system1, system2, goal="zero").planner.plan(image, "open the drawer").any()
+    with pytest.raises(ValueError, match="goal statistics"):
+        dual_system_policy(system1, system2, goal="mean")
+    system1.set_goal_statistics(torch.arange(512.0), torch.ones(512))
+    mean_goal = dual_system_policy(system1, system2, goal="mean").planner
+    np.testing.assert_array_equal(mean_goal.plan(image, "open the drawer"), np.arange(512.0))
+    np.testing.assert_array_equal(mean_goal.plan(image + 9, "turn on the led"), np.arange(512.0))
+    real = dual_system_policy(system1, system2).planner
+    assert not np.array_equal(real.plan(image, "open the drawer"), real.plan(image, "turn on the led"))
 
 
 def test_observation_matches_the_env():

@@ -55,7 +55,10 @@ class TrainingConfig:
             shorter ``prompt_template`` for the byte-level tiny tokenizer); ``system1_checkpoint``
             a ``save_pretrained`` directory or an original 3DDA ``.pth`` (stage 2 may start from
             it); ``init_from`` a checkpoint directory of this trainer whose weights (not
-            optimizer state) start the run (stage 1 -> stage 2).
+            optimizer state) start the run (stage 1 -> stage 2). ``standardize_goals``: at the
+            start of stage 2, measure the mean and standard deviation of System 2's goals over
+            the training data and have System 1 standardise its goal input with them (they are
+            saved in ``normalization.json``); off for OpenHelix, needed for the tiny System 2.
         optimisation: ``stage`` 1 or 2; ``steps``; ``batch_size`` per process; learning rates,
             weight decays, betas; ``lr_schedule``, ``warmup_steps``; ``grad_clip`` (0 = off).
         losses: ``diffusion_*_weight``, ``aux_weight`` and ``aux_*_weight``.
@@ -87,6 +90,7 @@ class TrainingConfig:
     init_from: Optional[str] = None
     compute_normalization: bool = True
     normalization_buffer: float = 0.01
+    standardize_goals: bool = False
     # optimisation
     stage: int = 2
     steps: int = 1000

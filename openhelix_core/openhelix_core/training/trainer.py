@@ -135,6 +135,25 @@ def backbone_never_trained(system1: DiffuserActor) -> bool:
         for m in norms)
 
 
+@torch.no_grad()
+def measure_goal_statistics(system2: System2Planner, processor: System2Processor, dataset,
+                            device: torch.device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation ``(goal_dim,)`` of System 2's goals (eval mode)
+    over every sample of ``dataset``."""
+    was_training = system2.training
+    system2.eval()
+    goals = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            inputs = processor([item["static_image"].numpy() for item in items], [item["instruction"] for item in items])
+            goals.append(system2(**{k: v.to(device) for k, v in inputs.items()}).goal.float().cpu())
+    finally:
+        system2.train(was_training)
+    goals = torch.cat(goals)
+    return goals.mean(0), goals.std(0).clamp_min(1e-6)
+
+
 def configure_stage(system1: DiffuserActor, system2: System2Planner, stage: int) -> None:
     """Set ``requires_grad`` for a stage (see the module docstring)."""
     system1.requires_grad_(stage == 2)
@@ -392,6 +411,9 @@ class Trainer:
             system1 = build_system1(cfg, normalization)
             system2, _ = build_system2(cfg)
         self.processor = processor_for(system2)
+        if cfg.stage == 2 and cfg.standardize_goals and system1.normalization.goal_mean is None:
+            system1.set_goal_statistics(*measure_goal_statistics(system2, self.processor, self.dataset,
+                                                                 next(system2.parameters()).device))
         configure_stage(system1, system2, cfg.stage)
         if cfg.stage == 2 and system1.config.freeze_backbone and backbone_never_trained(system1) and self.ctx.is_main:
             warnings.warn("System 1's CLIP backbone is frozen but was never trained (its BatchNorm statistics "

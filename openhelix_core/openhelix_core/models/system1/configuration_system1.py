@@ -254,16 +254,36 @@ class Normalization:
         action_position_bounds: optional ``(2, 3)`` ``[min, max]`` to clip the final
             *absolute* positions (3DDA's ``calvin_gripper_loc_bounds`` from CALVIN's
             ``statistics.yaml``); ``None`` disables clipping.
+        goal_mean / goal_std: optional ``(goal_dim,)`` statistics of System 2's goals over the
+            training data; when set, System 1 standardises every goal with them before its
+            instruction encoder. OpenHelix has none (``None``): LLaVA-7B's ``<ACT>`` state
+            differs strongly between instructions. A small System 2 (the random tiny LLaVA)
+            moves its goal by ~2 % of its norm between instructions, which System 1 does not
+            pick up unless the shared part is removed.
     """
 
     gripper_loc_bounds: tuple = CALVIN_REL_TRAJ_BOUNDS_ABC_D
     action_position_bounds: Optional[tuple] = None
+    goal_mean: Optional[tuple] = None
+    goal_std: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         self.gripper_loc_bounds = self._check_bounds("gripper_loc_bounds", self.gripper_loc_bounds)
         if self.action_position_bounds is not None:
             self.action_position_bounds = self._check_bounds(
                 "action_position_bounds", self.action_position_bounds)
+        if (self.goal_mean is None) != (self.goal_std is None):
+            raise ValueError("Normalization.goal_mean and goal_std must be given together")
+        if self.goal_mean is not None:
+            mean = np.asarray(self.goal_mean, dtype=np.float64)
+            std = np.asarray(self.goal_std, dtype=np.float64)
+            if mean.ndim != 1 or mean.shape != std.shape:
+                raise ValueError(f"Normalization.goal_mean / goal_std must be two vectors of one length, got "
+                                 f"{mean.shape} and {std.shape}")
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+                raise ValueError("Normalization.goal_mean must be finite and goal_std finite and > 0")
+            self.goal_mean = tuple(float(x) for x in mean)
+            self.goal_std = tuple(float(x) for x in std)
 
     @staticmethod
     def _check_bounds(name: str, value: Any) -> tuple:
@@ -281,6 +301,8 @@ class Normalization:
             "gripper_loc_bounds": [list(r) for r in self.gripper_loc_bounds],
             "action_position_bounds": (None if self.action_position_bounds is None
                                        else [list(r) for r in self.action_position_bounds]),
+            "goal_mean": None if self.goal_mean is None else list(self.goal_mean),
+            "goal_std": None if self.goal_std is None else list(self.goal_std),
         }
 
     @classmethod

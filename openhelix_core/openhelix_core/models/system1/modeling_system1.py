@@ -51,6 +51,7 @@ Differences from the original code (behaviour otherwise matches it):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -276,6 +277,26 @@ class DiffuserActor(nn.Module):
         self.register_buffer("gripper_loc_bounds",
                              torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32),
                              persistent=False)
+        self.register_buffer("goal_statistics", None, persistent=False)  # (2, goal_dim) mean, std
+        self._load_goal_statistics()
+
+    def _load_goal_statistics(self) -> None:
+        norm = self.normalization
+        if norm.goal_mean is None:
+            self.goal_statistics = None
+            return
+        if len(norm.goal_mean) != self.config.goal_dim:
+            raise ValueError(f"Normalization.goal_mean has {len(norm.goal_mean)} values, goal_dim is "
+                             f"{self.config.goal_dim}")
+        self.goal_statistics = torch.tensor([norm.goal_mean, norm.goal_std], dtype=torch.float32,
+                                            device=self.gripper_loc_bounds.device)
+
+    def set_goal_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise goals with ``(goal_dim,)`` ``mean`` / ``std`` from now on (stored in the
+        checkpoint's ``normalization.json``)."""
+        self.normalization = dataclasses.replace(self.normalization, goal_mean=tuple(mean.tolist()),
+                                                 goal_std=tuple(std.tolist()))
+        self._load_goal_statistics()
 
     # -- normalisation ---------------------------------------------------------------------
     def normalize_pos(self, pos: torch.Tensor) -> torch.Tensor:
@@ -372,7 +393,10 @@ class DiffuserActor(nn.Module):
         context_feats, context = self.encoder.encode_images(rgb, pcd)
         goal_feats = None
         if self.config.use_instruction:
-            goal_feats = self.encoder.encode_instruction(batch[GOAL].to(dtype))
+            goal = batch[GOAL].to(dtype)
+            if self.goal_statistics is not None:
+                goal = (goal - self.goal_statistics[0]) / self.goal_statistics[1]
+            goal_feats = self.encoder.encode_instruction(goal)
             context_feats = self.encoder.vision_language_attention(context_feats, goal_feats)
         context_pos = self.encoder.relative_pe_layer(context)
         gripper_feats = self.encoder.encode_curr_gripper(grip_pos, context_feats, context_pos)
