@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -221,6 +222,10 @@ def run_launch(options: argparse.Namespace) -> int:
     return max(codes.values(), default=0)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="openhelix", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(options, "steps", 1) < 1:
         parser.error("--steps must be at least 1")
     try:
+        # `kill` / a CI timeout sends SIGTERM: stop the launched nodes as Ctrl-C does instead of
+        # leaving them running (and publishing into the next run's ROS domain).
+        signal.signal(signal.SIGTERM, _interrupt)
         return options.run(options)
     except LaunchError as error:
         print(f"openhelix: {error}", file=sys.stderr)

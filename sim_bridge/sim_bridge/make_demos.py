@@ -258,7 +258,7 @@ class ConstantGoalPlanner:
 
 
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
-                        max_steps: int = 240, execute_steps: int = 10, static_size: int = 64,
+                        max_steps: int = 240, execute_steps: int = 19, static_size: int = 64,
                         gripper_size: int = 48, progress: bool = False,
                         scene_variation: str = "task") -> Dict[str, List[bool]]:
     """Run a :class:`~openhelix_core.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
@@ -514,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     def evaluation(p):
         p.add_argument("--eval-seeds", type=int, default=5, help="held-out start states per task")
         p.add_argument("--max-steps", type=int, default=240, help="30 Hz steps per episode")
-        p.add_argument("--execute-steps", type=int, default=10, help="waypoints executed per System 1 call")
+        p.add_argument("--execute-steps", type=int, default=19,
+                       help="waypoints executed per System 1 call (19: the whole trajectory to the next keypose)")
 
     g = sub.add_parser("generate", help="write expert demos as a CALVIN split")
     g.add_argument("--out", required=True, help="split folder to write (e.g. demos/training)")

@@ -1,0 +1,66 @@
+"""The small policy shipped in sim_bridge/checkpoints/play_table_demo (README: "A policy that
+learns on this machine"): it loads, it follows the instruction, and it solves a held-out episode."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from openhelix_core.training.trainer import load_models_from_checkpoint
+from sim_bridge.envs import PlayTableEnv
+from sim_bridge.envs.annotations import validation_annotation
+from sim_bridge.make_demos import (
+    EVAL_SEED_OFFSET,
+    build_parser,
+    dual_system_policy,
+    evaluate_in_process,
+    initial_state,
+    observation_from_env,
+)
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "sim_bridge" / "checkpoints" / "play_table_demo"
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.set_num_threads(1)
+    return load_models_from_checkpoint(CHECKPOINT)
+
+
+def test_the_checkpoint_was_trained_by_the_documented_command(models):
+    system1, _ = models
+    config = json.loads((CHECKPOINT / "training_config.json").read_text())
+    defaults = build_parser().parse_args(["pipeline"])
+    assert config["stage"] == 2 and config["steps"] == defaults.stage2_steps
+    assert config["batch_size"] == defaults.batch_size and config["standardize_goals"]
+    assert sorted(config["tasks"]) == sorted(defaults.tasks)
+    assert system1.config.prediction_type == "sample" and not system1.config.freeze_backbone
+    assert system1.normalization.goal_mean is not None
+
+
+def test_the_instruction_decides_where_the_arm_goes(models):
+    """turn_on_led and turn_on_lightbulb start from the very same observation: only System 2's
+    goal differs, and the first trajectory heads for the LED button (left, -x) or the light
+    switch (right, +x)."""
+    policy = dual_system_policy(*models)
+    env = PlayTableEnv(seed=0, image_size_static=64, image_size_gripper=48)
+    try:
+        initial_state(env, "turn_on_led", EVAL_SEED_OFFSET)
+        observation = observation_from_env(env)
+    finally:
+        env.close()
+    ends = {}
+    for task in ("turn_on_led", "turn_on_lightbulb"):
+        policy.reset(validation_annotation(task))
+        policy.controller.generator.manual_seed(0)
+        ends[task] = policy.act(observation).positions[-1]
+    start = observation.ee_position
+    assert ends["turn_on_led"][0] < start[0] - 0.1 and ends["turn_on_lightbulb"][0] > start[0] + 0.1
+    assert np.linalg.norm(ends["turn_on_led"] - ends["turn_on_lightbulb"]) > 0.3
+
+
+def test_the_policy_solves_a_held_out_episode(models):
+    result = evaluate_in_process(lambda: dual_system_policy(*models), ["close_drawer"], [EVAL_SEED_OFFSET],
+                                 max_steps=240)
+    assert result == {"close_drawer": [True]}
