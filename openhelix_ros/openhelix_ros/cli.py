@@ -105,9 +105,9 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     tasks_protocol = options.protocol == "tasks"
     total = len(options.tasks) * options.episodes_per_task if tasks_protocol else options.sequences
     config_dir = options.config_dir
-    if options.checkpoint or options.execution_horizon:
+    if options.checkpoint or options.execution_horizon or options.replan_after_horizon:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
-                                                 options.execution_horizon))
+                                                 options.execution_horizon, options.replan_after_horizon))
     workers = min(options.workers, total)
     first_domain = options.first_domain
     launches, result_files = [], []
@@ -185,10 +185,10 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
 
 
 def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
-                            execution_horizon: int) -> Path:
+                            execution_horizon: int, replan_after_horizon: bool = False) -> Path:
     """Copies the simulation parameter files to ``directory``, pointing the planner and the
     controller at a trainer checkpoint (``<checkpoint>/system2``, ``<checkpoint>/system1``) and
-    setting the bridge's execution horizon."""
+    setting the bridge's execution horizon and replanning."""
     import yaml
     from ament_index_python.packages import get_package_share_directory
 
@@ -196,7 +196,8 @@ def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint:
     directory.mkdir(parents=True, exist_ok=True)
     edits = {"planner.yaml": ("planner", {"checkpoint": str(Path(checkpoint) / "system2")} if checkpoint else {}),
              "controller_sim.yaml": ("controller", {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}),
-             "sim_bridge.yaml": ("sim_bridge", {"execution_horizon": execution_horizon} if execution_horizon else {})}
+             "sim_bridge.yaml": ("sim_bridge", {**({"execution_horizon": execution_horizon} if execution_horizon else {}),
+                                                **({"replan_after_horizon": True} if replan_after_horizon else {})})}
     if checkpoint:
         for part in ("system1", "system2"):
             if not (Path(checkpoint) / part).is_dir():
@@ -262,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the controller and the planner, e.g. runs/play_table_demo/stage2/final")
     calvin.add_argument("--execution-horizon", type=int, default=0,
                         help="waypoints the bridge executes per chunk (0 = the parameter file's)")
+    calvin.add_argument("--replan-after-horizon", action="store_true",
+                        help="execute each chunk to its horizon before taking a newer one (3DDA's evaluation)")
     calvin.set_defaults(run=run_eval_calvin)
     launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
     launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")

@@ -4,6 +4,11 @@ Pure logic (no ROS). A chunk is computed from an observation published at some t
 time it arrives the simulator has moved on, so execution starts at the waypoint that
 corresponds to the ticks already elapsed (latency compensation in simulated time) and stops
 after ``execution_horizon`` waypoints, after which the arm holds its last target.
+
+By default a newer chunk replaces the one being executed (receding horizon, as on a robot).
+With ``replan_after_horizon`` a chunk is executed to its horizon and the next one executed is
+the first computed from an observation taken after that -- 3DDA's CALVIN evaluation, and what
+``sim_bridge.make_demos.evaluate_in_process`` does.
 """
 from __future__ import annotations
 
@@ -28,10 +33,14 @@ def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, o
 
 
 class ChunkExecutor:
-    def __init__(self, execution_horizon: int, remembered_ticks: int = 600) -> None:
+    def __init__(self, execution_horizon: int, remembered_ticks: int = 600,
+                 replan_after_horizon: bool = False) -> None:
         if execution_horizon < 1:
             raise ValueError("execution_horizon must be at least 1")
         self.execution_horizon = execution_horizon
+        self.replan_after_horizon = replan_after_horizon
+        self._done_tick = 0  # replan_after_horizon: chunks observed before this tick are stale
+        self._cleared_tick = 0  # chunks observed before the last clear() belong to another episode
         self._tick_of_stamp: OrderedDict[float, int] = OrderedDict()
         self._remembered_ticks = remembered_ticks
         self._actions: np.ndarray | None = None
@@ -43,15 +52,32 @@ class ChunkExecutor:
         while len(self._tick_of_stamp) > self._remembered_ticks:
             self._tick_of_stamp.popitem(last=False)
 
-    def receive(self, chunk: TrajectoryChunk, observation_stamp: float, current_tick: int) -> None:
-        elapsed = current_tick - self._tick_of_stamp.get(observation_stamp, current_tick)
-        self._actions = chunk_to_absolute_actions(chunk)[:self.execution_horizon]
+    def receive(self, chunk: TrajectoryChunk, observation_stamp: float, current_tick: int) -> bool:
+        """Takes ``chunk`` (computed from the observation published with ``observation_stamp``);
+        returns False when it is ignored: computed before the last :meth:`clear`, or
+        (``replan_after_horizon``) while a chunk is still running or before the last one ended."""
+        observed_tick = self._tick_of_stamp.get(observation_stamp, current_tick)
+        if observed_tick < self._cleared_tick:
+            return False
+        if self.replan_after_horizon and (self.busy or observed_tick < self._done_tick):
+            return False
+        actions = chunk_to_absolute_actions(chunk)[:self.execution_horizon]
+        elapsed = current_tick - observed_tick
+        self._actions = actions
         self._next_index = elapsed
+        self._done_tick = current_tick + max(len(actions) - elapsed, 0)
         self.goal_sequence = chunk.goal_sequence
+        return True
 
-    def clear(self) -> None:
-        """Drops the current chunk (e.g. when the instruction changes)."""
+    @property
+    def busy(self) -> bool:
+        return self._actions is not None and self._next_index < len(self._actions)
+
+    def clear(self, current_tick: int = 0) -> None:
+        """Drops the current chunk (the instruction changed, or a new episode starts at
+        ``current_tick``): chunks computed from earlier observations are ignored from now on."""
         self._actions = None
+        self._cleared_tick = self._done_tick = current_tick
 
     def next_action(self) -> np.ndarray | None:
         """The action for this tick, or None when there is nothing left to execute."""

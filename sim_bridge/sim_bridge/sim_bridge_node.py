@@ -70,6 +70,8 @@ PARAMETERS = (
     ParameterSpec("seed", 0, "Scene seed (block poses)."),
     ParameterSpec("instruction", "open the drawer", "Instruction published (latched) for the planner.", non_empty),
     ParameterSpec("execution_horizon", 20, "Waypoints executed from each chunk before holding.", positive),
+    ParameterSpec("replan_after_horizon", False, "Execute each chunk to its horizon and then take the first chunk "
+                  "computed after it (3DDA's CALVIN evaluation) instead of switching to every newer chunk."),
     ParameterSpec("base_frame", "world", "Frame of the published poses.", non_empty),
     ParameterSpec("backend", "embedded", "Simulator: 'embedded' (PyBullet play-table of this suite) or 'calvin' "
                   "(CALVIN's own calvin_env, when installed).", one_of("embedded", "calvin")),
@@ -120,7 +122,7 @@ class SimBridgeNode(Node):
             raise ValueError(f"worker_index {p['worker_index']} must be below num_workers {p['num_workers']}")
         self.env = self._make_env()
         self.env.reset(seed=p["seed"])
-        self.executor_logic = ChunkExecutor(p["execution_horizon"])
+        self.executor_logic = ChunkExecutor(p["execution_horizon"], replan_after_horizon=p["replan_after_horizon"])
         self.runner = None
         self.refusals = RefusalLog(self.get_logger())
         self.tick = 0
@@ -235,7 +237,7 @@ class SimBridgeNode(Node):
 
     def start_instruction(self, instruction: str) -> None:
         self.instruction = instruction
-        self.executor_logic.clear()
+        self.executor_logic.clear(self.tick)
         self.instruction_publisher.publish(String(data=instruction))
 
     def finish(self, summary: str) -> None:

@@ -56,3 +56,40 @@ def test_newer_chunk_replaces_the_older_one():
     executor.receive(chunk(3, openness=0.0), observation_stamp=2.0, current_tick=1)
     actions = drain(executor)
     assert len(actions) == 3 and all(a[6] == -1.0 for a in actions)
+
+
+def test_replan_after_horizon_finishes_a_chunk_and_ignores_stale_ones():
+    executor = ChunkExecutor(execution_horizon=3, replan_after_horizon=True)
+    for tick in range(10):
+        executor.observation_published(float(tick), tick)
+    assert executor.receive(chunk(5), observation_stamp=2.0, current_tick=2)
+    first = executor.next_action()
+    assert not executor.receive(chunk(5, openness=0.0), observation_stamp=3.0, current_tick=3)  # still running
+    rest = drain(executor)
+    assert len([first, *rest]) == 3 and all(a[6] == 1.0 for a in rest)
+    # the chunk ended at tick 5: one computed from tick 4 is stale, one from tick 5 is taken
+    assert not executor.receive(chunk(5, openness=0.0), observation_stamp=4.0, current_tick=5)
+    assert executor.receive(chunk(5, openness=0.0), observation_stamp=5.0, current_tick=5)
+    assert [a[6] for a in drain(executor)] == [-1.0, -1.0, -1.0]
+
+
+def test_clear_drops_chunks_computed_before_it():
+    executor = ChunkExecutor(execution_horizon=3)
+    for tick in range(10):
+        executor.observation_published(float(tick), tick)
+    executor.clear(current_tick=6)  # a new episode starts at tick 6
+    assert not executor.receive(chunk(5), observation_stamp=5.0, current_tick=6)
+    assert executor.next_action() is None
+    assert executor.receive(chunk(5), observation_stamp=6.0, current_tick=6)
+    assert len(drain(executor)) == 3
+
+
+def test_clear_in_the_middle_of_a_chunk_lets_the_next_episode_start():
+    executor = ChunkExecutor(execution_horizon=5, replan_after_horizon=True)
+    for tick in range(10):
+        executor.observation_published(float(tick), tick)
+    assert executor.receive(chunk(5), observation_stamp=1.0, current_tick=1)
+    executor.next_action()  # the episode succeeds after one step: the rest of the chunk is dropped
+    executor.clear(current_tick=2)
+    assert executor.receive(chunk(5), observation_stamp=2.0, current_tick=2)
+    assert len(drain(executor)) == 5
