@@ -22,11 +22,10 @@ import torch
 from openhelix_core.data import CalvinEpisodeWriter
 from openhelix_core.training import TrainingConfig, collate
 from openhelix_core.training.trainer import Trainer
+from sim_bridge.make_demos import TINY_SYSTEM2_OVERRIDES, tiny_policy_overrides
 
-S1_OVERRIDES = {"embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32,
-                "feature_level": "res3", "diffusion_timesteps": 10, "dropout": 0.0,
-                "position_beta_schedule": "squaredcos_cap_v2"}
-S2_OVERRIDES = {"system_prompt": "", "prompt_template": "{system}{image}\n{instruction} {act}"}
+S1_OVERRIDES = tiny_policy_overrides()
+S2_OVERRIDES = dict(TINY_SYSTEM2_OVERRIDES)
 
 
 def write_split(directory: Path, episodes: int = 6, frames: int = 40, size: int = 64, gsize: int = 48) -> Path:
@@ -54,7 +53,7 @@ def write_split(directory: Path, episodes: int = 6, frames: int = 40, size: int 
 def bench(stage: int, split: Path, out: Path, batch_size: int, steps: int, warmup: int) -> np.ndarray:
     cfg = TrainingConfig(train_data=str(split), output_dir=str(out / f"stage{stage}"), stage=stage,
                          batch_size=batch_size, cache_dir=str(out / "cache"), system1_overrides=S1_OVERRIDES,
-                         system2_overrides=S2_OVERRIDES, progress=False, device="cpu")
+                         system2_overrides=S2_OVERRIDES, standardize_goals=stage == 2, progress=False, device="cpu")
     trainer = Trainer(cfg)
     order = trainer.order.epoch(0)
     times = []
