@@ -324,9 +324,9 @@ def dual_system_policy(system1, system2, processor=None, goal_refresh_period: in
     ``"zero"`` gives System 1 an all-zero goal, ``"mean"`` the mean goal of its training data
     (``goal_mean`` of its normalization: no instruction in it, and nothing System 1 has not seen)."""
     from openhelix_core.controller import TrajectoryController
+    from openhelix_core.models.system2 import processor_for
     from openhelix_core.planner import GoalPlanner
     from openhelix_core.policy import DualSystemPolicy
-    from openhelix_core.training.trainer import processor_for
 
     controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / 30.0)
     if goal == "zero":

@@ -56,7 +56,7 @@ from ..models.system1 import (
     System1Config,
     load_original_checkpoint,
 )
-from ..models.system2 import System2Config, System2Planner, System2Processor, build_image_processor, compute_aux_loss
+from ..models.system2 import System2Config, System2Planner, System2Processor, compute_aux_loss, processor_for
 from .configuration_training import TrainingConfig
 from .dataset import OpenHelixCalvinDataset, collate
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup, init_distributed
@@ -119,11 +119,6 @@ def build_system2(config: TrainingConfig) -> tuple[System2Planner, System2Proces
         raise ValueError(f"unknown System 2 preset {config.system2_preset!r}; choose 'tiny' or 'llava_7b'")
     planner = System2Planner(s2_config)
     return planner, processor_for(planner)
-
-
-def processor_for(planner: System2Planner) -> System2Processor:
-    return System2Processor(planner.config, planner.tokenizer, build_image_processor(planner.config),
-                            num_image_tokens=planner.num_image_tokens)
 
 
 def backbone_never_trained(system1: DiffuserActor) -> bool:

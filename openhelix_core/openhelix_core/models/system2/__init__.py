@@ -28,6 +28,7 @@ from .processor_system2 import (
     load_system2,
     normalize_instruction,
     plan_goal,
+    processor_for,
 )
 from .tiny_tokenizer import build_tiny_tokenizer
 
@@ -50,5 +51,6 @@ __all__ = [
     "normalize_instruction",
     "openhelix_head_state_dict",
     "plan_goal",
+    "processor_for",
     "resolve_attn_implementation",
 ]

@@ -183,7 +183,8 @@ class System2Processor:
 
 
 # ---------------------------------------------------------------------------- loaders
-def _processor_for(planner: System2Planner) -> System2Processor:
+def processor_for(planner: System2Planner) -> System2Processor:
+    """The processor matching ``planner`` (its configuration, tokenizer and image size)."""
     return System2Processor(
         planner.config,
         planner.tokenizer,
@@ -195,7 +196,7 @@ def _processor_for(planner: System2Planner) -> System2Processor:
 def build_tiny_system2(seed: int = 0) -> tuple[System2Planner, System2Processor]:
     """Random-weight tiny planner (hidden 32, 32x32 images) and its processor, in eval mode."""
     planner = System2Planner(System2Config.tiny(seed=seed)).eval()
-    return planner, _processor_for(planner)
+    return planner, processor_for(planner)
 
 
 def load_system2(
@@ -230,7 +231,7 @@ def load_system2(
     else:
         raise ValueError(f"preset must be 'tiny' or 'llava_7b', got {preset!r}")
     planner = planner.to(device).eval()
-    return planner, _processor_for(planner)
+    return planner, processor_for(planner)
 
 
 def plan_goal(planner: System2Planner, processor: System2Processor, image: np.ndarray, instruction: str) -> np.ndarray:
