@@ -7,12 +7,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from openhelix_core.models.system1 import PCD, RGB, DiffuserActor, System1Config, System1Processor
+from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.types import Goal, Observation, TrajectoryChunk
-
-PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
 
 
 class TrajectoryController:
@@ -43,10 +41,10 @@ class TrajectoryController:
             model = DiffuserActor.from_pretrained(checkpoint, device=device)
             model_id = f"system1/{checkpoint}"
         else:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown System 1 preset '{preset}'; choose one of {sorted(PRESETS)}")
+            if preset not in SYSTEM1_PRESETS:
+                raise ValueError(f"unknown System 1 preset '{preset}'; choose one of {sorted(SYSTEM1_PRESETS)}")
             torch.manual_seed(seed)
-            model = DiffuserActor(PRESETS[preset]()).to(device)
+            model = DiffuserActor(SYSTEM1_PRESETS[preset]()).to(device)
             model_id = f"system1/{preset}/random-seed{seed}"
         return cls(model, model_id, waypoint_period_s, seed, depth_filter)
 

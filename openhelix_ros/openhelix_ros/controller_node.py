@@ -31,6 +31,7 @@ from visualization_msgs.msg import MarkerArray
 
 from openhelix_core.chunking import MODES, TrajectoryBlender
 from openhelix_core.controller import TrajectoryController
+from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.policy import DualSystemPolicy
 from openhelix_core.runtime import limit_cpu_threads
@@ -75,7 +76,7 @@ PARAMETERS = (
     ParameterSpec("command_rate_hz", 30.0, "Rate of the blended pose / gripper command stream (Hz).", positive),
     ParameterSpec("waypoint_period_s", 1.0 / 30.0, "Time between successive waypoints of a chunk (s).", positive),
     ParameterSpec("preset", "tiny", "Model architecture when no checkpoint is given: 'tiny' (random "
-                  "weights, for tests) or 'openhelix_calvin'.", one_of("tiny", "openhelix_calvin")),
+                  "weights, for tests) or 'openhelix_calvin'.", one_of(*SYSTEM1_PRESETS)),
     ParameterSpec("checkpoint", "", "Directory of a trained System 1 checkpoint ('' = untrained preset)."),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation and of the diffusion noise."),

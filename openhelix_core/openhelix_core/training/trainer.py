@@ -50,6 +50,7 @@ from ..models.system1 import (
     GOAL,
     PCD,
     RGB,
+    SYSTEM1_PRESETS,
     TRAJECTORY,
     DiffuserActor,
     Normalization,
@@ -61,7 +62,6 @@ from .configuration_training import TrainingConfig
 from .dataset import OpenHelixCalvinDataset, collate
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup, init_distributed
 
-SYSTEM1_PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
 FINAL_DIR = "final"

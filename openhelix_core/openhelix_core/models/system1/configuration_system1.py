@@ -242,6 +242,10 @@ class System1Config:
         return config_from_dict(cls, data)
 
 
+#: The named presets (``preset`` parameters of the controller node and the trainer).
+SYSTEM1_PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
+
+
 @dataclass
 class Normalization:
     """Statistics that travel with a checkpoint (``normalization.json``).
@@ -316,4 +320,4 @@ class Normalization:
         return cls(**data)
 
 
-__all__ = ["CALVIN_REL_TRAJ_BOUNDS_ABC_D", "Normalization", "System1Config"]
+__all__ = ["CALVIN_REL_TRAJ_BOUNDS_ABC_D", "Normalization", "SYSTEM1_PRESETS", "System1Config"]
