@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..configuration import config_from_dict
+from ..configuration import check_int_fields, config_from_dict
 
 _SCHEDULES = ("constant", "cosine")
 _SAMPLING = ("keypose", "all")
@@ -142,17 +142,12 @@ class TrainingConfig:
                              f"{self.openness_source!r}")
         if self.lr_schedule not in _SCHEDULES:
             raise ValueError(f"TrainingConfig.lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
-        for name in ("steps", "batch_size", "interpolation_length", "checkpoint_every", "log_every",
-                     "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainingConfig.{name} must be a positive int, got {value!r}")
+        check_int_fields(self, ("steps", "batch_size", "interpolation_length", "checkpoint_every", "log_every",
+                                "keep_checkpoints"), minimum=1)
         if self.interpolation_length < 2:
             raise ValueError("TrainingConfig.interpolation_length must be at least 2")
-        for name in ("warmup_steps", "keypose_neighbors", "num_workers", "val_every", "keypose_buffer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainingConfig.{name} must be a non-negative int, got {value!r}")
+        check_int_fields(self, ("warmup_steps", "keypose_neighbors", "num_workers", "val_every", "keypose_buffer"),
+                         minimum=0)
         floats = ("system1_lr", "system1_weight_decay", "system2_lr", "system2_weight_decay", "grad_clip",
                   "diffusion_position_weight", "diffusion_rotation_weight", "diffusion_openness_weight",
                   "aux_weight", "aux_position_weight", "aux_rotation_weight", "aux_gripper_weight",

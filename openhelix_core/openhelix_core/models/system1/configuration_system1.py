@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...configuration import config_from_dict
+from ...configuration import check_int_fields, config_from_dict
 
 #: CALVIN gripper location bounds for *relative* trajectories, ABC->D split:
 #: per-axis union over tasks A, B, C, D of
@@ -133,21 +133,14 @@ class System1Config:
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
         self.backbone_layers = tuple(int(x) for x in self.backbone_layers)
-        positive_ints = (
+        check_int_fields(self, (
             "embedding_dim", "num_attn_heads", "image_resize", "image_size", "backbone_width",
             "fps_subsampling_factor", "goal_dim", "nhist", "trajectory_length",
             "diffusion_timesteps", "num_gripper_context_layers", "num_cross_attn_layers",
             "num_self_attn_layers", "num_head_attn_layers",
-        )
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"System1Config.{name} must be a positive int, got {value!r}")
-        for name in ("num_vis_ins_attn_layers", "num_self_lang_cross_layers",
-                     "num_head_lang_cross_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"System1Config.{name} must be a non-negative int, got {value!r}")
+        ), minimum=1)
+        check_int_fields(self, ("num_vis_ins_attn_layers", "num_self_lang_cross_layers",
+                                "num_head_lang_cross_layers"), minimum=0)
         if self.embedding_dim % 6 != 0:
             raise ValueError(f"System1Config.embedding_dim must be divisible by 6 (3-D rotary "
                              f"encoding), got {self.embedding_dim}")
