@@ -108,16 +108,21 @@ class CalvinEvaluationRunner:
         self._position += 1
         if self.finished:
             return None
-        self._initial_state, self._tasks = sequence_at(self.sequence_index, self.num_sequences, self.seed)
-        robot_obs, scene_obs = env_state_for_initial_state(self._initial_state)
-        self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
-        hold = robot_obs[[0, 1, 2, 3, 4, 5, 14]]
-        for _ in range(self.settle_steps):  # contacts exist only after a physics step
-            self.env.step(hold, action_type="absolute")
+        self._initial_state, self._tasks = self._set_up_scene()
         self._subtask = 0
         self._steps_per_subtask = []
         self._begin_subtask()
         return self.instruction
+
+    def _set_up_scene(self) -> tuple[dict, tuple[str, ...]]:
+        """Puts the scene in the current sequence's initial state; returns it and the sequence's tasks."""
+        state, tasks = sequence_at(self.sequence_index, self.num_sequences, self.seed)
+        robot_obs, scene_obs = env_state_for_initial_state(state)
+        self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        hold = robot_obs[[0, 1, 2, 3, 4, 5, 14]]
+        for _ in range(self.settle_steps):  # contacts exist only after a physics step
+            self.env.step(hold, action_type="absolute")
+        return state, tasks
 
     def _begin_subtask(self) -> None:
         self._steps = 0
@@ -157,15 +162,7 @@ class TaskEpisodeRunner(CalvinEvaluationRunner):
         indices = range(len(self.episodes)) if indices is None else indices
         super().__init__(env, list(indices), max_steps_per_subtask=max_steps_per_subtask)
 
-    def start_next_sequence(self) -> str | None:
-        self._position += 1
-        if self.finished:
-            return None
+    def _set_up_scene(self) -> tuple[dict, tuple[str, ...]]:
         task, seed = self.episodes[self.sequence_index]
         initial_state(self.env, task, seed, scene_variation=self.scene_variation)
-        self._initial_state = {"task": task, "seed": seed, "scene_variation": self.scene_variation}
-        self._tasks = (task,)
-        self._subtask = 0
-        self._steps_per_subtask = []
-        self._begin_subtask()
-        return self.instruction
+        return {"task": task, "seed": seed, "scene_variation": self.scene_variation}, (task,)

@@ -56,8 +56,13 @@ from sim_bridge.make_demos import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATI
 CAMERAS = ("static", "gripper")
 
 
+def task_names(value: str) -> list[str]:
+    """The names of a comma-separated ``tasks`` parameter."""
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
 def task_list(value) -> str | None:
-    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    names = task_names(value)
     if not names:
         return "must name at least one task"
     unknown = [name for name in names if name not in SUPPORTED]
@@ -144,8 +149,8 @@ class SimBridgeNode(Node):
         self.instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.instruction = p["instruction"]
         if p["mode"] == "evaluate" and p["protocol"] == "tasks":
-            tasks = [name.strip() for name in p["tasks"].split(",") if name.strip()]
-            episodes = [(task, p["task_first_seed"] + k) for task in tasks for k in range(p["task_episodes"])]
+            episodes = [(task, p["task_first_seed"] + k) for task in task_names(p["tasks"])
+                        for k in range(p["task_episodes"])]
             mine = [i for i in range(len(episodes)) if i % p["num_workers"] == p["worker_index"]]
             self.runner = TaskEpisodeRunner(self.env, episodes, mine, p["max_steps_per_subtask"],
                                             p["task_scene_variation"])
