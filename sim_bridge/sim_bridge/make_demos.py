@@ -404,9 +404,9 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 # ---------------------------------------------------------------------------------------------
 # Pipeline: demos -> stage 1 -> stage 2 -> evaluation
 # ---------------------------------------------------------------------------------------------
-def tiny_policy_overrides() -> dict:
+def tiny_policy_overrides(position_frame: str = "relative") -> dict:
     """System 1 settings of the CPU demo (see ``pipeline --help``)."""
-    return {"embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32, "feature_level": "res3",
+    return {"relative": position_frame == "relative", "embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32, "feature_level": "res3",
             "diffusion_timesteps": 10, "dropout": 0.0,
             # With only 10 steps, scaled_linear betas (1e-4 .. 0.02) noise positions to
             # alpha_bar_T ~ 0.9, so training never sees the pure noise inference starts from;
@@ -450,7 +450,7 @@ def run_pipeline(args) -> dict:
     timings["demos_s"] = time.perf_counter() - t0
     common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
                   frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
-                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(),
+                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
                   system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
                   checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
                   progress=not args.quiet)
@@ -547,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--system2-lr", type=float, default=5e-4)
     pl.add_argument("--frame-sampling", default="all", choices=("all", "keypose"))
     pl.add_argument("--keypose-neighbors", type=int, default=0)
+    pl.add_argument("--position-frame", choices=("relative", "absolute"), default="relative",
+                    help="System 1 positions relative to the current gripper (CALVIN/OpenHelix) or absolute")
     pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
     pl.add_argument("--quiet", action="store_true")
     common(pl)

@@ -159,6 +159,21 @@ def test_reader_shapes_and_values(split):
     assert {s.task for s in only.segments} == {"turn_on_led"}
 
 
+
+def test_position_bounds_follow_the_position_frame(split):
+    """Relative System 1: bounds of target offsets from the current gripper; absolute: of the
+    positions themselves (targets and current), i.e. the workspace."""
+    cfg = s1_config()
+    relative = OpenHelixCalvinDataset(split, cfg).position_bounds()
+    absolute = OpenHelixCalvinDataset(split, System1Config.from_dict({**cfg.to_dict(), "relative": False})).position_bounds()
+    # the split's arm: x from 0 (episode 0 start) to 0.15 + 0.08, y fixed at -0.2, z in 0.51 .. 0.552
+    np.testing.assert_allclose(absolute[:, 0], [0.0, 0.23], atol=1e-6)
+    np.testing.assert_allclose(absolute[:, 1], [-0.2, -0.2], atol=1e-6)
+    np.testing.assert_allclose(absolute[:, 2], [0.51, 0.552], atol=1e-6)
+    # offsets: the arm moves forward in x, by at most 0.08 within a segment; never in y
+    assert abs(relative[0, 0]) < 1e-9 and 0.07 < relative[1, 0] <= 0.08 + 1e-9
+    np.testing.assert_allclose(relative[:, 1], [0.0, 0.0], atol=1e-9)
+
 def test_reader_camera_info_and_cache(split, tmp_path):
     import shutil
 

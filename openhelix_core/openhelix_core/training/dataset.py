@@ -407,14 +407,18 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         rows = [max(local - k, 0) for k in range(self.config.nhist - 1, -1, -1)]
         return gripper_states(self._proprio[ref.segment][rows])
 
-    def relative_position_bounds(self) -> np.ndarray:
-        """``(2, 3)`` min / max over all samples of target positions minus the current position."""
+    def position_bounds(self) -> np.ndarray:
+        """``(2, 3)`` min / max over all samples of the positions System 1 normalises: target
+        positions minus the current position when ``config.relative`` (3DDA's relative-trajectory
+        bounds), else the absolute target and current positions (the workspace)."""
         low = np.full(3, np.inf)
         high = np.full(3, -np.inf)
         for index in range(len(self)):
-            rel = self.target_trajectory(index)[:, :3] - self.current_gripper(index)[-1, :3]
-            low = np.minimum(low, rel.min(axis=0))
-            high = np.maximum(high, rel.max(axis=0))
+            targets = self.target_trajectory(index)[:, :3]
+            current = self.current_gripper(index)[:, :3]
+            positions = targets - current[-1] if self.config.relative else np.concatenate([targets, current])
+            low = np.minimum(low, positions.min(axis=0))
+            high = np.maximum(high, positions.max(axis=0))
         return np.stack([low, high])
 
     # -- samples -------------------------------------------------------------------------------

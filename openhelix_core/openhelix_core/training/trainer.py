@@ -400,7 +400,7 @@ class Trainer:
         if system1 is None:
             normalization = None
             if cfg.compute_normalization and not cfg.system1_checkpoint:
-                bounds = self.dataset.relative_position_bounds()
+                bounds = self.dataset.position_bounds()
                 pad = max(cfg.normalization_buffer, 1e-3)  # 3DDA widens the bounds by 0.01
                 normalization = Normalization(gripper_loc_bounds=(bounds[0] - pad, bounds[1] + pad))
             system1 = build_system1(cfg, normalization)
