@@ -406,7 +406,8 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 # ---------------------------------------------------------------------------------------------
 def tiny_policy_overrides(position_frame: str = "relative") -> dict:
     """System 1 settings of the CPU demo (see ``pipeline --help``)."""
-    return {"relative": position_frame == "relative", "embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32, "feature_level": "res3",
+    return {"relative": position_frame == "relative",
+            "embedding_dim": 48, "num_attn_heads": 4, "image_resize": 40, "image_size": 32, "feature_level": "res3",
             "diffusion_timesteps": 10, "dropout": 0.0,
             # With only 10 steps, scaled_linear betas (1e-4 .. 0.02) noise positions to
             # alpha_bar_T ~ 0.9, so training never sees the pure noise inference starts from;
