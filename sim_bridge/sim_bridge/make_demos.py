@@ -451,6 +451,7 @@ def run_pipeline(args) -> dict:
     timings["demos_s"] = time.perf_counter() - t0
     common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
                   frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
+                  still_motion=args.still_motion,
                   system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
                   system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
                   checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
@@ -548,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--system2-lr", type=float, default=5e-4)
     pl.add_argument("--frame-sampling", default="all", choices=("all", "keypose"))
     pl.add_argument("--keypose-neighbors", type=int, default=0)
+    pl.add_argument("--still-motion", type=float, default=0.0,
+                    help="frames where the arm holds still (moves < this, m) target the motion after the hold")
     pl.add_argument("--position-frame", choices=("relative", "absolute"), default="relative",
                     help="System 1 positions relative to the current gripper (CALVIN/OpenHelix) or absolute")
     pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")

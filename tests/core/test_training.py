@@ -174,6 +174,35 @@ def test_position_bounds_follow_the_position_frame(split):
     assert abs(relative[0, 0]) < 1e-9 and 0.07 < relative[1, 0] <= 0.08 + 1e-9
     np.testing.assert_allclose(relative[:, 1], [0.0, 0.0], atol=1e-9)
 
+
+def test_frames_of_a_hold_target_the_motion_after_it(tmp_path):
+    """The arm moves 1 cm per frame to frame 5, holds still to frame 10, moves on to 16:
+    keyposes 5, 10, 16. With ``still_motion`` the hold's frames (5..9) target 10 -> 16, the
+    pull after the hold, instead of 'stay'; moving frames keep their own stretch."""
+    writer = CalvinEpisodeWriter(tmp_path / "training")
+    start = writer.start_episode()
+    xs = np.r_[0.01 * np.arange(6), np.full(5, 0.05), 0.05 + 0.01 * np.arange(1, 7)]
+    for k, x in enumerate(xs):
+        pos, euler = np.array([x, -0.2, 0.5]), np.array([np.pi, 0.0, 1.5])
+        writer.add_frame(_frame(k, pos, euler, 1.0), np.r_[pos, euler, 1.0])
+    writer.annotate(start, writer.last_index, "open_drawer", SENTENCES["open_drawer"])
+    writer.end_episode()
+    writer.close()
+    plain = OpenHelixCalvinDataset(tmp_path / "training", s1_config())
+    paused = OpenHelixCalvinDataset(tmp_path / "training", s1_config(), still_motion=0.005)
+    assert len(plain) == len(paused) == len(xs) - 1
+    for k in range(len(xs) - 1):
+        ref, trajectory = paused.samples[k], paused.target_trajectory(k)
+        if 5 <= k <= 9:
+            assert (ref.stretch_start, ref.keypose) == (10, 16)
+            np.testing.assert_allclose(trajectory[[0, -1], 0], [0.05 + 0.01 * 6 / 19, 0.11], atol=2e-3)
+            assert np.allclose(plain.target_trajectory(k)[:, 0], 0.05)  # without: stay in place
+        else:
+            assert ref == plain.samples[k] and ref.stretch_start == k
+            np.testing.assert_allclose(trajectory, plain.target_trajectory(k))
+    with pytest.raises(ValueError, match="still_motion"):
+        OpenHelixCalvinDataset(tmp_path / "training", s1_config(), still_motion=-0.01)
+
 def test_reader_camera_info_and_cache(split, tmp_path):
     import shutil
 

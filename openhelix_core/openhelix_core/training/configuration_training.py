@@ -48,6 +48,9 @@ class TrainingConfig:
             ``interpolation_length`` points from the current pose to the next keypose
             (the first, the current pose, is dropped -> ``interpolation_length - 1`` targets);
             ``keypose_buffer`` minimum spacing of acceleration keyposes (3DDA: 5);
+            ``still_motion`` (metres, 0 = off as in 3DDA): a frame from which the arm stays
+            still up to its keypose targets the motion after that keypose (holds in scripted
+            demos; see :mod:`openhelix_core.training.dataset`);
             ``openness_source`` ``"action"`` (3DDA: ``robot_obs[14] > 0``) or ``"width"``.
         models: ``system1_preset`` (``tiny`` / ``openhelix_calvin``) plus ``system1_overrides``
             (any :class:`System1Config` field); ``system2_preset`` (``tiny`` / ``llava_7b``) with
@@ -78,6 +81,7 @@ class TrainingConfig:
     keypose_neighbors: int = 0
     interpolation_length: int = 20
     keypose_buffer: int = 5
+    still_motion: float = 0.0
     openness_source: str = "action"
     # models
     system1_preset: str = "tiny"
@@ -151,7 +155,7 @@ class TrainingConfig:
         floats = ("system1_lr", "system1_weight_decay", "system2_lr", "system2_weight_decay", "grad_clip",
                   "diffusion_position_weight", "diffusion_rotation_weight", "diffusion_openness_weight",
                   "aux_weight", "aux_position_weight", "aux_rotation_weight", "aux_gripper_weight",
-                  "normalization_buffer")
+                  "normalization_buffer", "still_motion")
         for name in floats:
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:

@@ -14,6 +14,13 @@ split included, or a folder written by ``sim_bridge.make_demos``) with
   last (3DDA's ``package_calvin.py``, mode ``keypose``), optionally plus ``keypose_neighbors``
   frames after each; ``"all"`` takes every frame but the last. The target of frame ``i`` is the
   stretch of proprioception from ``i`` to the first keypose ``> i`` (inclusive).
+* **Pauses** (``still_motion`` > 0, off by default as in 3DDA): when the arm stays put from
+  frame ``i`` to that keypose (moves less than ``still_motion`` metres, turns less than
+  :data:`STILL_ROTATION`, keeps the gripper's openness), frame ``i`` is in effect *at* the keypose, and
+  its target is the stretch from that keypose to the next one instead (repeatedly). Scripted
+  demos hold still at contacts (hooked into a handle, pressing a button); without this, the
+  frames of a hold teach "stay here" from the very observation at which the keypose teaches
+  "pull", and a policy that arrives there stalls.
 * **Trajectory**: that stretch resampled to ``interpolation_length`` (20) points uniformly in
   its index (3DDA ``datasets/utils.TrajectoryInterpolator``: cubic spline per pose dimension,
   linear for openness; the cubic spline needs scipy, which falls back to linear interpolation
@@ -71,6 +78,10 @@ from ..types import CameraFrame, Observation
 
 CAMERA_INFO_FILE = "camera_info.json"
 FINGER_MAX_WIDTH = 0.08
+#: A pause (``still_motion``) turns the gripper by less than this (rad) and changes its
+#: openness (0 .. 1) by less than STILL_OPENNESS.
+STILL_ROTATION = 0.05
+STILL_OPENNESS = 0.05
 
 # CALVIN's camera parameters (mees/calvin_env conf/cameras/cameras/{static,gripper}.yaml).
 CALVIN_STATIC_FOV = 10.0
@@ -282,11 +293,13 @@ def gripper_states(proprio: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class SampleRef:
     """One training sample: frame ``frame`` (global id) of segment ``segment``, targeting
-    ``keypose`` (global id)."""
+    the stretch from ``stretch_start`` (``frame``, or the keypose it pauses at) to
+    ``keypose`` (global ids)."""
 
     segment: int
     frame: int
     keypose: int
+    stretch_start: int
 
 
 @dataclass(frozen=True)
@@ -307,7 +320,8 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         directory: the split folder (``episode_*.npz`` + ``lang_annotations/auto_lang_ann.npy``).
         system1_config: decides cameras, ``image_resize``/``image_size`` and ``nhist``.
         interpolation_length: trajectory points incl. the current pose (targets: one fewer).
-        frame_sampling / keypose_neighbors / keypose_buffer / openness_source: see the module doc.
+        frame_sampling / keypose_neighbors / keypose_buffer / still_motion / openness_source: see
+            the module doc.
         tasks: keep only segments of these tasks (None = all).
         max_segments: read at most this many segments (in file order).
         calibration: camera calibration; default :meth:`CameraCalibration.for_split`.
@@ -322,7 +336,7 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
 
     def __init__(self, directory, system1_config: System1Config, interpolation_length: int = 20,
                  frame_sampling: str = "all", keypose_neighbors: int = 0, keypose_buffer: int = 5,
-                 openness_source: str = "action", tasks: Optional[Sequence[str]] = None,
+                 still_motion: float = 0.0, openness_source: str = "action", tasks: Optional[Sequence[str]] = None,
                  max_segments: Optional[int] = None, calibration: Optional[CameraCalibration] = None,
                  cache_dir=None, progress: bool = False):
         self.directory = Path(directory)
@@ -333,6 +347,9 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         self.frame_sampling = frame_sampling
         self.keypose_neighbors = int(keypose_neighbors)
         self.keypose_buffer = int(keypose_buffer)
+        self.still_motion = float(still_motion)
+        if not np.isfinite(self.still_motion) or self.still_motion < 0:
+            raise ValueError(f"still_motion must be finite and >= 0 (metres), got {still_motion!r}")
         self.openness_source = openness_source
         self.calibration = calibration or CameraCalibration.for_split(self.directory)
         if frame_sampling not in ("keypose", "all"):
@@ -363,8 +380,8 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
             self._proprio.append(proprio)
             keys = discover_keyposes(proprio, self.keypose_buffer)
             for local in self._sample_frames(len(proprio), keys):
-                target = int(keys[np.searchsorted(keys, local, side="right")])
-                self.samples.append(SampleRef(seg_index, seg.start + int(local), seg.start + target))
+                start, target = self._target_stretch(proprio, keys, int(local))
+                self.samples.append(SampleRef(seg_index, seg.start + int(local), seg.start + target, seg.start + start))
         if not self.samples:
             raise ValueError(f"{self.directory}: the annotated segments give no samples")
         self.instructions = sorted({s.instruction for s in self.segments})
@@ -384,6 +401,21 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
                 frames.add(int(k) + offset)
         return sorted(f for f in frames if f < count - 1)
 
+    def _target_stretch(self, proprio: np.ndarray, keys: np.ndarray, local: int) -> tuple[int, int]:
+        """``(start, keypose)`` of frame ``local``'s target stretch (see *Pauses*)."""
+        start = local
+        target = int(keys[np.searchsorted(keys, local, side="right")])
+        while self.still_motion > 0 and target != keys[-1] and self._still(proprio[local:target + 1]):
+            start, target = target, int(keys[np.searchsorted(keys, target, side="right")])
+        return start, target
+
+    def _still(self, stretch: np.ndarray) -> bool:
+        """Whether the arm barely moves over ``stretch (N, 7)`` (xyz, euler xyz, openness)."""
+        moved = np.linalg.norm(stretch[:, :3] - stretch[0, :3], axis=1).max()
+        turned = np.abs(np.remainder(stretch[:, 3:6] - stretch[0, 3:6] + np.pi, 2 * np.pi) - np.pi).max()
+        regripped = np.abs(stretch[:, 6] - stretch[0, 6]).max()
+        return bool(moved < self.still_motion and turned < STILL_ROTATION and regripped < STILL_OPENNESS)
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -396,7 +428,7 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         ref = self.samples[index]
         seg = self.segments[ref.segment]
         proprio = self._proprio[ref.segment]
-        stretch = proprio[ref.frame - seg.start: ref.keypose - seg.start + 1]
+        stretch = proprio[ref.stretch_start - seg.start: ref.keypose - seg.start + 1]
         return interpolate_trajectory(stretch, self.interpolation_length)[1:]
 
     def current_gripper(self, index: int) -> np.ndarray:
@@ -468,7 +500,7 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
             "interp": self.interpolation_length, "sampling": self.frame_sampling,
             "neighbors": self.keypose_neighbors, "buffer": self.keypose_buffer, "open": self.openness_source,
             "calib": self.calibration.to_dict() | {"source": ""},
-            "samples": [(r.segment, r.frame, r.keypose) for r in self.samples],
+            "samples": [(r.segment, r.frame, r.keypose, r.stretch_start) for r in self.samples],
             "segments": [(s.start, s.end, s.task, s.instruction) for s in self.segments],
         }, sort_keys=True).encode())
         for path in sorted(set(files)):

@@ -370,7 +370,7 @@ class Trainer:
         return OpenHelixCalvinDataset(
             directory, s1_config, interpolation_length=cfg.interpolation_length, frame_sampling=cfg.frame_sampling,
             keypose_neighbors=cfg.keypose_neighbors, keypose_buffer=cfg.keypose_buffer,
-            openness_source=cfg.openness_source, tasks=cfg.tasks, max_segments=cfg.max_segments,
+            still_motion=cfg.still_motion, openness_source=cfg.openness_source, tasks=cfg.tasks, max_segments=cfg.max_segments,
             cache_dir=cfg.cache_dir, progress=progress)
 
     def _build(self) -> None:
