@@ -11,10 +11,13 @@ Three commands (``python -m sim_bridge.make_demos <command> --help``):
   ``camera_info.json`` (static camera pose, fields of view and the gripper camera's hand-eye
   transform, read from :class:`PlayTableEnv`) so the training reader back-projects depth with
   exactly the simulator's calibration.
-* ``evaluate``: :func:`evaluate_in_process` on held-out seeds for a trained checkpoint.
-* ``pipeline``: generate -> train stage 1 -> train stage 2 -> evaluate "trained" vs "goal zeroed"
-  (System 2 ablated: System 1 gets an all-zero goal) vs "untrained" (fresh random weights) on the
-  same seeds; writes ``results.json`` and ``results.md`` and prints the table.
+* ``evaluate``: :func:`evaluate_in_process` on held-out seeds for a trained checkpoint and its
+  ablations (:func:`variant_models`: "goal zeroed", System 2 ablated; "goal averaged", the
+  training data's mean goal; "untrained", fresh weights).
+* ``pipeline``: generate -> train stage 1 -> train stage 2 -> evaluate every variant on the same
+  held-out seeds, in process and then through the ROS nodes (the variants are written as
+  checkpoints and run by ``openhelix eval-calvin --protocol tasks``); writes ``results.json``
+  and ``results.md`` and prints both tables.
 
 Start states (:func:`initial_state`): the arm starts from CALVIN's neutral pose moved by up to
 ``robot_jitter`` m (the offset depends on the seed only, so it is the same for every task), with
@@ -35,8 +38,10 @@ range where the task is possible (e.g. drawer closed for ``open_drawer``). The r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -244,19 +249,6 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
 # ---------------------------------------------------------------------------------------------
 # In-process evaluation
 # ---------------------------------------------------------------------------------------------
-class ConstantGoalPlanner:
-    """Stands in for System 2 and always returns the same goal, whatever the image and the
-    instruction (System 2 ablated): all zeros, or the training data's mean goal."""
-
-    def __init__(self, goal: np.ndarray, model_id: str):
-        self.goal = np.asarray(goal, dtype=np.float32)
-        self.goal_dim = len(self.goal)
-        self.model_id = model_id
-
-    def plan(self, image, instruction):
-        return self.goal.copy()
-
-
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
                         max_steps: int = 240, execute_steps: int = 19, static_size: int = 64,
                         gripper_size: int = 48, progress: bool = False,
@@ -318,28 +310,60 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     return results
 
 
-def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, goal: str = "system2",
-                       model_id: str = "trained"):
-    """A :class:`DualSystemPolicy` from loaded models; ``goal`` ``"system2"`` runs System 2,
-    ``"zero"`` gives System 1 an all-zero goal, ``"mean"`` the mean goal of its training data
-    (``goal_mean`` of its normalization: no instruction in it, and nothing System 1 has not seen)."""
+def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained"):
+    """A :class:`DualSystemPolicy` from loaded models (System 2 runs every ``goal_refresh_period`` calls)."""
     from openhelix_core.controller import TrajectoryController
     from openhelix_core.models.system2 import processor_for
     from openhelix_core.planner import GoalPlanner
     from openhelix_core.policy import DualSystemPolicy
 
     controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / 30.0)
-    if goal == "zero":
-        planner = ConstantGoalPlanner(np.zeros(system1.config.goal_dim), "system2/zero-goal")
-    elif goal == "mean":
-        if system1.normalization.goal_mean is None:
-            raise ValueError("this System 1 has no goal statistics (train with standardize_goals) for a mean goal")
-        planner = ConstantGoalPlanner(np.asarray(system1.normalization.goal_mean), "system2/mean-goal")
-    elif goal != "system2":
-        raise ValueError(f"goal must be 'system2', 'zero' or 'mean', got {goal!r}")
-    else:
-        planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
+    planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
     return DualSystemPolicy(controller=controller, planner=planner, goal_refresh_period=goal_refresh_period)
+
+
+#: What is compared on the same seeds (see :func:`variant_models`).
+VARIANTS = ("trained", "goal zeroed", "goal averaged", "untrained")
+UNTRAINED_SEED = 1234
+
+
+def variant_models(system1, system2, variant: str):
+    """System 1 and System 2 of one evaluation variant, built from the trained models (which
+    are left untouched), as weights, so that the in-process evaluation and the ROS nodes
+    (which load them as checkpoints) run exactly the same ablation:
+
+    * ``"trained"``: the models themselves;
+    * ``"goal zeroed"``: System 2 ablated: its goal projection has zero weights and bias, so
+      the goal is all zeros whatever the image and the instruction;
+    * ``"goal averaged"``: its projection outputs the training data's mean goal (System 1's
+      ``goal_mean``: no instruction in it, and nothing System 1 has not seen); needs goal
+      statistics (``standardize_goals``);
+    * ``"untrained"``: fresh weights (seed :data:`UNTRAINED_SEED`) with the same configs,
+      normalization and frozen LLaVA.
+    """
+    import torch
+
+    from openhelix_core.models.system1 import DiffuserActor
+    from openhelix_core.models.system2 import System2Planner
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
+    if variant == "trained":
+        return system1, system2
+    if variant == "untrained":
+        torch.manual_seed(UNTRAINED_SEED)
+        fresh = DiffuserActor(system1.config, system1.normalization)
+        return fresh, System2Planner(system2.config, llava=system2.llava, tokenizer=system2.tokenizer)
+    goal_mean = system1.normalization.goal_mean
+    if variant == "goal averaged" and goal_mean is None:
+        raise ValueError("this System 1 has no goal statistics (train with standardize_goals) for a mean goal")
+    ablated = System2Planner(system2.config, llava=system2.llava, tokenizer=system2.tokenizer)
+    ablated.load_trainable_state_dict(system2.trainable_state_dict())
+    with torch.no_grad():
+        ablated.projection.weight.zero_()
+        ablated.projection.bias.copy_(torch.zeros(system1.config.goal_dim) if goal_mean is None or variant == "goal zeroed"
+                                      else torch.as_tensor(np.asarray(goal_mean), dtype=ablated.projection.bias.dtype))
+    return system1, ablated
 
 
 def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int]) -> str:
@@ -360,44 +384,89 @@ def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int
     return "\n".join(lines)
 
 
-VARIANT_GOALS = {"trained": "system2", "goal zeroed": "zero", "goal averaged": "mean", "untrained": "system2"}
+def _variants_to_run(checkpoint_system1, variants: Sequence[str]) -> list[str]:
+    if checkpoint_system1.normalization.goal_mean is None and "goal averaged" in variants:
+        print("[evaluate] goal averaged: skipped (the checkpoint has no goal statistics)", flush=True)
+        return [v for v in variants if v != "goal averaged"]
+    return list(variants)
 
 
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
-                      static_size: int, gripper_size: int, progress: bool = True,
-                      variants: Sequence[str] = ("trained", "goal zeroed", "goal averaged", "untrained"),
+                      static_size: int, gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
                       scene_variation: str = "task") -> Dict[str, Dict[str, List[bool]]]:
-    """Evaluate the trained checkpoint, the same with System 2 ablated (goal zeroed; goal averaged:
-    the training data's mean goal, for checkpoints with goal statistics), and fresh random weights."""
+    """In-process :func:`evaluate_in_process` of every :func:`variant_models` of a checkpoint."""
     import torch
 
-    from openhelix_core.models.system1 import DiffuserActor
-    from openhelix_core.models.system2 import System2Planner
     from openhelix_core.training.trainer import load_models_from_checkpoint
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    system1, system2 = load_models_from_checkpoint(checkpoint)
     results = {}
-    for variant in variants:
+    for variant in _variants_to_run(system1, variants):
         start = time.perf_counter()
-        system1, system2 = load_models_from_checkpoint(checkpoint)
-        if variant == "untrained":
-            torch.manual_seed(1234)
-            system1 = DiffuserActor(system1.config, system1.normalization)
-            system2 = System2Planner(system2.config)  # fresh <ACT>/projection/aux head
-        elif variant == "goal averaged" and system1.normalization.goal_mean is None:
-            print("[evaluate] goal averaged: skipped (the checkpoint has no goal statistics)", flush=True)
-            continue
-        elif variant not in VARIANT_GOALS:
-            raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANT_GOALS)}")
+        models = variant_models(system1, system2, variant)
 
-        def factory(s1=system1, s2=system2, goal=VARIANT_GOALS[variant], name=variant):
-            return dual_system_policy(s1, s2, goal=goal, model_id=name)
+        def factory(models=models, name=variant):
+            return dual_system_policy(*models, model_id=name)
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
                                                static_size=static_size, gripper_size=gripper_size, progress=progress,
                                                scene_variation=scene_variation)
         rate = np.mean([x for r in results[variant].values() for x in r])
         print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
+    return results
+
+
+def write_variant_checkpoints(checkpoint, out_dir, variants: Sequence[str] = VARIANTS) -> Dict[str, Path]:
+    """``{variant: checkpoint directory}`` for the ROS nodes: ``checkpoint`` itself for
+    ``"trained"``, ``<out_dir>/<variant>/{system1,system2}`` for the others."""
+    from openhelix_core.training.trainer import load_models_from_checkpoint
+
+    system1, system2 = load_models_from_checkpoint(checkpoint)
+    paths = {}
+    for variant in _variants_to_run(system1, variants):
+        if variant == "trained":
+            paths[variant] = Path(checkpoint)
+            continue
+        directory = Path(out_dir) / variant.replace(" ", "_")
+        variant_system1, variant_system2 = variant_models(system1, system2, variant)
+        variant_system1.save_pretrained(directory / "system1")
+        variant_system2.save_pretrained(directory / "system2")
+        paths[variant] = directory
+    return paths
+
+
+def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[str], seeds: Sequence[int],
+                                  max_steps: int, execute_steps: int, static_size: int, gripper_size: int,
+                                  out_dir, workers: int = 2, scene_variation: str = "task",
+                                  first_domain: int = 40) -> Dict[str, Dict[str, List[bool]]]:
+    """The same episodes through the ROS nodes: one ``openhelix eval-calvin --protocol tasks``
+    per variant (sim bridge, planner and controller processes talking over topics; the bridge
+    executes ``execute_steps`` waypoints of a chunk, then asks for a new one). Raises
+    RuntimeError when an evaluation fails."""
+    seeds = list(seeds)
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ValueError(f"the ROS evaluation takes consecutive seeds, got {seeds}")
+    results = {}
+    for variant, checkpoint in checkpoints.items():
+        output = Path(out_dir) / variant.replace(" ", "_")
+        command = [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--protocol", "tasks",
+                   "--checkpoint", str(checkpoint), "--tasks", *tasks, "--episodes-per-task", str(len(seeds)),
+                   "--first-seed", str(seeds[0]), "--scene-variation", scene_variation,
+                   "--static-size", str(static_size), "--gripper-size", str(gripper_size),
+                   "--execution-horizon", str(execute_steps), "--replan-after-horizon", "--max-steps", str(max_steps),
+                   "--workers", str(workers), "--first-domain", str(first_domain), "--output", str(output)]
+        start = time.perf_counter()
+        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"ROS evaluation of {variant!r} failed (exit {completed.returncode}):\n"
+                               f"{completed.stdout[-3000:]}")
+        records = json.loads((output / "calvin_eval.json").read_text())["sequences"]
+        by_episode = {(r["initial_state"]["task"], r["initial_state"]["seed"]): r["completed"] == 1 for r in records}
+        results[variant] = {task: [by_episode[(task, seed)] for seed in seeds] for task in tasks}
+        rate = np.mean([x for r in results[variant].values() for x in r])
+        print(f"[evaluate through ROS] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s",
+              flush=True)
     return results
 
 
@@ -432,6 +501,11 @@ def run_pipeline(args) -> dict:
     from openhelix_core.training import TrainingConfig, train
 
     out = Path(args.out)
+    if args.ros_eval:
+        missing = [name for name in ("rclpy", "openhelix_ros") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise RuntimeError(f"the evaluation through ROS needs {missing}: run `source scripts/env.sh` first "
+                               f"(after ./scripts/setup), or pass --no-ros-eval")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     timings = {}
@@ -473,12 +547,21 @@ def run_pipeline(args) -> dict:
                                 args.static_size, args.gripper_size, progress=not args.quiet,
                                 scene_variation=args.scene_variation)
     timings["evaluation_s"] = time.perf_counter() - t0
-    table = success_table(results, seeds)
-    (out / "results.json").write_text(json.dumps({"results": results, "seeds": seeds, "timings": timings,
-                                                  "args": {k: v for k, v in vars(args).items() if k != "func"}},
-                                                 indent=2) + "\n")
-    (out / "results.md").write_text(table + "\n\n" + json.dumps(timings, indent=2) + "\n")
-    print(table)
+    report = {"results": results, "seeds": seeds, "timings": timings,
+              "args": {k: v for k, v in vars(args).items() if k != "func"}}
+    tables = ["In process (DualSystemPolicy in PlayTableEnv):\n\n" + success_table(results, seeds)]
+    if args.ros_eval:
+        t0 = time.perf_counter()
+        checkpoints = write_variant_checkpoints(out / "stage2" / "final", out / "variants")
+        report["ros_results"] = evaluate_variants_through_ros(
+            checkpoints, args.tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
+            out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation)
+        timings["ros_evaluation_s"] = time.perf_counter() - t0
+        tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
+                      "tasks`):\n\n" + success_table(report["ros_results"], seeds))
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
+    print("\n\n".join(tables))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return results
 
@@ -530,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (trained / goal zeroed / untrained)")
     e.add_argument("--checkpoint", required=True, help="a trainer checkpoint directory (e.g. runs/x/stage2/final)")
-    e.add_argument("--variants", nargs="+", default=list(VARIANT_GOALS), choices=list(VARIANT_GOALS))
+    e.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     common(e)
     evaluation(e)
     e.set_defaults(func=_cmd_evaluate)
@@ -555,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="System 1 positions relative to the current gripper (CALVIN/OpenHelix) or absolute")
     pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
     pl.add_argument("--quiet", action="store_true")
+    pl.add_argument("--ros-eval", action=argparse.BooleanOptionalAction, default=True,
+                    help="also evaluate every variant through the ROS nodes (needs `source scripts/env.sh`)")
     common(pl)
     evaluation(pl)
     pl.set_defaults(func=run_pipeline)

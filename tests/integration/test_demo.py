@@ -71,3 +71,28 @@ def test_eval_tasks_protocol_runs_a_trainer_checkpoint_through_the_nodes(tmp_pat
     report = json.loads((output / "calvin_eval.json").read_text())
     assert report["config"]["protocol"] == "tasks" and report["config"]["seeds"] == [100007]
     assert f"{sum(r['completed'] for r in records)}/2 episodes succeeded" in result.stdout
+
+
+def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
+    import torch
+
+    from openhelix_core.models.system1 import DiffuserActor, System1Config
+    from openhelix_core.models.system2 import System2Config, System2Planner
+    from sim_bridge.make_demos import evaluate_variants_through_ros, write_variant_checkpoints
+
+    torch.manual_seed(0)
+    DiffuserActor(System1Config.tiny()).save_pretrained(tmp_path / "final" / "system1")
+    System2Planner(System2Config.tiny(seed=3)).save_pretrained(tmp_path / "final" / "system2")
+    paths = write_variant_checkpoints(tmp_path / "final", tmp_path / "variants", variants=("trained", "goal zeroed"))
+    results = evaluate_variants_through_ros(paths, ["turn_on_led"], [100007, 100008], max_steps=8, execute_steps=4,
+                                            static_size=64, gripper_size=48, out_dir=tmp_path / "ros", workers=1,
+                                            first_domain=1 + (os.getpid() + 70) % 90)
+    assert list(results) == ["trained", "goal zeroed"]
+    for variant in results.values():
+        assert list(variant) == ["turn_on_led"] and len(variant["turn_on_led"]) == 2
+        assert all(isinstance(ok, bool) for ok in variant["turn_on_led"])
+    planner_log = (tmp_path / "ros" / "goal_zeroed" / "logs-worker0" / "planner.log").read_text()
+    assert f"{tmp_path / 'variants' / 'goal_zeroed' / 'system2'}' loaded" in planner_log
+    with pytest.raises(RuntimeError, match="ROS evaluation of 'broken' failed"):
+        evaluate_variants_through_ros({"broken": tmp_path / "nowhere"}, ["turn_on_led"], [1], max_steps=8,
+                                      execute_steps=4, static_size=64, gripper_size=48, out_dir=tmp_path / "bad")

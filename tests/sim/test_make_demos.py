@@ -11,12 +11,16 @@ from sim_bridge.envs import PlayTableEnv  # noqa: E402
 from sim_bridge.envs.expert import Expert  # noqa: E402
 from sim_bridge.envs.tasks import SceneState, task_succeeded  # noqa: E402
 from sim_bridge.make_demos import (  # noqa: E402
+    UNTRAINED_SEED,
+    VARIANTS,
     dual_system_policy,
     evaluate_in_process,
     generate_demos,
     initial_state,
     observation_from_env,
     success_table,
+    variant_models,
+    write_variant_checkpoints,
 )
 
 
@@ -160,24 +164,77 @@ def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
     assert "| open_drawer | 1/2 | 0/2 |" in table and "50 %" in table
 
 
-def test_ablated_goals_ignore_image_and_instruction():
+def _tiny_models():
     import torch
 
-    from openhelix_core.models.system1 import DiffuserActor, System1Config
+    from openhelix_core.models.system1 import DiffuserActor
     from openhelix_core.models.system2 import System2Config, System2Planner
 
     torch.manual_seed(0)
-    system1, system2 = DiffuserActor(System1Config.tiny()), System2Planner(System2Config.tiny())
+    return DiffuserActor(System1Config.tiny()), System2Planner(System2Config.tiny())
+
+
+def _plan(system1, system2, image, instruction):
+    return dual_system_policy(system1, system2).planner.plan(image, instruction)
+
+
+def test_ablated_goals_ignore_image_and_instruction():
+    import torch
+
+    system1, system2 = _tiny_models()
     image = np.zeros((32, 32, 3), np.uint8)
-    assert not dual_system_policy(system1, system2, goal="zero").planner.plan(image, "open the drawer").any()
+    trained_goal = _plan(system1, system2, image, "open the drawer")
+    assert not np.array_equal(trained_goal, _plan(system1, system2, image, "turn on the led"))
+    zeroed = variant_models(system1, system2, "goal zeroed")
+    assert zeroed[0] is system1
+    assert not _plan(*zeroed, image, "open the drawer").any() and not _plan(*zeroed, image + 9, "turn on the led").any()
     with pytest.raises(ValueError, match="goal statistics"):
-        dual_system_policy(system1, system2, goal="mean")
+        variant_models(system1, system2, "goal averaged")
     system1.set_goal_statistics(torch.arange(512.0), torch.ones(512))
-    mean_goal = dual_system_policy(system1, system2, goal="mean").planner
-    np.testing.assert_array_equal(mean_goal.plan(image, "open the drawer"), np.arange(512.0))
-    np.testing.assert_array_equal(mean_goal.plan(image + 9, "turn on the led"), np.arange(512.0))
-    real = dual_system_policy(system1, system2).planner
-    assert not np.array_equal(real.plan(image, "open the drawer"), real.plan(image, "turn on the led"))
+    averaged = variant_models(system1, system2, "goal averaged")
+    np.testing.assert_array_equal(_plan(*averaged, image, "open the drawer"), np.arange(512.0))
+    np.testing.assert_array_equal(_plan(*averaged, image + 9, "turn on the led"), np.arange(512.0))
+    # the trained models are left as they were
+    np.testing.assert_array_equal(_plan(system1, system2, image, "open the drawer"), trained_goal)
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_models(system1, system2, "goal halved")
+
+
+def test_untrained_variant_has_fresh_weights_and_the_same_configs():
+    import torch
+
+    system1, system2 = _tiny_models()
+    with torch.no_grad():
+        system2.projection.weight.mul_(3.0)
+    fresh1, fresh2 = variant_models(system1, system2, "untrained")
+    assert fresh1.config == system1.config and fresh1.normalization == system1.normalization
+    assert fresh2.config == system2.config and fresh2.llava is system2.llava
+    trained_state, fresh_state = system1.state_dict(), fresh1.state_dict()
+    assert any(not torch.equal(trained_state[k], fresh_state[k]) for k in trained_state)
+    assert not torch.equal(fresh2.projection.weight, system2.projection.weight)
+    torch.manual_seed(UNTRAINED_SEED + 1)  # reproducible whatever the global RNG was
+    again1, _ = variant_models(system1, system2, "untrained")
+    assert all(torch.equal(v, again1.state_dict()[k]) for k, v in fresh_state.items())
+
+
+def test_variant_checkpoints_load_as_the_variants(tmp_path):
+    import torch
+
+    from openhelix_core.training.trainer import load_models_from_checkpoint
+
+    system1, system2 = _tiny_models()
+    system1.set_goal_statistics(torch.full((512,), 0.5), torch.ones(512))
+    system1.save_pretrained(tmp_path / "final" / "system1")
+    system2.save_pretrained(tmp_path / "final" / "system2")
+    paths = write_variant_checkpoints(tmp_path / "final", tmp_path / "variants")
+    assert list(paths) == list(VARIANTS) and paths["trained"] == tmp_path / "final"
+    assert paths["goal zeroed"] == tmp_path / "variants" / "goal_zeroed"
+    image = np.full((32, 32, 3), 40, np.uint8)
+    loaded = {name: load_models_from_checkpoint(path) for name, path in paths.items()}
+    assert not _plan(*loaded["goal zeroed"], image, "open the drawer").any()
+    np.testing.assert_allclose(_plan(*loaded["goal averaged"], image, "open the drawer"), np.full(512, 0.5))
+    expected = variant_models(system1, system2, "untrained")[0].state_dict()
+    assert all(torch.equal(v, loaded["untrained"][0].state_dict()[k]) for k, v in expected.items())
 
 
 def test_observation_matches_the_env():
