@@ -361,8 +361,10 @@ def variant_models(system1, system2, variant: str):
     ablated.load_trainable_state_dict(system2.trainable_state_dict())
     with torch.no_grad():
         ablated.projection.weight.zero_()
-        ablated.projection.bias.copy_(torch.zeros(system1.config.goal_dim) if goal_mean is None or variant == "goal zeroed"
-                                      else torch.as_tensor(np.asarray(goal_mean), dtype=ablated.projection.bias.dtype))
+        if variant == "goal averaged":
+            ablated.projection.bias.copy_(torch.as_tensor(np.asarray(goal_mean)))
+        else:
+            ablated.projection.bias.zero_()
     return system1, ablated
 
 
