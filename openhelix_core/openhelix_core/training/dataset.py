@@ -16,9 +16,9 @@ split included, or a folder written by ``sim_bridge.make_demos``) with
   stretch of proprioception from ``i`` to the first keypose ``> i`` (inclusive).
 * **Pauses** (``still_motion`` > 0, off by default as in 3DDA): when the arm stays put from
   frame ``i`` to that keypose (moves less than ``still_motion`` metres, turns less than
-  :data:`STILL_ROTATION`, keeps the gripper's openness), frame ``i`` is in effect *at* the keypose, and
-  its target is the stretch from that keypose to the next one instead (repeatedly). Scripted
-  demos hold still at contacts (hooked into a handle, pressing a button); without this, the
+  :data:`STILL_ROTATION`, keeps the gripper's openness), frame ``i`` is in effect *at* the
+  keypose, and its target is the stretch from that keypose to the next one instead
+  (repeatedly). Scripted demos hold still at contacts (hooked into a handle, pressing a button); without this, the
   frames of a hold teach "stay here" from the very observation at which the keypose teaches
   "pull", and a policy that arrives there stalls.
 * **Trajectory**: that stretch resampled to ``interpolation_length`` (20) points uniformly in
