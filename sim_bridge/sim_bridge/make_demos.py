@@ -386,6 +386,10 @@ def success_table(results: Dict[str, Dict[str, List[bool]]], seeds: Sequence[int
     return "\n".join(lines)
 
 
+def _variant_directory(out_dir, variant: str) -> Path:
+    return Path(out_dir) / variant.replace(" ", "_")
+
+
 def _variants_to_run(checkpoint_system1, variants: Sequence[str]) -> list[str]:
     if checkpoint_system1.normalization.goal_mean is None and "goal averaged" in variants:
         print("[evaluate] goal averaged: skipped (the checkpoint has no goal statistics)", flush=True)
@@ -430,7 +434,7 @@ def write_variant_checkpoints(checkpoint, out_dir, variants: Sequence[str] = VAR
         if variant == "trained":
             paths[variant] = Path(checkpoint)
             continue
-        directory = Path(out_dir) / variant.replace(" ", "_")
+        directory = _variant_directory(out_dir, variant)
         variant_system1, variant_system2 = variant_models(system1, system2, variant)
         variant_system1.save_pretrained(directory / "system1")
         variant_system2.save_pretrained(directory / "system2")
@@ -451,7 +455,7 @@ def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[
         raise ValueError(f"the ROS evaluation takes consecutive seeds, got {seeds}")
     results = {}
     for variant, checkpoint in checkpoints.items():
-        output = Path(out_dir) / variant.replace(" ", "_")
+        output = _variant_directory(out_dir, variant)
         command = [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--protocol", "tasks",
                    "--checkpoint", str(checkpoint), "--tasks", *tasks, "--episodes-per-task", str(len(seeds)),
                    "--first-seed", str(seeds[0]), "--scene-variation", scene_variation,

@@ -18,9 +18,9 @@ split included, or a folder written by ``sim_bridge.make_demos``) with
   frame ``i`` to that keypose (moves less than ``still_motion`` metres, turns less than
   :data:`STILL_ROTATION`, keeps the gripper's openness), frame ``i`` is in effect *at* the
   keypose, and its target is the stretch from that keypose to the next one instead
-  (repeatedly). Scripted demos hold still at contacts (hooked into a handle, pressing a button); without this, the
-  frames of a hold teach "stay here" from the very observation at which the keypose teaches
-  "pull", and a policy that arrives there stalls.
+  (repeatedly). Scripted demos hold still at contacts (hooked into a handle, pressing a
+  button); without this, the frames of a hold teach "stay here" from the very observation at
+  which the keypose teaches "pull", and a policy that arrives there stalls.
 * **Trajectory**: that stretch resampled to ``interpolation_length`` (20) points uniformly in
   its index (3DDA ``datasets/utils.TrajectoryInterpolator``: cubic spline per pose dimension,
   linear for openness; the cubic spline needs scipy, which falls back to linear interpolation
