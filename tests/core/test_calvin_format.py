@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter, to_relative_action
+from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter, load_npy, to_relative_action
 from openhelix_core.data.calvin_format import episode_filename
 
 
@@ -58,7 +58,7 @@ def test_writer_reader_round_trip(tmp_path):
         ds.load_frame(10)
 
     # the raw language file has CALVIN's structure
-    lang = np.load(out / "lang_annotations" / "auto_lang_ann.npy", allow_pickle=True).item()
+    lang = load_npy(out / "lang_annotations" / "auto_lang_ann.npy").item()
     assert set(lang) == {"language", "info"} and lang["info"]["indx"] == [(0, 4), (5, 9)]
     assert lang["language"]["task"] == ["open_drawer"] * 2
 

@@ -1,6 +1,8 @@
 """System 1 (3D Diffuser Actor): config, FPS, model, checkpoints and processor."""
+import inspect
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -425,6 +427,40 @@ def test_load_original_checkpoint(tiny_model, tmp_path):
         load_original_checkpoint(path, config=System1Config.tiny())
     with pytest.raises(FileNotFoundError):
         load_original_checkpoint(tmp_path / "absent.pth", config=System1Config.tiny())
+
+
+class _TrainingArguments:
+    """Stands for the argparse namespaces original training scripts pickle beside the weights."""
+
+    def __init__(self):
+        self.lr = 3e-4
+
+
+class _RunsShellCommand:
+    """Unpickles as ``os.system(command)``, as a crafted checkpoint would."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_original_checkpoint_with_pickled_objects_is_refused(tiny_model, tmp_path):
+    weights = {"module." + key: value for key, value in tiny_model.state_dict().items()}
+    path = tmp_path / "with_objects.pth"
+    torch.save({"weight": weights, "args": _TrainingArguments()}, path)
+    with pytest.raises(CheckpointError, match=r"(?s)weights_only=True.*refused.*_TrainingArguments"):
+        load_original_checkpoint(path, config=System1Config.tiny())
+    marker = tmp_path / "MARKER"
+    torch.save({"weight": weights, "hook": _RunsShellCommand(f"touch {marker}")}, path)
+    with pytest.raises(CheckpointError, match="system"):
+        load_original_checkpoint(path, config=System1Config.tiny())
+    assert not marker.exists()
+    # no caller can switch full unpickling back on
+    assert "weights_only" not in inspect.signature(load_original_checkpoint).parameters
+    with pytest.raises(TypeError, match="weights_only"):
+        load_original_checkpoint(path, config=System1Config.tiny(), weights_only=False)
 
 
 # --------------------------------------------------------------------------------------- processor

@@ -26,11 +26,12 @@ Relative actions follow ``to_relative_action`` in ``calvin_agent/utils/utils.py`
 0.05`` with the angle difference wrapped to [-pi, pi), and the gripper copied, where the TCP
 pose is ``robot_obs[:6]`` of the frame the action is taken in.
 
-Pickle: ``auto_lang_ann.npy`` holds a Python dict, so reading it needs
-``np.load(..., allow_pickle=True)``. That is CALVIN's own format and the only way to read it;
-:class:`CalvinDataset` enables pickle for that one file only. Every other file (``.npz``
+Pickle: ``auto_lang_ann.npy`` holds a Python dict (a pickled object array), which is CALVIN's
+own format. :class:`CalvinDataset` reads it with :func:`~openhelix_core.data.safe_npy.load_npy`,
+whose unpickler resolves only the globals needed to rebuild numpy arrays and builtin
+containers, so a crafted file is refused instead of running code. Every other file (``.npz``
 frames, ``ep_start_end_ids.npy``) is loaded with ``allow_pickle=False``, so object arrays in
-them are refused. Only open datasets you trust: unpickling runs code from the file.
+them are refused outright.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .safe_npy import load_npy
 
 MAX_REL_POS = 0.02
 MAX_REL_ORN = 0.05
@@ -249,12 +252,16 @@ class CalvinDataset:
     # ----------------------------------------------------------- language
     def language(self) -> Optional[dict]:
         """The annotation dict of lang_annotations/auto_lang_ann.npy (None when absent). This is
-        the only file read with pickle enabled (CALVIN stores a dict; see the module doc)."""
+        the only file whose pickle is read, with numpy-only globals (see the module doc).
+
+        Raises:
+            UnsafePickleError: the file's pickle names a global that could run code.
+            ValueError: the file is not CALVIN's annotation dict."""
         if self._lang is None:
             path = self.directory / LANG_FOLDER / LANG_FILE
             if not path.exists():
                 return None
-            obj = np.load(path, allow_pickle=True)
+            obj = load_npy(path)
             lang = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
             if not isinstance(lang, dict) or "language" not in lang or "info" not in lang:
                 raise ValueError(f"{path} is not a CALVIN language annotation dict")

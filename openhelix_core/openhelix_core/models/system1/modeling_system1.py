@@ -627,9 +627,12 @@ def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
 
 def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Config] = None,
                              normalization: Optional[Normalization] = None,
-                             weights_only: bool = True, ignore_unexpected: bool = False,
-                             return_report: bool = False):
+                             ignore_unexpected: bool = False, return_report: bool = False):
     """Build a :class:`DiffuserActor` from an original 3DDA / OpenHelix ``.pth`` checkpoint.
+
+    The file is always read with ``torch.load(weights_only=True)``: a checkpoint is data from
+    elsewhere, and a full unpickle would run whatever code it names. There is deliberately no
+    switch to turn that off; a file holding non-tensor objects is refused.
 
     Args:
         path: file saved by 3DDA/OpenHelix training (``{"weight": state_dict, "optimizer": ...,
@@ -637,8 +640,6 @@ def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Con
         config: architecture the checkpoint was trained with (default: OpenHelix CALVIN).
         normalization: workspace bounds used in training (default: OpenHelix CALVIN ABC->D);
             the original keeps them outside the state dict.
-        weights_only: passed to ``torch.load`` (set False only for trusted files whose
-            pickles hold non-tensor objects).
         ignore_unexpected: load even when the checkpoint holds keys the model does not have
             (they are still reported).
         return_report: also return the :class:`~openhelix_core.checkpoints.KeyMapping`
@@ -648,15 +649,17 @@ def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Con
         the model in eval mode, or ``(model, report)`` with ``return_report``.
 
     Raises:
-        FileNotFoundError, CheckpointError (naming missing / unexpected keys and shapes).
+        FileNotFoundError, CheckpointError (naming missing / unexpected keys and shapes, or a
+        file that holds pickled objects other than tensors).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"original System 1 checkpoint {str(path)!r} does not exist")
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=weights_only)
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"cannot read {str(path)!r} with torch.load(weights_only={weights_only}): "
+        raise CheckpointError(f"cannot read {str(path)!r} with torch.load(weights_only=True); objects other than "
+                              f"tensors, numbers and containers are refused (save the state dict alone): "
                               f"{error}") from error
     state_dict = payload.get("weight", payload) if isinstance(payload, dict) else None
     if not isinstance(state_dict, Mapping):
