@@ -47,13 +47,16 @@ class TimedChunk:
 
 class TrajectoryBlender:
     def __init__(self, mode: str = "ensemble", execution_horizon: int = 20, decay: float = 0.01,
-                 max_chunks: int = 32) -> None:
+                 max_chunks: int = 32, future_tolerance_s: float = 0.1) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
         if execution_horizon < 1:
             raise ValueError("execution_horizon must be at least 1")
         if decay < 0:
             raise ValueError("decay must be >= 0")
+        if not future_tolerance_s >= 0:
+            raise ValueError("future_tolerance_s must be >= 0")
+        self.future_tolerance_s = future_tolerance_s
         self.mode = mode
         self.execution_horizon = execution_horizon
         self.decay = decay
@@ -62,13 +65,21 @@ class TrajectoryBlender:
     def clear(self) -> None:
         self._chunks.clear()
 
-    def add(self, chunk: TrajectoryChunk, start: float) -> None:
-        """Adds a chunk whose waypoint times count from ``start`` (its observation stamp)."""
+    def add(self, chunk: TrajectoryChunk, start: float, now: float) -> bool:
+        """Adds a chunk whose waypoint times count from ``start`` (its observation stamp).
+
+        Returns False, keeping nothing, for a chunk that starts more than ``future_tolerance_s``
+        after ``now`` (it would be executed later from data that claims to be newer than it is)
+        or earlier than the newest chunk (it can only add lag).
+        """
+        if start > now + self.future_tolerance_s:
+            return False
         if self._chunks and start < self._chunks[-1].start:
-            return  # an older observation than the newest chunk's: it can only add lag
+            return False
         if self.mode == "replace":
             self._chunks.clear()
         self._chunks.append(TimedChunk(start, chunk, min(self.execution_horizon, len(chunk))))
+        return True
 
     def sample(self, time: float) -> tuple[np.ndarray, np.ndarray, float] | None:
         """The command for ``time``, or None when no chunk covers it (the arm should hold)."""

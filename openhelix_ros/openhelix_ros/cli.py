@@ -6,6 +6,8 @@
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
+    openhelix security-keystore DIR       write an SROS2 keystore (planner / controller / sim_bridge /
+                          [--domain-id N]   operator enclaves) for the split deployment
 """
 from __future__ import annotations
 
@@ -223,6 +225,25 @@ def run_launch(options: argparse.Namespace) -> int:
     return max(codes.values(), default=0)
 
 
+def run_security_keystore(options: argparse.Namespace) -> int:
+    from openhelix_ros.security import KeystoreError, create_keystore
+
+    try:
+        written = create_keystore(options.directory, domain_id=options.domain_id, valid_days=options.valid_days,
+                                  heartbeat_topic=options.heartbeat_topic)
+    except KeystoreError as error:
+        print(f"openhelix: {error}", file=sys.stderr)
+        return 2
+    root = Path(options.directory).resolve()
+    print(f"keystore for ROS domain {options.domain_id} written to {root}")
+    for enclave, directory in written.items():
+        print(f"  {enclave:24s} {directory}")
+    print(f"CA private keys: {root / 'private'} (keep them off the robots)\n"
+          f"On each machine: copy only the enclaves it runs (keeping enclaves/openhelix/<name>), set\n"
+          f"ROS_SECURITY_KEYSTORE to the directory holding enclaves/, and source config/split_deployment_secure.env.")
+    return 0
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -270,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("file", help="path, or name of a file in openhelix_ros/launch")
     launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
     launch.set_defaults(run=run_launch)
+    keystore = commands.add_parser("security-keystore", help="write an SROS2 keystore for the split deployment")
+    keystore.add_argument("directory", help="new or empty directory to write the keystore into")
+    keystore.add_argument("--domain-id", type=int, default=42,
+                          help="ROS domain the permissions apply to (default 42, as config/split_deployment.env)")
+    keystore.add_argument("--valid-days", type=int, default=3650, help="lifetime of certificates and permissions")
+    keystore.add_argument("--heartbeat-topic", default="",
+                          help="the controller's heartbeat_topic: the operator may publish it, the controller reads it")
+    keystore.set_defaults(run=run_security_keystore)
     add_bag_commands(commands)
     options = parser.parse_args(argv)
     if getattr(options, "steps", 1) < 1:

@@ -13,16 +13,21 @@ Services:    ``~/engage_estop`` and ``~/clear_estop`` (``std_srvs/Trigger``); th
              services (configure loads the model, activate starts control, deactivate stops
              all motion commands at once).
 
-No motion is commanded while any input is stale, out of order or invalid, the goal is too
-old, the deadman lapsed or the e-stop is engaged; each cause is logged once and reported
-on /diagnostics, and control resumes by itself when the inputs are valid again (except the
-e-stop, which stays latched until cleared).
+No motion is commanded while any input is stale, stamped in the future, out of order, invalid
+or frozen, the goal is too old, the measured TCP is outside the workspace, the deadman lapsed
+or the e-stop is engaged; each cause is logged once and reported on /diagnostics, and control
+resumes by itself when the inputs are valid again (except the e-stop, which stays latched
+until cleared while no e-stop input asserts it). A clock jump discards everything planned.
+Parameters are read-only: a running controller cannot be reconfigured from outside.
 """
 from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import Bool, Float64, Header
@@ -35,15 +40,24 @@ from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.policy import DualSystemPolicy
 from openhelix_core.runtime import limit_cpu_threads
-from openhelix_core.safety import CommandLimiter, InputWatchdog, SafetyLimits
+from openhelix_core.safety import (
+    CommandLimiter,
+    EStopLatch,
+    FrozenInputDetector,
+    InputWatchdog,
+    SafetyLimits,
+    clip_chunk,
+)
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
     InvalidMessageError,
     arrays_to_pose,
+    check_image_size,
     chunk_to_markers,
     chunk_to_msg,
     goal_from_msg,
+    image_fingerprint,
     points_to_pointcloud2,
     pose_to_arrays,
     seconds_to_stamp,
@@ -62,7 +76,7 @@ from openhelix_ros.parameters import (
     positive,
     topic_name,
 )
-from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
+from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer
 
@@ -98,6 +112,17 @@ PARAMETERS = (
                   positive),
     ParameterSpec("max_observation_age_s", 0.5, "No motion when camera / EE / joint data are older (s).",
                   positive),
+    ParameterSpec("future_stamp_tolerance_s", 0.1, "A stamp further ahead of this node's clock is invalid input "
+                  "(s; covers clock offset between machines).", non_negative),
+    ParameterSpec("max_clock_jump_s", 1.0, "A forward clock jump larger than this (or any backward jump) discards "
+                  "all planned motion and input history (s).", positive),
+    ParameterSpec("frozen_camera_timeout_s", 1.0, "No motion when a camera's image content has not changed for "
+                  "this long while its stamps advance (s; 0 = off, for simulators that repeat frames).",
+                  non_negative),
+    ParameterSpec("max_image_width", 2048, "Larger images are invalid input (pixels).", positive),
+    ParameterSpec("max_image_height", 2048, "Larger images are invalid input (pixels).", positive),
+    ParameterSpec("workspace_tolerance_m", 0.01, "No motion when the measured TCP is further outside the "
+                  "workspace box than this (m).", non_negative),
     ParameterSpec("heartbeat_topic", "", "Deadman input (std_msgs/Bool, true while held); '' = none.",
                   optional_topic_name),
     ParameterSpec("heartbeat_timeout_s", 0.5, "No motion when the deadman is silent this long (s).", positive),
@@ -145,28 +170,56 @@ class ControllerNode(LifecycleNode):
         self.depth_filter = DepthFilter(tuple(p["crop_min"]), tuple(p["crop_max"]), p["flying_pixel_threshold"],
                                         p["outlier_radius"], p["outlier_min_neighbors"])
         self.refusals = RefusalLog(self.get_logger())
+        self.clipping = RefusalLog(self.get_logger())
+        self.qos_problems = RefusalLog(self.get_logger())
+        self.estop = EStopLatch()  # outlives every lifecycle transition: only clear_estop releases it
         self.policy: DualSystemPolicy | None = None
         self.active = False
         self.control_timers = []
+        self.data_path = []  # (destroy function, entity) created by configure, destroyed by cleanup
+        self.synchronizer: ApproximateTimeSynchronizer | None = None
+        self.clock_jumps = 0
         self._reset_state()
+        self._create_estop_interfaces()
+        # Diagnostics in every lifecycle state: an engaged e-stop or a QoS mismatch shows before activation.
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(seconds=p["max_clock_jump_s"]), min_backward=Duration(nanoseconds=-1),
+                          on_clock_change=True),
+            post_callback=self.on_time_jump)
 
     def _reset_state(self) -> None:
-        observation_age = self.params["max_observation_age_s"]
-        self.watchdog = InputWatchdog({"goal": self.params["max_goal_age_s"], "observation": observation_age,
+        p = self.params
+        observation_age = p["max_observation_age_s"]
+        self.watchdog = InputWatchdog({"goal": p["max_goal_age_s"], "observation": observation_age,
                                        "joint_states": observation_age},
-                                      self.params["heartbeat_timeout_s"] if self.params["heartbeat_topic"] else 0.0)
-        self.blender = TrajectoryBlender(self.params["blend_mode"], self.params["execution_horizon"],
-                                         self.params["ensemble_decay"])
+                                      p["heartbeat_timeout_s"] if p["heartbeat_topic"] else 0.0,
+                                      p["future_stamp_tolerance_s"], self.estop)
+        self.blender = TrajectoryBlender(p["blend_mode"], p["execution_horizon"], p["ensemble_decay"],
+                                         future_tolerance_s=p["future_stamp_tolerance_s"])
         self.limiter = CommandLimiter(self.limits)
-        self.latest_observation: tuple | None = None
-        self.camera_infos: dict[str, CameraInfo] = {}
-        self.joint_state: JointState | None = None
-        self.ee_pose: PoseStamped | None = None
+        self.frozen_cameras = FrozenInputDetector(p["frozen_camera_timeout_s"])
+        self._forget_inputs()
         self.chunk_sequence = 0
         self.commands_published = 0
         self.steps_per_goal: list[int] = []
         self.last_goal_age = float("nan")
+
+    def _forget_inputs(self) -> None:
+        """Drops every received input and planned motion: control restarts from fresh data."""
+        self.latest_observation: dict | None = None
+        self.camera_infos: dict[str, CameraInfo] = {}
+        self.joint_state: JointState | None = None
+        self.ee_pose: PoseStamped | None = None
+        self.last_tick_time: float | None = None
+        self.last_command_time: float | None = None
         self.was_blocked = True
+        self.blender.clear()
+        self.limiter.release()
+        self.frozen_cameras.forget()
+        if self.synchronizer is not None:
+            self.synchronizer.clear()
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -181,7 +234,7 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"cannot load System 1: {error}")
             return TransitionCallbackReturn.FAILURE
         self.policy = DualSystemPolicy(controller)  # goals come from the planner node's messages
-        self._create_interfaces()
+        self._create_data_path()
         self.get_logger().info(f"System 1 '{controller.model_id}' loaded; cameras {p['camera_names']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -190,91 +243,182 @@ class ControllerNode(LifecycleNode):
         self.policy.reset()
         self.active = True
         self.control_timers = [self.create_timer(1.0 / self.params["control_rate_hz"], self.control_step),
-                       self.create_timer(1.0 / self.params["command_rate_hz"], self.command_step),
-                       self.create_timer(1.0, self.publish_diagnostics)]
+                               self.create_timer(1.0 / self.params["command_rate_hz"], self.command_step)]
         self.get_logger().info("active: commanding motion while every input is valid")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self.get_logger().info("inactive: no motion commands")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_data_path()
+        self.policy = None
+        self.get_logger().info("unconfigured: System 1 unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._destroy_data_path()
+        self.policy = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_control(self) -> None:
         self.active = False
         for timer in self.control_timers:
             self.destroy_timer(timer)
         self.control_timers = []
         self.blender.clear()
-        self.get_logger().info("inactive: no motion commands")
-        return super().on_deactivate(state)
+        self.limiter.release()
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.policy = None
-        return TransitionCallbackReturn.SUCCESS
+    def _create_estop_interfaces(self) -> None:
+        """The e-stop listens in every lifecycle state, from publishers of any QoS."""
+        topic = self.params["estop_topic"]
+        self._recent_estop_messages: list[tuple] = []
+        self.create_subscription(Bool, topic, self.on_estop, ANY_PUBLISHER,
+                                 event_callbacks=self._subscription_events(topic))
+        # Volatile and best-effort e-stop publishers are incompatible with this latched reader by
+        # design; the reader above receives them, so its incompatibility is not a problem.
+        self.create_subscription(Bool, topic, self.on_estop, LATCHED,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda event: None))
+        self.create_service(Trigger, "~/engage_estop", self.engage_estop_service)
+        self.create_service(Trigger, "~/clear_estop", self.clear_estop_service)
 
-    def _create_interfaces(self) -> None:
+    def _subscription_events(self, topic: str) -> SubscriptionEventCallbacks:
+        def on_incompatible(event) -> None:
+            self.qos_problems.refuse(f"incompatible_qos {topic}", f"a publisher on {topic} offers a QoS "
+                                     f"incompatible with this node's reader (policy {event.last_policy_kind}): "
+                                     "its messages never arrive")
+        return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+    def _publisher_events(self, topic: str) -> PublisherEventCallbacks:
+        def on_incompatible(event) -> None:
+            self.qos_problems.refuse(f"incompatible_qos {topic}", f"a subscriber of {topic} requests a QoS "
+                                     f"this node does not offer (policy {event.last_policy_kind}): it receives "
+                                     "nothing")
+        return PublisherEventCallbacks(incompatible_qos=on_incompatible)
+
+    def _subscribe(self, message_type: type, topic: str, callback, qos) -> None:
+        subscription = self.create_subscription(message_type, topic, callback, qos,
+                                                event_callbacks=self._subscription_events(topic))
+        self.data_path.append((self.destroy_subscription, subscription))
+
+    def _publisher(self, message_type: type, topic: str, qos, lifecycle: bool = False):
+        create = self.create_lifecycle_publisher if lifecycle else self.create_publisher
+        publisher = create(message_type, topic, qos, event_callbacks=self._publisher_events(topic))
+        self.data_path.append((self.destroy_lifecycle_publisher if lifecycle else self.destroy_publisher, publisher))
+        return publisher
+
+    def _create_data_path(self) -> None:
         p = self.params
         synchronized_inputs = []
         for camera in self.cameras:
-            synchronized_inputs += [(Image, topics.camera_color(camera.name)), (Image, topics.camera_depth(camera.name))]
-            self.create_subscription(CameraInfo, topics.camera_info(camera.name),
-                                     lambda msg, name=camera.name: self.camera_infos.__setitem__(name, msg),
-                                     LATEST_SENSOR)
-        synchronized_inputs.append((PoseStamped, p["ee_pose_topic"]))
+            synchronized_inputs += [(("color", camera.name), Image, topics.camera_color(camera.name)),
+                                    (("depth", camera.name), Image, topics.camera_depth(camera.name))]
+            self._subscribe(CameraInfo, topics.camera_info(camera.name),
+                            lambda msg, name=camera.name: self.camera_infos.__setitem__(name, msg), LATEST_SENSOR)
+        synchronized_inputs.append((("ee_pose", ""), PoseStamped, p["ee_pose_topic"]))
         self._synchronize(synchronized_inputs)
-        self.create_subscription(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
-        self.create_subscription(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
-        self.create_subscription(Bool, p["estop_topic"], self.on_estop, LATCHED)
+        self._subscribe(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
+        self._subscribe(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
         if p["heartbeat_topic"]:
-            self.create_subscription(Bool, p["heartbeat_topic"], self.on_heartbeat, LATEST_SENSOR)
-        self.create_service(Trigger, "~/engage_estop", self.engage_estop_service)
-        self.create_service(Trigger, "~/clear_estop", self.clear_estop_service)
-        self.chunk_publisher = self.create_lifecycle_publisher(TrajectoryChunk, p["chunk_topic"], RELIABLE)
-        self.pose_publisher = self.create_lifecycle_publisher(PoseStamped, p["pose_command_topic"], LATEST_SENSOR)
-        self.gripper_publisher = self.create_lifecycle_publisher(Float64, p["gripper_command_topic"], LATEST_SENSOR)
-        self.goal_age_publisher = self.create_publisher(Float64, topics.GOAL_AGE, 10)
-        self.steps_per_goal_publisher = self.create_publisher(Float64, topics.STEPS_PER_GOAL, 10)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-        self.cloud_publisher = self.create_publisher(PointCloud2, topics.POLICY_POINT_CLOUD, 1)
-        self.marker_publisher = self.create_publisher(MarkerArray, topics.POLICY_MARKERS, 1)
+            self._subscribe(Bool, p["heartbeat_topic"], self.on_heartbeat, ANY_PUBLISHER)
+        self.chunk_publisher = self._publisher(TrajectoryChunk, p["chunk_topic"], RELIABLE, lifecycle=True)
+        self.pose_publisher = self._publisher(PoseStamped, p["pose_command_topic"], LATEST_SENSOR, lifecycle=True)
+        self.gripper_publisher = self._publisher(Float64, p["gripper_command_topic"], LATEST_SENSOR, lifecycle=True)
+        self.goal_age_publisher = self._publisher(Float64, topics.GOAL_AGE, 10)
+        self.steps_per_goal_publisher = self._publisher(Float64, topics.STEPS_PER_GOAL, 10)
+        self.cloud_publisher = self._publisher(PointCloud2, topics.POLICY_POINT_CLOUD, 1)
+        self.marker_publisher = self._publisher(MarkerArray, topics.POLICY_MARKERS, 1)
 
-    def _synchronize(self, inputs: list[tuple[type, str]]) -> None:
+    def _destroy_data_path(self) -> None:
+        for destroy, entity in reversed(self.data_path):
+            destroy(entity)
+        self.data_path = []
+        self.synchronizer = None
+        self._forget_inputs()
+
+    def _synchronize(self, inputs: list[tuple[tuple[str, str], type, str]]) -> None:
         """Delivers approximately simultaneous camera frames and EE pose to on_synchronized.
 
         Uses message_filters when a full ROS install provides it, the suite's own
-        implementation of the same semantics otherwise.
+        implementation of the same semantics otherwise. Images larger than the node accepts
+        are refused before they are queued.
         """
         queue_size, slop = self.params["sync_queue_size"], self.params["sync_slop_s"]
+        keys = [key for key, _, _ in inputs]
+
+        def deliver(*messages) -> None:
+            self.on_synchronized(dict(zip(keys, messages, strict=True)))
+
         try:
             import message_filters
         except ImportError:
-            synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, self.on_synchronized)
-            for index, (message_type, topic) in enumerate(inputs):
-                def on_message(msg, index=index):
-                    synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
-                self.create_subscription(message_type, topic, on_message, LATEST_SENSOR)
+            self.synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, deliver)
+            for index, (key, message_type, topic) in enumerate(inputs):
+                def on_message(msg, index=index, key=key):
+                    if key[0] in ("color", "depth") and not self._image_size_ok(key, msg):
+                        return
+                    self.synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
+                self._subscribe(message_type, topic, on_message, LATEST_SENSOR)
             return
         subscribers = [message_filters.Subscriber(self, message_type, topic, qos_profile=LATEST_SENSOR)
-                       for message_type, topic in inputs]
+                       for _, message_type, topic in inputs]
+        self.data_path += [(self.destroy_subscription, subscriber.sub) for subscriber in subscribers]
         self.message_filters_synchronizer = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
-        self.message_filters_synchronizer.registerCallback(self.on_synchronized)
+        self.message_filters_synchronizer.registerCallback(deliver)
 
     # inputs ---------------------------------------------------------------------------------
 
     def now(self) -> float:
         return stamp_to_seconds(self.get_clock().now().to_msg())
 
-    def _accept_in_order(self, name: str, stamp: float) -> bool:
-        problem = self.watchdog.observe(name, stamp)
-        if problem:
-            self.refusals.refuse(f"out_of_order_{name}", f"dropping message: {problem}")
+    def _image_size_ok(self, key: tuple[str, str], msg: Image) -> bool:
+        try:
+            check_image_size(msg, self.params["max_image_width"], self.params["max_image_height"])
+        except InvalidMessageError as error:
+            self.refusals.refuse("oversized_image", f"dropping {key[0]} image of camera '{key[1]}': {error}")
             return False
-        self.refusals.clear(f"out_of_order_{name}")
         return True
 
-    def on_synchronized(self, *messages) -> None:
-        if self._accept_in_order("observation", stamp_to_seconds(messages[0].header.stamp)):
-            self.latest_observation = messages
-            self.ee_pose = messages[-1]
+    def _accept_stamp(self, name: str, stamp: float) -> bool:
+        """Records an input's stamp; refuses (logged once, counted) one in the future or out of order."""
+        refusal = self.watchdog.observe(name, stamp, self.now())
+        for kind in ("future", "out_of_order"):
+            if refusal is None or refusal.kind != kind:
+                self.refusals.clear(f"{kind}_{name}")
+        if refusal is not None:
+            self.refusals.refuse(f"{refusal.kind}_{name}", f"dropping message: {refusal.message}")
+            return False
+        return True
+
+    def on_synchronized(self, messages: dict[tuple[str, str], object]) -> None:
+        if not all(self._image_size_ok(key, msg) for key, msg in messages.items() if key[0] in ("color", "depth")):
+            return
+        now = self.now()
+        stamps = [stamp_to_seconds(msg.header.stamp) for msg in messages.values()]
+        # Every stamp of the set must be valid (none in the future); the oldest one sets its age.
+        tracked = max(stamps) if max(stamps) > now + self.watchdog.future_tolerance_s else min(stamps)
+        if not self._accept_stamp("observation", tracked):
+            return
+        ee_pose = messages[("ee_pose", "")]
+        try:
+            position, _ = pose_to_arrays(ee_pose.pose)
+        except InvalidMessageError as error:
+            self.refusals.refuse("invalid_observation", f"not acting: EE pose: {error}")
+            self.blender.clear()
+            return
+        self.watchdog.set_condition("ee_outside_workspace",
+                                    self.limits.workspace_violation(position, self.params["workspace_tolerance_m"]))
+        self.latest_observation = messages
+        self.ee_pose = ee_pose
+        for camera in self.cameras:
+            self.frozen_cameras.update(camera.name, (image_fingerprint(messages[("color", camera.name)]),
+                                                     image_fingerprint(messages[("depth", camera.name)])), now)
 
     def on_joint_state(self, msg: JointState) -> None:
-        if self._accept_in_order("joint_states", stamp_to_seconds(msg.header.stamp)):
+        if self._accept_stamp("joint_states", stamp_to_seconds(msg.header.stamp)):
             self.joint_state = msg
 
     def on_goal(self, msg: GoalEmbedding) -> None:
@@ -286,7 +430,7 @@ class ControllerNode(LifecycleNode):
         except InvalidMessageError as error:
             self.refusals.refuse("invalid_goal", f"ignoring goal #{msg.sequence}: {error}")
             return
-        if not self._accept_in_order("goal", goal.stamp):
+        if not self._accept_stamp("goal", goal.stamp):
             return
         self.refusals.clear("invalid_goal")
         if self.policy.goal is not None:
@@ -294,9 +438,16 @@ class ControllerNode(LifecycleNode):
             self.steps_per_goal_publisher.publish(Float64(data=float(self.policy.steps_since_goal)))
         self.policy.set_goal(goal)
 
-    def on_estop(self, msg: Bool) -> None:
-        if msg.data:
-            self.watchdog.engage_estop(f"{self.params['estop_topic']} was set")
+    def on_estop(self, msg: Bool, info: dict) -> None:
+        # The two e-stop readers deliver the same sample twice; apply each sample once, in order.
+        key = (str(info.get("publisher_gid")), info.get("source_timestamp"))
+        if key in self._recent_estop_messages:
+            return
+        self._recent_estop_messages = [*self._recent_estop_messages[-63:], key]
+        was_engaged = self.estop.engaged
+        self.estop.input(msg.data, self.params["estop_topic"])
+        if self.estop.engaged and not was_engaged:
+            self._stop_motion_now()
 
     def on_heartbeat(self, msg: Bool) -> None:
         if msg.data:
@@ -304,25 +455,46 @@ class ControllerNode(LifecycleNode):
         else:
             self.watchdog.release_deadman()
 
+    def on_time_jump(self, jump) -> None:
+        """The clock's jump event (sim time reset, /clock replayed, ROS time switched on or off)."""
+        self.discard_after_clock_jump(jump.delta.nanoseconds * 1e-9)
+
+    def discard_after_clock_jump(self, delta_s: float) -> None:
+        """Nothing planned or received before a clock jump compares with the new time: start afresh."""
+        self.clock_jumps += 1
+        self.get_logger().warning(f"clock jumped by {delta_s:+.3f} s: discarding planned motion and input "
+                                  "history; motion resumes on fresh data")
+        self.watchdog.forget_history()
+        self._forget_inputs()
+
     def engage_estop_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.watchdog.engage_estop("~/engage_estop service")
-        self.blender.clear()
+        self.estop.engage("~/engage_estop service")
+        self._stop_motion_now()
         response.success, response.message = True, "e-stop engaged"
         return response
 
     def clear_estop_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        was = self.watchdog.estop_reason
-        self.watchdog.clear_estop()
-        response.success = True
-        response.message = f"e-stop cleared (was: {was})" if was else "e-stop was not engaged"
-        self.get_logger().warning(response.message)
+        response.success, response.message = self.estop.clear()
+        self.get_logger().warning(response.message if response.success else f"clear_estop refused: {response.message}")
         return response
+
+    def _stop_motion_now(self) -> None:
+        self.blender.clear()
+        self.limiter.release()
+        self.was_blocked = True
+        self.get_logger().error(f"e-stop engaged ({self.estop.reason}): no motion until cleared")
+        self.publish_diagnostics()
 
     # control --------------------------------------------------------------------------------
 
-    def motion_allowed(self) -> bool:
+    def motion_allowed(self, now: float) -> bool:
         """Whether motion may be commanded now; logs each blocking cause once while it lasts."""
-        causes = self.watchdog.blocking_causes(self.now())
+        frozen = self.frozen_cameras.frozen(now)
+        for camera in self.cameras:
+            seconds = frozen.get(camera.name)
+            self.watchdog.set_condition(f"frozen_camera_{camera.name}", None if seconds is None else
+                                        f"camera '{camera.name}' has sent the same image for {seconds:.1f} s")
+        causes = self.watchdog.blocking_causes(now)
         for cause in [c for c in self.refusals.active if c.startswith("blocked_")]:
             if cause.removeprefix("blocked_") not in causes:
                 self.refusals.clear(cause)
@@ -331,6 +503,7 @@ class ControllerNode(LifecycleNode):
         if causes:
             if not self.was_blocked:
                 self.blender.clear()
+                self.limiter.release()
                 self.publish_diagnostics()
             self.was_blocked = True
             return False
@@ -338,26 +511,51 @@ class ControllerNode(LifecycleNode):
 
     def control_step(self) -> None:
         messages, self.latest_observation = self.latest_observation, None
-        if messages is None or not self.motion_allowed():
+        if messages is None or not self.motion_allowed(self.now()):
             return
-        count = len(self.cameras)
         try:
             openness = gripper_openness(self.joint_state, self.params["gripper_joint_names"],
                                         self.params["gripper_max_width"])
+            names = [camera.name for camera in self.cameras]
             observation = build_observation(
-                self.cameras, messages[0:2 * count:2], messages[1:2 * count:2],
-                [self.camera_infos.get(camera.name) for camera in self.cameras], messages[-1], openness)
+                self.cameras, [messages[("color", name)] for name in names],
+                [messages[("depth", name)] for name in names],
+                [self.camera_infos.get(name) for name in names], messages[("ee_pose", "")], openness)
             chunk = self.policy.act(observation)
         except (InvalidMessageError, ValueError) as error:
             self.refusals.refuse("invalid_observation", f"not acting: {error}")
             self.blender.clear()  # nothing planned from earlier frames is executed on top of bad input
             return
         self.refusals.clear("invalid_observation")
+        self._accept_chunk(observation, chunk)
+
+    def _accept_chunk(self, observation, chunk) -> None:
+        """Checks, clips, blends and publishes a chunk System 1 computed from ``observation``."""
+        now = self.now()
+        age = now - observation.stamp
+        if age > self.params["max_observation_age_s"]:
+            self.refusals.refuse("stale_after_inference", f"dropping chunk: its observation is {age:.2f} s old "
+                                 f"after inference (limit {self.params['max_observation_age_s']} s)")
+            return
+        self.refusals.clear("stale_after_inference")
+        try:
+            chunk, clipped = clip_chunk(chunk, self.limits)
+        except ValueError as error:
+            self.refusals.refuse("invalid_chunk", f"dropping chunk: {error}")
+            self.blender.clear()
+            return
+        self.refusals.clear("invalid_chunk")
+        for limit in ("workspace", "gripper"):
+            if limit in clipped:
+                self.clipping.refuse(limit, f"System 1 planned waypoints outside the {limit} limits: clipped")
+            else:
+                self.clipping.clear(limit)
+        if not self.blender.add(chunk, observation.stamp, now):
+            return
         self.last_goal_age = chunk.goal_age
         self.goal_age_publisher.publish(Float64(data=chunk.goal_age))
         self.chunk_sequence += 1
         header = Header(stamp=seconds_to_stamp(observation.stamp), frame_id=self.params["base_frame"])
-        self.blender.add(chunk, observation.stamp)
         if self.params["publish_chunks"]:
             self.chunk_publisher.publish(chunk_to_msg(chunk, header, self.chunk_sequence))
         if self.params["publish_markers"]:
@@ -367,31 +565,44 @@ class ControllerNode(LifecycleNode):
             self.cloud_publisher.publish(points_to_pointcloud2(points, colors, header))
 
     def command_step(self) -> None:
-        if not self.params["publish_commands"] or not self.motion_allowed():
+        now = self.now()
+        if self.last_tick_time is not None and now < self.last_tick_time:
+            self.discard_after_clock_jump(now - self.last_tick_time)  # a clock without jump events
+        self.last_tick_time = now
+        if not self.params["publish_commands"] or not self.motion_allowed(now):
             return
         if "invalid_observation" in self.refusals.active:
             self.was_blocked = True
             return
-        now = self.now()
         target = self.blender.sample(now)
         if target is None:
             return  # nothing planned for now: the driver holds the last command
         if self.was_blocked or not self.limiter.anchored:
             position, orientation = pose_to_arrays(self.ee_pose.pose)
             self.limiter.reset(position, orientation)
+            self.last_command_time = None
             self.was_blocked = False
-        command = self.limiter.limit(*target, dt=1.0 / self.params["command_rate_hz"])
+        period = 1.0 / self.params["command_rate_hz"]
+        # Limits hold over the time that really passed since the last command (callbacks run
+        # late and early); a long gap does not allow a long jump.
+        dt = period if self.last_command_time is None else min(now - self.last_command_time, 2.0 * period)
+        if dt <= 0:
+            return  # the clock has not advanced (paused simulation): nothing new to command
+        command = self.limiter.limit(*target, dt=dt)
         header = Header(stamp=seconds_to_stamp(now), frame_id=self.params["base_frame"])
         self.pose_publisher.publish(PoseStamped(header=header, pose=arrays_to_pose(command.position,
                                                                                     command.orientation)))
         self.gripper_publisher.publish(Float64(data=command.gripper_openness))
+        self.last_command_time = now
         self.commands_published += 1
 
     def publish_diagnostics(self) -> None:
-        estop = "blocked_estop" in self.refusals.active
-        level = DiagnosticStatus.ERROR if estop else DiagnosticStatus.WARN if self.refusals.active else \
-            DiagnosticStatus.OK
-        message = "; ".join(self.refusals.active.values()) or ("acting" if self.active else "inactive")
+        estop = self.estop.engaged
+        level = DiagnosticStatus.ERROR if estop or self.qos_problems.active else \
+            DiagnosticStatus.WARN if self.refusals.active else DiagnosticStatus.OK
+        messages = [*self.qos_problems.active.values(), *self.refusals.active.values(),
+                    *self.clipping.active.values()]
+        message = "; ".join(messages) or ("acting" if self.active else "inactive" if self.policy else "unconfigured")
         recent = self.steps_per_goal[-20:]
         goal = self.policy.goal if self.policy else None
         values = {
@@ -401,9 +612,12 @@ class ControllerNode(LifecycleNode):
             "goal_sequence": goal.sequence if goal else 0,
             "goal_age_s": f"{self.last_goal_age:.3f}",
             "system1_steps_per_system2_update": f"{np.mean(recent):.2f}" if recent else "nan",
-            "estop": self.watchdog.estop_reason or "",
+            "estop": self.estop.reason or "",
+            "clock_jumps": self.clock_jumps,
         }
         values.update({f"refused_{cause}": count for cause, count in self.refusals.counts.items()})
+        values.update({f"clipped_{limit}": count for limit, count in self.clipping.counts.items()})
+        values.update({cause: message for cause, message in self.qos_problems.active.items()})
         status = DiagnosticStatus(level=level, name="openhelix/controller", message=message,
                                   hardware_id=self.policy.controller.model_id if self.policy else "",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -6,6 +6,7 @@ callers refuse to act on such input. Nothing here needs ``rclpy.init``.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -136,11 +137,51 @@ def depth_to_image(depth_m: np.ndarray, header: Header, encoding: str = "32FC1")
                  step=width * pixels.itemsize, data=pixels.tobytes())
 
 
-def camera_info_to_intrinsics(msg: CameraInfo) -> np.ndarray:
-    """Returns the ``(3, 3)`` pinhole matrix K."""
+# Plausible horizontal / vertical fields of view of a pinhole camera: a focal length outside
+# them (1e-30 px, 1e9 px) would turn every depth pixel into a point far from the scene.
+MIN_FIELD_OF_VIEW_DEG = 1.0
+MAX_FIELD_OF_VIEW_DEG = 170.0
+FINGERPRINT_SAMPLES = 16384
+
+
+def check_image_size(msg: Image, max_width: int, max_height: int) -> None:
+    """Refuses an image larger than the node accepts, from its header alone (before decoding)."""
+    if msg.width > max_width or msg.height > max_height:
+        raise InvalidMessageError(f"image is {msg.width}x{msg.height}, larger than the accepted "
+                                  f"{max_width}x{max_height} (max_image_width / max_image_height)")
+
+
+def image_fingerprint(msg: Image) -> bytes:
+    """A cheap digest of an image's content (about 16k evenly spaced bytes): equal for a repeated frame."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    stride = max(1, len(data) // FINGERPRINT_SAMPLES)
+    return hashlib.blake2b(data[::stride].tobytes(), digest_size=16).digest()
+
+
+def camera_info_to_intrinsics(msg: CameraInfo, image_width: int | None = None,
+                              image_height: int | None = None) -> np.ndarray:
+    """Returns the ``(3, 3)`` pinhole matrix K, checked against the image it describes when given.
+
+    With the image's size: the camera_info's size (when set) must equal it, the focal lengths
+    must give a field of view between 1 and 170 degrees and the principal point must lie in the image.
+    """
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InvalidMessageError("camera_info has no valid intrinsics (K is zero or not finite)")
+    if image_width is None or image_height is None:
+        return k
+    if (msg.width, msg.height) != (0, 0) and (msg.width, msg.height) != (image_width, image_height):
+        raise InvalidMessageError(f"camera_info is for {msg.width}x{msg.height} images, the image is "
+                                  f"{image_width}x{image_height}")
+    for axis, focal, size in (("x", k[0, 0], image_width), ("y", k[1, 1], image_height)):
+        field_of_view = math.degrees(2.0 * math.atan(size / (2.0 * focal)))
+        if not MIN_FIELD_OF_VIEW_DEG <= field_of_view <= MAX_FIELD_OF_VIEW_DEG:
+            raise InvalidMessageError(
+                f"camera_info f{axis} = {focal:g} px gives a {field_of_view:.3g} deg field of view for "
+                f"{size} px: not a plausible camera ({MIN_FIELD_OF_VIEW_DEG}-{MAX_FIELD_OF_VIEW_DEG} deg)")
+    if not (0.0 <= k[0, 2] <= image_width and 0.0 <= k[1, 2] <= image_height):
+        raise InvalidMessageError(f"camera_info principal point ({k[0, 2]:g}, {k[1, 2]:g}) lies outside the "
+                                  f"{image_width}x{image_height} image")
     return k
 
 

@@ -3,8 +3,8 @@
 ``ros2 launch`` is the tool to use where a full ROS 2 install exists. Where it does not (this
 suite installs ROS 2 from PyPI wheels, which have no ``launch``), this module reads the same
 ``launch/*.launch.xml`` files and starts their nodes as processes. It understands the subset
-the suite's launch files use: ``<arg>``, ``<node pkg exec name namespace output>`` with
-``<param from=...>``, ``<param name value>`` and ``<remap from to>``, and the substitutions
+the suite's launch files use: ``<arg>``, ``<node pkg exec name namespace output args ros_args>``
+with ``<param from=...>``, ``<param name value>`` and ``<remap from to>``, and the substitutions
 ``$(var NAME)``, ``$(find-pkg-share PKG)`` and ``$(env NAME [DEFAULT])``. Anything else is an
 error naming the element, never silently ignored.
 """
@@ -23,7 +23,7 @@ from typing import Mapping
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 
 _SUBSTITUTION = re.compile(r"\$\((?P<kind>[a-z-]+)(?P<args>(?:\s+[^)\s]+)*)\s*\)")
-_NODE_ATTRIBUTES = {"pkg", "exec", "name", "namespace", "output", "args"}
+_NODE_ATTRIBUTES = {"pkg", "exec", "name", "namespace", "output", "args", "ros_args"}
 
 
 class LaunchError(ValueError):
@@ -59,6 +59,7 @@ class NodeDescription:
     parameters: dict[str, str] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
     arguments: list[str] = field(default_factory=list)
+    ros_arguments: list[str] = field(default_factory=list)
 
     def executable_path(self) -> Path:
         try:
@@ -71,7 +72,8 @@ class NodeDescription:
         return path
 
     def command(self) -> list[str]:
-        command = [str(self.executable_path()), *self.arguments, "--ros-args", "-r", f"__node:={self.name}"]
+        command = [str(self.executable_path()), *self.arguments, "--ros-args", *self.ros_arguments,
+                   "-r", f"__node:={self.name}"]
         if self.namespace:
             command += ["-r", f"__ns:={self.namespace}"]
         for parameter_file in self.parameter_files:
@@ -144,7 +146,8 @@ def _parse_node(element: ElementTree.Element, variables: Mapping[str, str], wher
     node = NodeDescription(package=value(element.get("pkg", "")), executable=value(element.get("exec", "")),
                            name=value(element.get("name", element.get("exec", ""))),
                            namespace=value(element.get("namespace", "")),
-                           arguments=value(element.get("args", "")).split())
+                           arguments=value(element.get("args", "")).split(),
+                           ros_arguments=value(element.get("ros_args", "")).split())
     if not node.package or not node.executable:
         raise LaunchError(f"{where}: <node> needs pkg and exec")
     for child in element:

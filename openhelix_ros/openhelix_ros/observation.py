@@ -81,7 +81,7 @@ def build_observation(cameras: Sequence[CameraMount], colors: Sequence[Image], d
         try:
             rgb = image_to_rgb(color_msg)
             depth = image_to_depth(depth_msg)
-            intrinsics = camera_info_to_intrinsics(info)
+            intrinsics = camera_info_to_intrinsics(info, rgb.shape[1], rgb.shape[0])
         except InvalidMessageError as error:
             raise InvalidMessageError(f"camera '{camera.name}': {error}") from error
         if rgb.shape[:2] != depth.shape:

@@ -3,6 +3,11 @@
 Each node lists its parameters as :class:`ParameterSpec` constants. The node declares them
 (so ``ros2 param describe`` shows the descriptions) and validates the values it got; the
 tests validate the YAML files in ``config/`` against the same specs without ``rclpy.init``.
+
+Every parameter is fixed at start-up: the nodes read them once, so a value changed later
+would be echoed by ``ros2 param get`` without being applied, and a remote ``set_parameters``
+(``use_sim_time`` with an attacker's ``/clock``, a safety limit) must not be able to change
+how the arm is commanded. They are declared read-only and every change is refused with the reason.
 """
 from __future__ import annotations
 
@@ -98,11 +103,25 @@ def _same_type(default: Any, value: Any) -> bool:
     return isinstance(value, type(default)) and (isinstance(value, bool) == isinstance(default, bool))
 
 
+FIXED_AT_START_UP = "parameters are fixed at start-up (restart the node with new values)"
+
+
 def declare_and_validate(node: Any, specs: Sequence[ParameterSpec]) -> dict[str, Any]:
-    """Declares ``specs`` on an rclpy node with their descriptions and returns validated values."""
-    from rcl_interfaces.msg import ParameterDescriptor
+    """Declares ``specs`` read-only on an rclpy node with their descriptions and returns validated values.
+
+    From then on every ``set_parameters`` on the node, ``use_sim_time`` included, is refused.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
     for spec in specs:
-        node.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+        node.declare_parameter(spec.name, spec.default,
+                               ParameterDescriptor(description=spec.description, read_only=True))
     values = {spec.name: node.get_parameter(spec.name).value for spec in specs}
-    return validate_values(specs, values)
+    resolved = validate_values(specs, values)
+
+    def refuse_changes(parameters: list) -> SetParametersResult:
+        names = ", ".join(parameter.name for parameter in parameters)
+        return SetParametersResult(successful=False, reason=f"refused to set {names}: {FIXED_AT_START_UP}")
+
+    node.add_on_set_parameters_callback(refuse_changes)
+    return resolved

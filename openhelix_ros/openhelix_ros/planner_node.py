@@ -2,20 +2,32 @@
 
 Subscribes:  color image (``sensor_msgs/Image``), instruction (``std_msgs/String``, latched).
 Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was computed from.
-Lifecycle:   configure loads the model, activate starts planning, deactivate stops it.
+Lifecycle:   configure loads the model and creates the topics, activate starts planning,
+             deactivate stops it, cleanup destroys what configure created.
+
+Images stamped in the future or larger than ``max_image_width`` x ``max_image_height`` are
+refused (logged once, counted on /diagnostics): a goal carries its image's stamp, and the
+controller must be able to trust it.
 """
 from __future__ import annotations
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from openhelix_core.planner import GoalPlanner
 from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
-from openhelix_ros.conversions import InvalidMessageError, goal_to_msg, image_to_rgb, stamp_to_seconds
+from openhelix_ros.conversions import (
+    InvalidMessageError,
+    check_image_size,
+    goal_to_msg,
+    image_to_rgb,
+    stamp_to_seconds,
+)
 from openhelix_ros.node_main import run_node
 from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_negative, one_of, positive, topic_name
 from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
@@ -33,6 +45,10 @@ PARAMETERS = (
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
                   "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
                   non_negative),
+    ParameterSpec("future_stamp_tolerance_s", 0.1, "Images stamped further ahead of this node's clock are "
+                  "refused (s).", non_negative),
+    ParameterSpec("max_image_width", 2048, "Larger images are refused (pixels).", positive),
+    ParameterSpec("max_image_height", 2048, "Larger images are refused (pixels).", positive),
     ParameterSpec("image_topic", topics.camera_color("static"), "Color image System 2 looks at.", topic_name),
     ParameterSpec("instruction_topic", topics.INSTRUCTION, "Language instruction (latched).", topic_name),
     ParameterSpec("goal_topic", topics.GOAL_EMBEDDING, "Where goal embeddings are published.", topic_name),
@@ -46,6 +62,12 @@ class PlannerNode(LifecycleNode):
         self.refusals = RefusalLog(self.get_logger())
         self.planner: GoalPlanner | None = None
         self.plan_timer = None
+        self.data_path = []  # (destroy function, entity) created by configure, destroyed by cleanup
+        self._forget_inputs()
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(1.0, self.publish_diagnostics)
+
+    def _forget_inputs(self) -> None:
         self.latest_image: Image | None = None
         self.last_planned_stamp: float | None = None
         self.instruction: str | None = None
@@ -60,9 +82,14 @@ class PlannerNode(LifecycleNode):
         except (OSError, ValueError) as error:
             self.get_logger().error(f"cannot load System 2: {error}")
             return TransitionCallbackReturn.FAILURE
-        self.create_subscription(Image, p["image_topic"], self.on_image, LATEST_SENSOR)
-        self.create_subscription(String, p["instruction_topic"], self.on_instruction, LATCHED)
+        self.data_path = [
+            (self.destroy_subscription, self.create_subscription(Image, p["image_topic"], self.on_image,
+                                                                 LATEST_SENSOR)),
+            (self.destroy_subscription, self.create_subscription(String, p["instruction_topic"], self.on_instruction,
+                                                                 LATCHED)),
+        ]
         self.goal_publisher = self.create_lifecycle_publisher(GoalEmbedding, p["goal_topic"], RELIABLE)
+        self.data_path.append((self.destroy_lifecycle_publisher, self.goal_publisher))
         self.get_logger().info(f"System 2 '{self.planner.model_id}' loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -72,15 +99,41 @@ class PlannerNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.destroy_timer(self.plan_timer)
-        self.plan_timer = None
+        self._stop_planning()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.planner = None
+        self._destroy_data_path()
         return TransitionCallbackReturn.SUCCESS
 
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_planning()
+        self._destroy_data_path()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_planning(self) -> None:
+        if self.plan_timer is not None:
+            self.destroy_timer(self.plan_timer)
+        self.plan_timer = None
+
+    def _destroy_data_path(self) -> None:
+        for destroy, entity in reversed(self.data_path):
+            destroy(entity)
+        self.data_path = []
+        self.planner = None
+        self._forget_inputs()
+
     def on_image(self, msg: Image) -> None:
+        try:
+            check_image_size(msg, self.params["max_image_width"], self.params["max_image_height"])
+        except InvalidMessageError as error:
+            self.refusals.refuse("oversized_image", f"dropping image: {error}")
+            return
+        ahead = stamp_to_seconds(msg.header.stamp) - stamp_to_seconds(self.get_clock().now().to_msg())
+        if ahead > self.params["future_stamp_tolerance_s"]:
+            self.refusals.refuse("future_image", f"dropping image stamped {ahead:.3f} s ahead of this node's clock")
+            return
+        self.refusals.clear("future_image")
         self.latest_image = msg
 
     def on_instruction(self, msg: String) -> None:
@@ -110,6 +163,18 @@ class PlannerNode(LifecycleNode):
         goal = Goal(embedding=embedding, sequence=self.sequence, instruction=self.instruction,
                     stamp=stamp, model_id=self.planner.model_id)
         self.goal_publisher.publish(goal_to_msg(goal, frame_id=image_msg.header.frame_id))
+
+    def publish_diagnostics(self) -> None:
+        level = DiagnosticStatus.WARN if self.refusals.active else DiagnosticStatus.OK
+        state = "planning" if self.plan_timer else "inactive" if self.planner else "unconfigured"
+        values = {"goals_published": self.sequence, "instruction": self.instruction or ""}
+        values.update({f"refused_{cause}": count for cause, count in self.refusals.counts.items()})
+        status = DiagnosticStatus(level=level, name="openhelix/planner",
+                                  message="; ".join(self.refusals.active.values()) or state,
+                                  hardware_id=self.planner.model_id if self.planner else "",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self.diagnostics_publisher.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                           status=[status]))
 
 
 def main(args: list[str] | None = None) -> None:

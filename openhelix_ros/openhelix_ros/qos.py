@@ -11,3 +11,8 @@ RELIABLE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=Rel
 # would make a busy node work through stale frames.
 LATEST_SENSOR = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                            durability=DurabilityPolicy.VOLATILE)
+# The e-stop must connect to a publisher of any common QoS: a best-effort, volatile reader
+# matches every writer. (LATCHED beside it receives the state of a latched e-stop that was
+# set before this node started.)
+ANY_PUBLISHER = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                           durability=DurabilityPolicy.VOLATILE)

@@ -30,6 +30,11 @@ class ApproximateTimeSynchronizer:
         self._slop = slop
         self._callback = callback
 
+    def clear(self) -> None:
+        """Drops every queued message (their stamps no longer compare with new ones after a clock jump)."""
+        for queue in self._queues:
+            queue.clear()
+
     def add(self, input_index: int, stamp: float, message: Any) -> bool:
         """Adds a message to one input; returns True if a synchronized set was emitted."""
         queue = self._queues[input_index]

@@ -130,8 +130,11 @@ class FakeRobot(Node):
         stamp = now - 5.0 if self.fault == "out_of_order" else now
         header = Header(stamp=seconds_to_stamp(stamp), frame_id="camera")
         depth = np.full((48, 64), 0.0 if self.fault == "no_valid_depth" else 1.0, np.float32)
+        rgb = self.rgb.copy()
+        if self.fault != "frozen":
+            rgb[0, 0, 0] = self.published % 256  # a real camera's frames always differ, at least by noise
         for color_publisher, depth_publisher, info_publisher in self.images.values():
-            color = rgb_to_image(self.rgb, header)
+            color = rgb_to_image(rgb, header)
             if self.fault == "unknown_encoding":
                 color.encoding = "yuv422_weird"
             depth_msg = depth_to_image(depth, header)
