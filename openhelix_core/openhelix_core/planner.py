@@ -6,6 +6,12 @@ import numpy as np
 from openhelix_core.models.system2 import load_system2, plan_goal
 
 
+def goal_model_id(checkpoint: str | None, preset: str, seed: int) -> str:
+    """The ``model_id`` goals carry: preset and checkpoint path exactly as configured (a
+    controller's ``expected_goal_model_id`` must repeat it), or the seed of random weights."""
+    return f"system2/{preset}/" + (checkpoint if checkpoint else f"random-seed{seed}")
+
+
 class GoalPlanner:
     """A loaded System 2 model with its processor.
 
@@ -25,8 +31,7 @@ class GoalPlanner:
              device: str = "cpu", seed: int = 0) -> "GoalPlanner":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
         planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
-        model_id = f"system2/{preset}/" + (checkpoint if checkpoint else f"random-seed{seed}")
-        return cls(planner, processor, model_id)
+        return cls(planner, processor, goal_model_id(checkpoint, preset, seed))
 
     def plan(self, image: np.ndarray, instruction: str) -> np.ndarray:
         """``image`` (H, W, 3) uint8 RGB -> goal ``(goal_dim,)`` float32."""

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from openhelix_core.planner import goal_model_id
 from openhelix_ros.launching import LaunchError, parse_launch_file
 from openhelix_ros.parameters import ParameterError, validate_values
+from openhelix_ros.security import ENCLAVES
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
@@ -96,3 +98,39 @@ def test_launch_parser_is_strict(tmp_path):
     assert "max_steps:=5" in command
     assert command[command.index("--params-file") + 1].endswith("sim_bridge.yaml")
     assert "__node:=sim_bridge" in command
+
+
+@pytest.mark.parametrize("launch_file, expected", [
+    ("planner_server.launch.xml", {"planner": "/openhelix/planner"}),
+    ("robot_pc.launch.xml", {"controller": "/openhelix/controller"}),
+    ("robot.launch.xml", {"planner": "/openhelix/planner", "controller": "/openhelix/controller"}),
+    ("sim.launch.xml", {"sim_bridge": "/openhelix/sim_bridge", "planner": "/openhelix/planner",
+                        "controller": "/openhelix/controller"}),
+])
+def test_nodes_run_in_the_keystore_enclaves(launch_file, expected):
+    nodes = parse_launch_file(REPO / "launch" / launch_file)
+    enclaves = {}
+    for node in nodes:
+        command = node.command()
+        ros_arguments = command[command.index("--ros-args") + 1:]
+        assert ros_arguments[0] == "--enclave", command
+        enclaves[node.name] = ros_arguments[1]
+    assert enclaves == expected
+    assert set(enclaves.values()) <= set(ENCLAVES)
+
+
+def test_launch_ros_args_reach_the_node_and_the_enclave_can_be_chosen(tmp_path):
+    node = parse_launch_file(REPO / "launch" / "robot_pc.launch.xml", {"controller_enclave": "/site/arm1"})[0]
+    assert node.ros_arguments == ["--enclave", "/site/arm1"]
+    custom = tmp_path / "custom.launch.xml"
+    custom.write_text('<launch><arg name="level" default="debug"/><node pkg="openhelix_ros" exec="planner" '
+                      'args="--extra" ros_args="--log-level $(var level) --enclave /a/b"/></launch>')
+    command = parse_launch_file(custom)[0].command()
+    assert command[1:8] == ["--extra", "--ros-args", "--log-level", "debug", "--enclave", "/a/b", "-r"]
+
+
+def test_robot_controller_accepts_only_the_robot_planner_goals():
+    planner = parameters_for(str(REPO / "config" / "planner_robot.yaml"), "planner")
+    controller = parameters_for(str(REPO / "config" / "controller_robot.yaml"), "controller")
+    expected = goal_model_id(planner["checkpoint"], planner["preset"], planner["seed"])
+    assert controller["expected_goal_model_id"] == expected == "system2/llava_7b//opt/openhelix/checkpoints/system2"
