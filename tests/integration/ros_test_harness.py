@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -25,6 +26,7 @@ from openhelix_ros.qos import LATEST_SENSOR, RELIABLE
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240.0
 K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+STEADY = Clock(clock_type=ClockType.STEADY_TIME)
 
 
 def launch(names, environment, log_directory, overrides=None):
@@ -38,8 +40,8 @@ def launch(names, environment, log_directory, overrides=None):
 class Recorder(Node):
     """Records what the policy publishes and can publish goals itself."""
 
-    def __init__(self):
-        super().__init__("integration_recorder")
+    def __init__(self, **node_options):
+        super().__init__("integration_recorder", **node_options)
         self.goals: list[GoalEmbedding] = []
         self.chunks: list[TrajectoryChunk] = []
         self.commands: list[PoseStamped] = []
@@ -54,7 +56,7 @@ class Recorder(Node):
         self.goal_publisher = self.create_publisher(GoalEmbedding, topics.GOAL_EMBEDDING, RELIABLE)
         self.pumped_goals = 0
         self.pump_goals = False
-        self.create_timer(0.5, self._pump_goal)
+        self.create_timer(0.5, self._pump_goal, clock=STEADY)
 
     def _pump_goal(self):
         """Plays the planner: a fresh goal twice a second while ``pump_goals`` is set."""
@@ -93,11 +95,11 @@ class Recorder(Node):
     def spin_for(self, seconds, processes, also=()):
         self.spin_until(lambda: False, seconds, processes, also)
 
-    def publish_goal(self, sequence: int, embedding=None, instruction="lift the red block"):
+    def publish_goal(self, sequence: int, embedding=None, instruction="lift the red block", ahead_s: float = 0.0):
         if embedding is None:
             embedding = np.random.default_rng(sequence).standard_normal(512).astype(np.float32).tolist()
         goal = GoalEmbedding(sequence=sequence, instruction=instruction, model_id="test", embedding=embedding)
-        goal.header.stamp = self.get_clock().now().to_msg()
+        goal.header.stamp = seconds_to_stamp(self.get_clock().now().nanoseconds * 1e-9 + ahead_s)
         self.goal_publisher.publish(goal)
 
 
@@ -105,11 +107,31 @@ def logs(processes):
     return {name: path.read_text(errors="replace")[-2500:] for name, path in processes.log_files.items()}
 
 
-class FakeRobot(Node):
-    """Publishes two RGB-D cameras, the EE pose and joint states like a robot driver; faults on request."""
+# FakeRobot faults: name -> what the robot then publishes
+FAULTS = {
+    "out_of_order": "every stamp 5 s old",
+    "future": "every stamp 10 s ahead of the clock",
+    "unknown_encoding": "color images in an unknown encoding",
+    "wrong_size": "depth images with bytes missing",
+    "no_valid_depth": "depth images without one valid pixel",
+    "no_intrinsics": "camera_info with a zero K",
+    "implausible_intrinsics": "camera_info with fx = fy = 1e-30",
+    "oversized_image": "static color images wider than the controller accepts",
+    "nan_pose": "an EE pose with NaN",
+    "outside_workspace": "an EE pose at x = 2 m, outside the workspace box",
+    "far_pose": "an EE pose 1e6 m away",
+    "frozen": "the same image content with advancing stamps",
+}
 
-    def __init__(self, rate_hz: float = 10.0):
-        super().__init__("fake_robot")
+
+class FakeRobot(Node):
+    """Publishes two RGB-D cameras, the EE pose and joint states like a robot driver; faults on request.
+
+    With ``follow_commands`` its EE pose tracks the controller's pose commands, as an arm does.
+    """
+
+    def __init__(self, rate_hz: float = 10.0, follow_commands: bool = False, **node_options):
+        super().__init__("fake_robot", **node_options)
         self.images = {}
         for camera in ("static", "gripper"):
             self.images[camera] = (self.create_publisher(Image, topics.camera_color(camera), LATEST_SENSOR),
@@ -120,31 +142,42 @@ class FakeRobot(Node):
         self.fault: str | None = None
         self.paused = False
         self.published = 0
+        self.position = np.array([0.3, 0.0, 0.4])
         self.rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        self.create_timer(1.0 / rate_hz, self.publish)
+        if follow_commands:
+            self.create_subscription(PoseStamped, topics.POSE_COMMAND, self.on_command, LATEST_SENSOR)
+        self.create_timer(1.0 / rate_hz, self.publish, clock=STEADY)  # a driver's rate does not follow /clock
+
+    def on_command(self, msg: PoseStamped) -> None:
+        self.position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
 
     def publish(self):
         if self.paused:
             return
+        assert self.fault in (None, *FAULTS), self.fault
         now = self.get_clock().now().nanoseconds * 1e-9
-        stamp = now - 5.0 if self.fault == "out_of_order" else now
+        stamp = {"out_of_order": now - 5.0, "future": now + 10.0}.get(self.fault, now)
         header = Header(stamp=seconds_to_stamp(stamp), frame_id="camera")
         depth = np.full((48, 64), 0.0 if self.fault == "no_valid_depth" else 1.0, np.float32)
         rgb = self.rgb.copy()
         if self.fault != "frozen":
             rgb[0, 0, 0] = self.published % 256  # a real camera's frames always differ, at least by noise
-        for color_publisher, depth_publisher, info_publisher in self.images.values():
-            color = rgb_to_image(rgb, header)
+        k = {"no_intrinsics": np.zeros((3, 3)), "implausible_intrinsics": np.diag([1e-30, 1e-30, 1.0])}.get(self.fault, K)
+        for camera, (color_publisher, depth_publisher, info_publisher) in self.images.items():
+            if self.fault == "oversized_image" and camera == "static":
+                color = rgb_to_image(np.zeros((48, 2100, 3), np.uint8), header)
+            else:
+                color = rgb_to_image(rgb, header)
             if self.fault == "unknown_encoding":
                 color.encoding = "yuv422_weird"
             depth_msg = depth_to_image(depth, header)
             if self.fault == "wrong_size":
                 depth_msg.data = bytes(depth_msg.data)[:-8]
-            info = intrinsics_to_camera_info(np.zeros((3, 3)) if self.fault == "no_intrinsics" else K, 64, 48, header)
-            info_publisher.publish(info)
+            info_publisher.publish(intrinsics_to_camera_info(k, 64, 48, header))
             color_publisher.publish(color)
             depth_publisher.publish(depth_msg)
-        position = np.array([np.nan if self.fault == "nan_pose" else 0.3, 0.0, 0.4])
+        position = {"nan_pose": np.array([np.nan, 0.0, 0.4]), "outside_workspace": np.array([2.0, 0.0, 0.4]),
+                    "far_pose": np.array([1e6, 0.0, 0.4])}.get(self.fault, self.position)
         self.pose_publisher.publish(PoseStamped(header=Header(stamp=header.stamp, frame_id="world"),
                                                 pose=arrays_to_pose(position, np.array([1.0, 0.0, 0.0, 0.0]))))
         self.joint_publisher.publish(JointState(header=Header(stamp=header.stamp),

@@ -27,7 +27,9 @@ QUIET_S = 2.0
 @pytest.fixture
 def controller_with_fake_robot(ros_domain, tmp_path):
     recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
-    processes = launch({"controller"}, ros_domain, tmp_path)
+    # As next to a real arm: a repeated camera frame is a hung driver (the sim config turns this off).
+    processes = launch({"controller"}, ros_domain, tmp_path,
+                       overrides={"controller": {"frozen_camera_timeout_s": "1.0"}})
     recorder.pump_goals = True
     yield recorder, robot, processes
     processes.stop()
@@ -49,13 +51,30 @@ def assert_quiet(recorder, robot, processes):
     assert (len(recorder.chunks), len(recorder.commands)) == (chunks, commands), "motion was commanded"
 
 
+REPORTED = {  # refusal cause -> how the controller's log reports it (once while it lasts)
+    "invalid_observation": "not acting:",
+    "out_of_order_observation": "dropping message: observation stamp",
+    "future_observation": "dropping message: observation stamp is",
+    "blocked_stale_observation": "no motion: observation",
+    "blocked_ee_outside_workspace": "no motion: measured TCP position",
+    "blocked_frozen_camera_static": "no motion: camera 'static' has sent the same image",
+    "oversized_image": "larger than the accepted 2048x2048",
+}
+
+
 @pytest.mark.parametrize("fault, cause", [
     ("unknown_encoding", "invalid_observation"),
     ("wrong_size", "invalid_observation"),
     ("no_valid_depth", "invalid_observation"),
     ("no_intrinsics", "invalid_observation"),
+    ("implausible_intrinsics", "invalid_observation"),
     ("nan_pose", "invalid_observation"),
     ("out_of_order", "out_of_order_observation"),
+    ("future", "future_observation"),
+    ("outside_workspace", "blocked_ee_outside_workspace"),
+    ("far_pose", "blocked_ee_outside_workspace"),
+    ("frozen", "blocked_frozen_camera_static"),
+    ("oversized_image", "oversized_image"),
     ("paused", "blocked_stale_observation"),
 ])
 def test_bad_input_stops_motion_is_reported_once_and_control_resumes(controller_with_fake_robot, fault, cause):
@@ -73,9 +92,8 @@ def test_bad_input_stops_motion_is_reported_once_and_control_resumes(controller_
     robot.fault, robot.paused = None, False
     wait_acting(recorder, robot, processes)
     controller_log = processes.log_files["controller"].read_text()
-    reported = {"invalid_observation": "not acting:", "out_of_order_observation": "dropping message: observation stamp",
-                "blocked_stale_observation": "no motion: observation"}[cause]
-    assert controller_log.count(reported) == 1, f"'{reported}' logged {controller_log.count(reported)} times"
+    assert controller_log.count(REPORTED[cause]) == 1, \
+        f"'{REPORTED[cause]}' logged {controller_log.count(REPORTED[cause])} times"
 
 
 def test_estop_latches_until_cleared_through_the_service(controller_with_fake_robot):

@@ -1,0 +1,220 @@
+"""Attacks on the controller's inputs, clock, parameters, e-stop and lifecycle, with the real nodes.
+
+Each scenario establishes that the controller acts, attacks, and counts what is commanded
+afterwards: assertions wait for events and count messages, none depends on the machine's speed.
+"""
+import numpy as np
+import pytest
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_test_harness import STARTUP_TIMEOUT_S, FakeRobot, Recorder, launch, logs
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from test_faults import assert_quiet, wait_acting
+
+from openhelix_ros import topics
+from openhelix_ros.conversions import seconds_to_stamp, stamp_to_seconds
+
+pytestmark = pytest.mark.integration
+ROBOT_LIKE = {"frozen_camera_timeout_s": "1.0"}
+SIM_TIME = [Parameter("use_sim_time", Parameter.Type.BOOL, True)]
+
+
+@pytest.fixture
+def controller_and_robot(ros_domain, tmp_path):
+    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0, follow_commands=True)
+    processes = launch({"controller"}, ros_domain, tmp_path, overrides={"controller": ROBOT_LIKE})
+    recorder.pump_goals = True
+    wait_acting(recorder, robot, processes)
+    yield recorder, robot, processes
+    processes.stop()
+    recorder.destroy_node()
+    robot.destroy_node()
+
+
+def call(recorder, robot, processes, service_type, name, request):
+    client = recorder.create_client(service_type, name)
+    assert client.wait_for_service(timeout_sec=30), f"no service {name}"
+    future = client.call_async(request)
+    assert recorder.spin_until(future.done, 30, processes, also=[n for n in (robot,) if n]), f"{name} did not answer"
+    return future.result()
+
+
+def transition(recorder, robot, processes, node, transition_id):
+    response = call(recorder, robot, processes, ChangeState, f"/{node}/change_state",
+                    ChangeState.Request(transition=Transition(id=transition_id)))
+    assert response.success, f"{node}: transition {transition_id} failed; {logs(processes)}"
+
+
+def readers(node: Node, topic: str, of: str) -> int:
+    return sum(1 for info in node.get_subscriptions_info_by_topic(topic) if info.node_name == of)
+
+
+def test_a_goal_stamped_in_the_future_is_refused(controller_and_robot):
+    recorder, robot, processes = controller_and_robot
+    stale_before = recorder.refusals("blocked_stale_goal")
+    recorder.pump_goals = False
+    recorder.publish_goal(5000, ahead_s=15.0)  # would look fresh for 18 s, then the planner falls silent
+    assert recorder.spin_until(lambda: recorder.refusals("future_goal") > 0, 60, processes, also=[robot])
+    assert recorder.spin_until(lambda: recorder.refusals("blocked_stale_goal") > stale_before, 60, processes,
+                               also=[robot])
+    assert_quiet(recorder, robot, processes)
+
+
+@pytest.mark.parametrize("reliability", [ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT])
+def test_estop_from_a_volatile_publisher_stops_motion_and_cannot_be_cleared_while_held(controller_and_robot,
+                                                                                      reliability):
+    recorder, robot, processes = controller_and_robot
+    button = recorder.create_publisher(Bool, topics.ESTOP, QoSProfile(depth=10, reliability=reliability,
+                                                                      durability=DurabilityPolicy.VOLATILE))
+    held = [True]
+    recorder.create_timer(0.1, lambda: button.publish(Bool(data=held[0])))  # a button driver's state stream
+    assert recorder.spin_until(lambda: recorder.refusals("blocked_estop") > 0, 60, processes, also=[robot])
+    assert_quiet(recorder, robot, processes)
+    refused = call(recorder, robot, processes, Trigger, "/controller/clear_estop", Trigger.Request())
+    assert not refused.success and "still reads true" in refused.message
+    assert_quiet(recorder, robot, processes)
+    held[0] = False
+    recorder.spin_for(1.0, processes, also=[robot])
+    assert_quiet(recorder, robot, processes)  # released, still latched
+    assert call(recorder, robot, processes, Trigger, "/controller/clear_estop", Trigger.Request()).success
+    wait_acting(recorder, robot, processes)
+
+
+def test_estop_latch_survives_lifecycle_and_cleanup_destroys_what_configure_created(controller_and_robot):
+    recorder, robot, processes = controller_and_robot
+    assert (readers(recorder, topics.ESTOP, "controller"), readers(recorder, topics.GOAL_EMBEDDING, "controller")) \
+        == (2, 1)
+    call(recorder, robot, processes, Trigger, "/controller/engage_estop", Trigger.Request())
+    assert_quiet(recorder, robot, processes)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_DEACTIVATE)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_ACTIVATE)
+    assert_quiet(recorder, robot, processes)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_DEACTIVATE)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_CLEANUP)
+    assert recorder.spin_until(lambda: readers(recorder, topics.GOAL_EMBEDDING, "controller") == 0, 30, processes,
+                               also=[robot])
+    recorder.spin_for(1.5, processes, also=[robot])  # goals keep coming while unconfigured: no crash
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_CONFIGURE)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_ACTIVATE)
+    assert recorder.spin_until(lambda: readers(recorder, topics.GOAL_EMBEDDING, "controller") == 1, 30, processes,
+                               also=[robot])
+    assert (readers(recorder, topics.ESTOP, "controller"), readers(recorder, topics.GOAL_EMBEDDING, "controller")) \
+        == (2, 1), "configure after cleanup duplicated subscriptions"
+    assert_quiet(recorder, robot, processes)  # still e-stopped
+    assert call(recorder, robot, processes, Trigger, "/controller/clear_estop", Trigger.Request()).success
+    wait_acting(recorder, robot, processes)
+    transition(recorder, robot, processes, "controller", Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert_quiet(recorder, robot, processes)
+    assert not processes.exited()
+
+
+def test_planner_cleanup_destroys_and_shutdown_works_from_every_state(ros_domain, tmp_path):
+    recorder = Recorder()
+    image_topic = topics.camera_color("static")
+    for shutdown in (Transition.TRANSITION_ACTIVE_SHUTDOWN, Transition.TRANSITION_INACTIVE_SHUTDOWN,
+                     Transition.TRANSITION_UNCONFIGURED_SHUTDOWN):
+        processes = launch({"planner"}, ros_domain, tmp_path / str(shutdown))
+        try:
+            assert recorder.spin_until(lambda: readers(recorder, image_topic, "planner") == 1, STARTUP_TIMEOUT_S,
+                                       processes), logs(processes)
+            for transition_id in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                                  Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+                transition(recorder, None, processes, "planner", transition_id)
+            assert readers(recorder, image_topic, "planner") == 1, "configure after cleanup duplicated subscriptions"
+            if shutdown != Transition.TRANSITION_ACTIVE_SHUTDOWN:
+                transition(recorder, None, processes, "planner", Transition.TRANSITION_DEACTIVATE)
+            if shutdown == Transition.TRANSITION_UNCONFIGURED_SHUTDOWN:
+                transition(recorder, None, processes, "planner", Transition.TRANSITION_CLEANUP)
+            transition(recorder, None, processes, "planner", shutdown)
+            assert recorder.spin_until(lambda: readers(recorder, image_topic, "planner") == 0, 30, processes)
+            assert not processes.exited()
+        finally:
+            processes.stop()
+    recorder.destroy_node()
+
+
+def test_parameters_cannot_be_changed_from_outside(controller_and_robot):
+    recorder, robot, processes = controller_and_robot
+    client = AsyncParameterClient(recorder, "controller")
+    assert client.wait_for_services(timeout_sec=30)
+    attempts = [Parameter("max_linear_velocity", value=100.0), Parameter("max_observation_age_s", value=1e6),
+                Parameter("use_sim_time", value=True)]
+    for parameter in attempts:
+        future = client.set_parameters([parameter])
+        assert recorder.spin_until(future.done, 30, processes, also=[robot])
+        result = future.result().results[0]
+        assert not result.successful and result.reason, parameter.name
+    future = client.get_parameters([p.name for p in attempts])
+    assert recorder.spin_until(future.done, 30, processes, also=[robot])
+    assert [v.double_value for v in future.result().values[:2]] == [0.25, 0.5]
+    assert future.result().values[2].bool_value is False
+    wait_acting(recorder, robot, processes)  # still on its own clock and acting
+
+
+class ClockDriver(Node):
+    """Publishes /clock at 100 Hz of wall time; ``offset_s`` moves the simulated time."""
+
+    def __init__(self, start_s: float):
+        super().__init__("clock_driver")
+        self.start_s, self.offset_s = start_s, 0.0
+        self.publisher = self.create_publisher(Clock, "/clock", 10)
+        self.started = self.get_clock().now().nanoseconds * 1e-9
+        self.create_timer(0.01, lambda: self.publisher.publish(Clock(clock=seconds_to_stamp(self.now()))))
+
+    def now(self) -> float:
+        return self.start_s + self.offset_s + self.get_clock().now().nanoseconds * 1e-9 - self.started
+
+
+def test_clock_jump_back_discards_what_was_planned_and_resumes_on_fresh_data(ros_domain, tmp_path):
+    clock = ClockDriver(start_s=1000.0)
+    recorder, robot = Recorder(parameter_overrides=SIM_TIME), FakeRobot(rate_hz=10.0, parameter_overrides=SIM_TIME)
+    processes = launch({"controller"}, ros_domain, tmp_path, overrides={"controller": {"use_sim_time": "true"}})
+    recorder.pump_goals = True
+    try:
+        assert recorder.spin_until(lambda: len(recorder.commands) > 3, STARTUP_TIMEOUT_S, processes,
+                                   also=[robot, clock]), logs(processes)
+        before_jump = clock.now()
+        clock.offset_s -= 30.0  # e.g. the simulation was reset
+        chunks, commands = len(recorder.chunks), len(recorder.commands)
+
+        def fresh_chunks():
+            return [c for c in recorder.chunks[chunks:] if stamp_to_seconds(c.header.stamp) < before_jump - 1.0]
+
+        assert recorder.spin_until(lambda: len(fresh_chunks()) >= 2, 20.0, processes, also=[robot, clock]), \
+            f"the controller did not act on post-jump data; {recorder.controller_status()}"
+        # Everything published after the jump (but what was in flight) belongs to the new time line.
+        late = [c for c in recorder.commands[commands + 3:] if stamp_to_seconds(c.header.stamp) >= before_jump - 1.0]
+        assert not late, f"{len(late)} commands stamped on the pre-jump time line"
+        assert int(recorder.controller_status().get("clock_jumps", 0)) >= 1
+    finally:
+        processes.stop()
+        for node in (recorder, robot, clock):
+            node.destroy_node()
+
+
+def test_consecutive_commands_respect_the_limits_by_their_stamps(controller_and_robot):
+    recorder, robot, processes = controller_and_robot
+    max_velocity = 0.25
+    for _ in range(5):  # a window during which nothing blocked motion (a block re-anchors at the arm)
+        blocked_before = {k: v for k, v in recorder.controller_status().items() if k.startswith("refused_blocked")}
+        start = len(recorder.commands)
+        recorder.spin_for(4.0, processes, also=[robot])
+        recorder.spin_for(1.2, processes, also=[robot])  # the next diagnostics
+        blocked_after = {k: v for k, v in recorder.controller_status().items() if k.startswith("refused_blocked")}
+        window = recorder.commands[start:]
+        if blocked_after == blocked_before and len(window) > 20:
+            break
+    else:
+        pytest.fail("motion was blocked in every window")
+    stamps = np.array([stamp_to_seconds(c.header.stamp) for c in window])
+    positions = np.array([[c.pose.position.x, c.pose.position.y, c.pose.position.z] for c in window])
+    assert np.all(np.diff(stamps) > 0), "commands must carry increasing stamps"
+    speeds = np.linalg.norm(np.diff(positions, axis=0), axis=1) / np.diff(stamps)
+    print(f"{len(window)} commands, largest speed by stamps {speeds.max():.3f} m/s (limit {max_velocity})")
+    assert speeds.max() <= max_velocity * (1 + 1e-6)
