@@ -5,6 +5,8 @@ afterwards: assertions wait for events and count messages, none depends on the m
 """
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
@@ -218,3 +220,35 @@ def test_consecutive_commands_respect_the_limits_by_their_stamps(controller_and_
     speeds = np.linalg.norm(np.diff(positions, axis=0), axis=1) / np.diff(stamps)
     print(f"{len(window)} commands, largest speed by stamps {speeds.max():.3f} m/s (limit {max_velocity})")
     assert speeds.max() <= max_velocity * (1 + 1e-6)
+
+
+def test_a_wild_checkpoint_gets_every_published_waypoint_clipped_to_the_box(ros_domain, tmp_path):
+    from openhelix_core.models.system1 import DiffuserActor, Normalization, System1Config
+
+    wild = DiffuserActor(System1Config.tiny(), Normalization(gripper_loc_bounds=((-20.0,) * 3, (20.0,) * 3)))
+    wild.save_pretrained(tmp_path / "wild")
+    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
+    processes = launch({"controller"}, ros_domain, tmp_path,
+                       overrides={"controller": {"checkpoint": str(tmp_path / "wild")}})
+    recorder.pump_goals = True
+    try:
+        assert recorder.spin_until(lambda: len(recorder.chunks) >= 5 and recorder.controller_status().get(
+            "clipped_workspace"), STARTUP_TIMEOUT_S, processes, also=[robot]), logs(processes)
+        low, high = np.array([-0.8, -0.8, 0.0]), np.array([0.8, 0.8, 1.2])
+        waypoints = np.array([[p.position.x, p.position.y, p.position.z] for chunk in recorder.chunks for p in chunk.poses])
+        commands = np.array([[c.pose.position.x, c.pose.position.y, c.pose.position.z] for c in recorder.commands])
+        assert np.all((waypoints >= low) & (waypoints <= high)), "a published waypoint lies outside the box"
+        assert len(commands) == 0 or np.all((commands >= low) & (commands <= high))
+    finally:
+        processes.stop()
+        recorder.destroy_node()
+        robot.destroy_node()
+
+
+def test_a_driver_requesting_an_incompatible_qos_is_an_error_on_diagnostics(controller_and_robot):
+    recorder, robot, processes = controller_and_robot
+    recorder.create_subscription(PoseStamped, topics.POSE_COMMAND, lambda msg: None,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    key = f"incompatible_qos {topics.POSE_COMMAND}"
+    assert recorder.spin_until(lambda: key in recorder.controller_status(), 60, processes, also=[robot])
+    assert recorder.levels["openhelix/controller"] == DiagnosticStatus.ERROR
