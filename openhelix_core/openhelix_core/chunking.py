@@ -4,7 +4,13 @@ Chunks arrive every few ticks and each covers the next ``T`` waypoints from its 
 observation time; switching abruptly from one to the next makes the arm jump at the chunk
 boundary. ``mode="ensemble"`` averages, at each time, every chunk still covering it (temporal
 ensembling as in ACT, Zhao et al. 2023: weights ``exp(-decay * i)`` with ``i = 0`` for the
-oldest chunk); ``mode="replace"`` follows the newest chunk only and is kept as the reference.
+oldest chunk); ``mode="replace"`` follows the newest chunk only and is kept as the reference;
+``mode="rtc"`` (real-time chunking, Black et al. 2025) also follows the newest chunk only, which
+the caller has denoised with the waypoints executed during its inference held fixed, so that
+it continues the plan it replaces instead of jumping.
+
+Chunks are timed from their observation's stamp and reach the blender one inference later;
+sampling at "now" starts each at the waypoint due now and never replays waypoints in the past.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numpy as np
 from openhelix_core.geometry import quaternion_slerp
 from openhelix_core.types import TrajectoryChunk
 
-MODES = ("ensemble", "replace")
+MODES = ("ensemble", "replace", "rtc")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class TrajectoryBlender:
             return False
         if self._chunks and start < self._chunks[-1].start:
             return False
-        if self.mode == "replace":
+        if self.mode in ("replace", "rtc"):
             self._chunks.clear()
         self._chunks.append(TimedChunk(start, chunk, min(self.execution_horizon, len(chunk))))
         return True

@@ -1,6 +1,7 @@
 """System 1 at run time: an observation and the latest goal in, a trajectory chunk out."""
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import torch
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
-from openhelix_core.types import Goal, Observation, TrajectoryChunk
+from openhelix_core.types import CameraFrame, Goal, Observation, TrajectoryChunk
 
 
 class TrajectoryController:
@@ -69,17 +70,47 @@ class TrajectoryController:
         return points, colors
 
     @torch.inference_mode()
-    def act(self, observation: Observation, goal: Goal) -> TrajectoryChunk:
+    def act(self, observation: Observation, goal: Goal, committed: TrajectoryChunk | None = None) -> TrajectoryChunk:
         """Denoises one trajectory for ``observation`` conditioned on ``goal``.
+
+        ``committed``: waypoints, timed from the observation like the result, that the arm will
+        have executed when the result arrives (real-time chunking); the result starts with
+        them and continues from them (see :meth:`DiffuserActor.predict_trajectory`).
 
         Raises ValueError (from the processor) on invalid observations or goals.
         """
         observation = self.filtered(observation)
         batch = self.processor.observation_to_batch(observation, goal.embedding, history=list(self.history))
+        prefix = None
+        if committed is not None:
+            prefix = torch.from_numpy(np.concatenate(
+                [committed.positions, committed.orientations, committed.gripper_openness[:, None]], axis=1)
+            ).float()[None].to(self.device)
         trajectory = self.model.predict_trajectory({k: v.to(self.device) for k, v in batch.items()},
-                                                   generator=self.generator)
+                                                   generator=self.generator, committed=prefix)
         self.history.append(gripper_state(observation.ee_position, observation.ee_orientation,
                                           observation.gripper_openness))
         return self.processor.trajectory_to_chunk(
             trajectory[0].cpu().numpy(), self.waypoint_period_s, goal_sequence=goal.sequence,
             goal_instruction=goal.instruction, goal_age=observation.stamp - goal.stamp)
+
+    @torch.inference_mode()
+    def warm_up(self) -> float:
+        """One call on a synthetic observation, so that the first real call is not the slow first
+        one (allocator, kernel selection); leaves the history and the noise stream untouched.
+
+        Returns the seconds it took.
+        """
+        config = self.model.config
+        side = config.image_resize
+        intrinsics = np.array([[side, 0.0, side / 2], [0.0, side, side / 2], [0.0, 0.0, 1.0]])
+        frame = CameraFrame(rgb=np.zeros((side, side, 3), np.uint8), depth=np.ones((side, side), np.float32),
+                            intrinsics=intrinsics, camera_to_base=np.eye(4))
+        observation = Observation(cameras={name: frame for name in config.cameras},
+                                  ee_position=np.array([0.0, 0.0, 0.5]), ee_orientation=np.array([0.0, 0.0, 0.0, 1.0]),
+                                  gripper_openness=1.0)
+        batch = self.processor.observation_to_batch(observation, np.zeros(self.goal_dim, np.float32))
+        started = time.perf_counter()
+        self.model.predict_trajectory({k: v.to(self.device) for k, v in batch.items()},
+                                      generator=torch.Generator(device=self.device).manual_seed(0))
+        return time.perf_counter() - started

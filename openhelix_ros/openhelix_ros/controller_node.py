@@ -22,6 +22,9 @@ Parameters are read-only: a running controller cannot be reconfigured from outsi
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -38,7 +41,6 @@ from openhelix_core.chunking import MODES, TrajectoryBlender
 from openhelix_core.controller import TrajectoryController
 from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
-from openhelix_core.policy import DualSystemPolicy
 from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.safety import (
     CommandLimiter,
@@ -48,6 +50,9 @@ from openhelix_core.safety import (
     SafetyLimits,
     clip_chunk,
 )
+from openhelix_core.types import Goal, Observation
+from openhelix_core.types import TrajectoryChunk as Chunk
+from openhelix_core.worker import LatestOnlyWorker
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
@@ -112,6 +117,8 @@ PARAMETERS = (
                   positive),
     ParameterSpec("max_observation_age_s", 0.5, "No motion when camera / EE / joint data are older (s).",
                   positive),
+    ParameterSpec("max_chunk_latency_s", 1.0, "A chunk that arrives later than this after its observation's stamp "
+                  "is dropped: its observation became stale while System 1 computed (s).", positive),
     ParameterSpec("future_stamp_tolerance_s", 0.1, "A stamp further ahead of this node's clock is invalid input "
                   "(s; covers clock offset between machines).", non_negative),
     ParameterSpec("max_clock_jump_s", 1.0, "A forward clock jump larger than this (or any backward jump) discards "
@@ -134,8 +141,13 @@ PARAMETERS = (
     ParameterSpec("max_linear_acceleration", 2.0, "TCP acceleration limit of the commands (m/s^2).", positive),
     ParameterSpec("gripper_min", 0.0, "Lowest gripper openness commanded (0 = closed).", non_negative),
     ParameterSpec("gripper_max", 1.0, "Highest gripper openness commanded (1 = open).", positive),
-    ParameterSpec("blend_mode", "ensemble", "How successive chunks combine: 'ensemble' (temporal ensembling) "
-                  "or 'replace' (newest chunk only).", one_of(*MODES)),
+    ParameterSpec("blend_mode", "ensemble", "How successive chunks combine: 'ensemble' (temporal ensembling), "
+                  "'replace' (newest chunk only) or 'rtc' (real-time chunking: each chunk is denoised with the "
+                  "waypoints executed during its inference held fixed, then replaces the plan).", one_of(*MODES)),
+    ParameterSpec("inference_delay_s", 0.0, "Seconds added to every System 1 call, to measure what latency costs "
+                  "(0 on a robot).", non_negative),
+    ParameterSpec("warm_up", True, "Run System 1 once on a synthetic observation at configure, so that the first "
+                  "real call is not the slow first one."),
     ParameterSpec("execution_horizon", 20, "Waypoints of each chunk used before it expires.", positive),
     ParameterSpec("ensemble_decay", 0.01, "Temporal-ensembling weight decay per newer chunk.", non_negative),
     ParameterSpec("crop_min", [-UNBOUNDED] * 3, "Point cloud: lower corner (m, base frame) of the box kept.",
@@ -173,7 +185,9 @@ class ControllerNode(LifecycleNode):
         self.clipping = RefusalLog(self.get_logger())
         self.qos_problems = RefusalLog(self.get_logger())
         self.estop = EStopLatch()  # outlives every lifecycle transition: only clear_estop releases it
-        self.policy: DualSystemPolicy | None = None
+        self.system1: TrajectoryController | None = None
+        self.worker: LatestOnlyWorker | None = None
+        self.goal: Goal | None = None
         self.active = False
         self.control_timers = []
         self.data_path = []  # (destroy function, entity) created by configure, destroyed by cleanup
@@ -204,7 +218,10 @@ class ControllerNode(LifecycleNode):
         self.chunk_sequence = 0
         self.commands_published = 0
         self.steps_per_goal: list[int] = []
+        self.steps_since_goal = 0
         self.last_goal_age = float("nan")
+        self.inference_seconds: list[float] = []
+        self.reset_history = True  # System 1's proprioception history starts afresh with each activation
 
     def _forget_inputs(self) -> None:
         """Drops every received input and planned motion: control restarts from fresh data."""
@@ -221,6 +238,12 @@ class ControllerNode(LifecycleNode):
         if self.synchronizer is not None:
             self.synchronizer.clear()
 
+    def destroy_node(self) -> None:
+        """Ends the worker thread before the node goes (a call in flight is waited for, briefly)."""
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
+
     # lifecycle ------------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -233,14 +256,19 @@ class ControllerNode(LifecycleNode):
         except (OSError, ValueError) as error:
             self.get_logger().error(f"cannot load System 1: {error}")
             return TransitionCallbackReturn.FAILURE
-        self.policy = DualSystemPolicy(controller)  # goals come from the planner node's messages
+        if p["warm_up"]:
+            self.get_logger().info(f"System 1 warm-up call: {controller.warm_up():.3f} s")
+        self.system1 = controller
         self._create_data_path()
+        ready = self.create_guard_condition(self.collect_chunk)
+        self.data_path.append((self.destroy_guard_condition, ready))
+        self.worker = LatestOnlyWorker(self._infer, ready.trigger, name="system1")
         self.get_logger().info(f"System 1 '{controller.model_id}' loaded; cameras {p['camera_names']}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._reset_state()
-        self.policy.reset()
+        self.goal = None
         self.active = True
         self.control_timers = [self.create_timer(1.0 / self.params["control_rate_hz"], self.control_step),
                                self.create_timer(1.0 / self.params["command_rate_hz"], self.command_step)]
@@ -253,15 +281,13 @@ class ControllerNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._destroy_data_path()
-        self.policy = None
+        self._unload()
         self.get_logger().info("unconfigured: System 1 unloaded")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control()
-        self._destroy_data_path()
-        self.policy = None
+        self._unload()
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_control(self) -> None:
@@ -269,8 +295,18 @@ class ControllerNode(LifecycleNode):
         for timer in self.control_timers:
             self.destroy_timer(timer)
         self.control_timers = []
+        if self.worker is not None:
+            self.worker.discard()  # a chunk computed before deactivation is never executed
         self.blender.clear()
         self.limiter.release()
+
+    def _unload(self) -> None:
+        if self.worker is not None and not self.worker.stop():
+            self.get_logger().warning("a System 1 call outlasted the worker's stop; its result is dropped")
+        self.worker = None
+        self._destroy_data_path()
+        self.system1 = None
+        self.goal = None
 
     def _create_estop_interfaces(self) -> None:
         """The e-stop listens in every lifecycle state, from publishers of any QoS."""
@@ -423,7 +459,7 @@ class ControllerNode(LifecycleNode):
 
     def on_goal(self, msg: GoalEmbedding) -> None:
         try:
-            goal = goal_from_msg(msg, expected_dim=self.policy.controller.goal_dim)
+            goal = goal_from_msg(msg, expected_dim=self.system1.goal_dim)
             expected_model = self.params["expected_goal_model_id"]
             if expected_model and goal.model_id != expected_model:
                 raise InvalidMessageError(f"goal comes from System 2 '{goal.model_id}', expected '{expected_model}'")
@@ -433,10 +469,10 @@ class ControllerNode(LifecycleNode):
         if not self._accept_stamp("goal", goal.stamp):
             return
         self.refusals.clear("invalid_goal")
-        if self.policy.goal is not None:
-            self.steps_per_goal.append(self.policy.steps_since_goal)
-            self.steps_per_goal_publisher.publish(Float64(data=float(self.policy.steps_since_goal)))
-        self.policy.set_goal(goal)
+        if self.goal is not None:
+            self.steps_per_goal.append(self.steps_since_goal)
+            self.steps_per_goal_publisher.publish(Float64(data=float(self.steps_since_goal)))
+        self.goal, self.steps_since_goal = goal, 0
 
     def on_estop(self, msg: Bool, info: dict) -> None:
         # The two e-stop readers deliver the same sample twice; apply each sample once, in order.
@@ -466,6 +502,8 @@ class ControllerNode(LifecycleNode):
                                   "history; motion resumes on fresh data")
         self.watchdog.forget_history()
         self._forget_inputs()
+        if self.worker is not None:
+            self.worker.discard()
 
     def engage_estop_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.estop.engage("~/engage_estop service")
@@ -479,6 +517,8 @@ class ControllerNode(LifecycleNode):
         return response
 
     def _stop_motion_now(self) -> None:
+        if self.worker is not None:
+            self.worker.discard()
         self.blender.clear()
         self.limiter.release()
         self.was_blocked = True
@@ -510,8 +550,12 @@ class ControllerNode(LifecycleNode):
         return True
 
     def control_step(self) -> None:
+        """Hands the newest observation to System 1's worker when it is free (never waits for it)."""
+        if self.worker.busy or self.goal is None:
+            return
         messages, self.latest_observation = self.latest_observation, None
-        if messages is None or not self.motion_allowed(self.now()):
+        now = self.now()
+        if messages is None or not self.motion_allowed(now):
             return
         try:
             openness = gripper_openness(self.joint_state, self.params["gripper_joint_names"],
@@ -521,21 +565,76 @@ class ControllerNode(LifecycleNode):
                 self.cameras, [messages[("color", name)] for name in names],
                 [messages[("depth", name)] for name in names],
                 [self.camera_infos.get(name) for name in names], messages[("ee_pose", "")], openness)
-            chunk = self.policy.act(observation)
-        except (InvalidMessageError, ValueError) as error:
-            self.refusals.refuse("invalid_observation", f"not acting: {error}")
-            self.blender.clear()  # nothing planned from earlier frames is executed on top of bad input
+        except InvalidMessageError as error:
+            self._refuse_observation(error)
             return
-        self.refusals.clear("invalid_observation")
-        self._accept_chunk(observation, chunk)
+        committed = self._committed_waypoints(observation.stamp, now) if self.params["blend_mode"] == "rtc" else None
+        self.worker.submit(InferenceJob(observation, self.goal, committed, self.reset_history,
+                                        self.params["publish_point_cloud"]))
+        self.reset_history = False
 
-    def _accept_chunk(self, observation, chunk) -> None:
+    def _committed_waypoints(self, observation_stamp: float, now: float) -> Chunk | None:
+        """The planned waypoints, on the new chunk's time grid, that the arm will execute before
+        the chunk arrives (the observation's age now plus the recent System 1 duration)."""
+        expected = float(np.median(self.inference_seconds[-5:])) if self.inference_seconds else 0.0
+        arrival = now + expected + self.params["inference_delay_s"]
+        period, horizon = self.params["waypoint_period_s"], self.system1.model.config.trajectory_length
+        samples, times = [], []
+        for index in range(horizon - 1):
+            time_from_start = (index + 1) * period
+            if observation_stamp + time_from_start > arrival:
+                break
+            sample = self.blender.sample(observation_stamp + time_from_start)
+            if sample is None:
+                break
+            samples.append(sample)
+            times.append(time_from_start)
+        if not samples:
+            return None
+        positions, orientations, openness = zip(*samples)
+        return Chunk(positions=np.array(positions), orientations=np.array(orientations),
+                     gripper_openness=np.array(openness), time_from_start=np.array(times))
+
+    def _infer(self, job: "InferenceJob") -> tuple[Chunk, tuple | None]:
+        """System 1 on the worker thread: nothing here touches ROS or the node's state."""
+        if self.params["inference_delay_s"] > 0:
+            time.sleep(self.params["inference_delay_s"])
+        if job.reset_history:
+            self.system1.reset()
+        chunk = self.system1.act(job.observation, job.goal, committed=job.committed)
+        cloud = self.system1.point_cloud(job.observation) if job.point_cloud else None
+        return chunk, cloud
+
+    def collect_chunk(self) -> None:
+        """On the executor thread when System 1's worker has a result."""
+        result = self.worker.take_result() if self.worker is not None else None
+        if result is None:
+            return
+        if result.error is not None:
+            if not isinstance(result.error, ValueError):
+                self.get_logger().error(f"System 1 failed: {result.error!r}")
+            self._refuse_observation(result.error)
+            return
+        self.inference_seconds = [*self.inference_seconds[-19:], result.duration_s]
+        self.refusals.clear("invalid_observation")
+        if not self.motion_allowed(self.now()):
+            return  # e.g. the e-stop was engaged while System 1 computed
+        if result.job.goal is self.goal:
+            self.steps_since_goal += 1
+        chunk, cloud = result.output
+        self._accept_chunk(result.job.observation, chunk, cloud)
+
+    def _refuse_observation(self, error: Exception) -> None:
+        self.refusals.refuse("invalid_observation", f"not acting: {error}")
+        self.blender.clear()  # nothing planned from earlier frames is executed on top of bad input
+
+    def _accept_chunk(self, observation: Observation, chunk: Chunk, cloud: tuple | None) -> None:
         """Checks, clips, blends and publishes a chunk System 1 computed from ``observation``."""
         now = self.now()
-        age = now - observation.stamp
-        if age > self.params["max_observation_age_s"]:
+        age, limit = now - observation.stamp, self.params["max_chunk_latency_s"]
+        if age > limit:
             self.refusals.refuse("stale_after_inference", f"dropping chunk: its observation is {age:.2f} s old "
-                                 f"after inference (limit {self.params['max_observation_age_s']} s)")
+                                 f"after inference (limit max_chunk_latency_s = {limit} s)")
             return
         self.refusals.clear("stale_after_inference")
         try:
@@ -560,9 +659,8 @@ class ControllerNode(LifecycleNode):
             self.chunk_publisher.publish(chunk_to_msg(chunk, header, self.chunk_sequence))
         if self.params["publish_markers"]:
             self.marker_publisher.publish(chunk_to_markers(chunk, header))
-        if self.params["publish_point_cloud"]:
-            points, colors = self.policy.controller.point_cloud(observation)
-            self.cloud_publisher.publish(points_to_pointcloud2(points, colors, header))
+        if cloud is not None:
+            self.cloud_publisher.publish(points_to_pointcloud2(*cloud, header))
 
     def command_step(self) -> None:
         now = self.now()
@@ -602,9 +700,10 @@ class ControllerNode(LifecycleNode):
             DiagnosticStatus.WARN if self.refusals.active else DiagnosticStatus.OK
         messages = [*self.qos_problems.active.values(), *self.refusals.active.values(),
                     *self.clipping.active.values()]
-        message = "; ".join(messages) or ("acting" if self.active else "inactive" if self.policy else "unconfigured")
+        message = "; ".join(messages) or ("acting" if self.active else "inactive" if self.system1 else "unconfigured")
         recent = self.steps_per_goal[-20:]
-        goal = self.policy.goal if self.policy else None
+        goal = self.goal
+        recent_inference = self.inference_seconds[-20:]
         values = {
             "active": self.active,
             "chunks_published": self.chunk_sequence,
@@ -613,16 +712,28 @@ class ControllerNode(LifecycleNode):
             "goal_age_s": f"{self.last_goal_age:.3f}",
             "system1_steps_per_system2_update": f"{np.mean(recent):.2f}" if recent else "nan",
             "estop": self.estop.reason or "",
+            "system1_seconds_p50": f"{np.median(recent_inference):.3f}" if recent_inference else "nan",
             "clock_jumps": self.clock_jumps,
         }
         values.update({f"refused_{cause}": count for cause, count in self.refusals.counts.items()})
         values.update({f"clipped_{limit}": count for limit, count in self.clipping.counts.items()})
         values.update({cause: message for cause, message in self.qos_problems.active.items()})
         status = DiagnosticStatus(level=level, name="openhelix/controller", message=message,
-                                  hardware_id=self.policy.controller.model_id if self.policy else "",
+                                  hardware_id=self.system1.model_id if self.system1 else "",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self.diagnostics_publisher.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                            status=[status]))
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    """One System 1 call: the observation, the goal at submission, and the RTC prefix."""
+
+    observation: Observation
+    goal: Goal
+    committed: Chunk | None
+    reset_history: bool
+    point_cloud: bool
 
 
 def main(args: list[str] | None = None) -> None:

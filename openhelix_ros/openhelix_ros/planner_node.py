@@ -5,12 +5,19 @@ Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was comp
 Lifecycle:   configure loads the model and creates the topics, activate starts planning,
              deactivate stops it, cleanup destroys what configure created.
 
+LLaVA runs on a worker thread of its own: lifecycle transitions, parameter requests and
+diagnostics are served while it computes (a 7B forward pass takes half a minute on a CPU).
+
 Images stamped in the future or larger than ``max_image_width`` x ``max_image_height`` are
 refused (logged once, counted on /diagnostics): a goal carries its image's stamp, and the
 controller must be able to trust it.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
@@ -19,6 +26,7 @@ from std_msgs.msg import Header, String
 from openhelix_core.planner import GoalPlanner
 from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
+from openhelix_core.worker import LatestOnlyWorker
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
@@ -45,6 +53,8 @@ PARAMETERS = (
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
                   "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
                   non_negative),
+    ParameterSpec("inference_delay_s", 0.0, "Seconds added to every System 2 call, to measure what a slow "
+                  "planner costs (0 in deployment).", non_negative),
     ParameterSpec("future_stamp_tolerance_s", 0.1, "Images stamped further ahead of this node's clock are "
                   "refused (s).", non_negative),
     ParameterSpec("max_image_width", 2048, "Larger images are refused (pixels).", positive),
@@ -61,6 +71,7 @@ class PlannerNode(LifecycleNode):
         self.params = declare_and_validate(self, PARAMETERS)
         self.refusals = RefusalLog(self.get_logger())
         self.planner: GoalPlanner | None = None
+        self.worker: LatestOnlyWorker | None = None
         self.plan_timer = None
         self.data_path = []  # (destroy function, entity) created by configure, destroyed by cleanup
         self._forget_inputs()
@@ -72,6 +83,13 @@ class PlannerNode(LifecycleNode):
         self.last_planned_stamp: float | None = None
         self.instruction: str | None = None
         self.sequence = 0
+        self.last_plan_seconds = float("nan")
+
+    def destroy_node(self) -> None:
+        """Ends the worker thread before the node goes (a call in flight is waited for, briefly)."""
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
@@ -89,7 +107,16 @@ class PlannerNode(LifecycleNode):
                                                                  LATCHED)),
         ]
         self.goal_publisher = self.create_lifecycle_publisher(GoalEmbedding, p["goal_topic"], RELIABLE)
-        self.data_path.append((self.destroy_lifecycle_publisher, self.goal_publisher))
+        ready = self.create_guard_condition(self.publish_goal)
+        self.data_path += [(self.destroy_lifecycle_publisher, self.goal_publisher),
+                           (self.destroy_guard_condition, ready)]
+        planner, delay = self.planner, p["inference_delay_s"]
+
+        def plan(job: PlanJob) -> np.ndarray:
+            time.sleep(delay)
+            return planner.plan(job.image, job.instruction)
+
+        self.worker = LatestOnlyWorker(plan, ready.trigger, name="system2")
         self.get_logger().info(f"System 2 '{self.planner.model_id}' loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -115,8 +142,13 @@ class PlannerNode(LifecycleNode):
         if self.plan_timer is not None:
             self.destroy_timer(self.plan_timer)
         self.plan_timer = None
+        if self.worker is not None:
+            self.worker.discard()  # no goal computed before deactivation is published after it
 
     def _destroy_data_path(self) -> None:
+        if self.worker is not None and not self.worker.stop():
+            self.get_logger().warning("a System 2 call outlasted the worker's stop; its result is dropped")
+        self.worker = None
         for destroy, entity in reversed(self.data_path):
             destroy(entity)
         self.data_path = []
@@ -145,8 +177,9 @@ class PlannerNode(LifecycleNode):
         self.instruction = msg.data
 
     def plan(self) -> None:
+        """Hands the newest image and the instruction to System 2's worker when it is free."""
         image_msg = self.latest_image
-        if image_msg is None or self.instruction is None:
+        if image_msg is None or self.instruction is None or self.worker.busy:
             return
         stamp = stamp_to_seconds(image_msg.header.stamp)
         if stamp == self.last_planned_stamp:
@@ -157,17 +190,31 @@ class PlannerNode(LifecycleNode):
             self.refusals.refuse("invalid_image", f"not planning: {error}")
             return
         self.refusals.clear("invalid_image")
-        embedding = self.planner.plan(image, self.instruction)
-        self.sequence += 1
         self.last_planned_stamp = stamp
-        goal = Goal(embedding=embedding, sequence=self.sequence, instruction=self.instruction,
-                    stamp=stamp, model_id=self.planner.model_id)
-        self.goal_publisher.publish(goal_to_msg(goal, frame_id=image_msg.header.frame_id))
+        self.worker.submit(PlanJob(image, self.instruction, stamp, image_msg.header.frame_id))
+
+    def publish_goal(self) -> None:
+        """On the executor thread when System 2's worker has a result."""
+        result = self.worker.take_result() if self.worker is not None else None
+        if result is None:
+            return
+        if result.error is not None:
+            self.refusals.refuse("planning_failed", f"System 2 failed: {result.error!r}")
+            return
+        self.refusals.clear("planning_failed")
+        self.last_plan_seconds = result.duration_s
+        job = result.job
+        self.sequence += 1
+        goal = Goal(embedding=result.output, sequence=self.sequence, instruction=job.instruction,
+                    stamp=job.stamp, model_id=self.planner.model_id)
+        self.goal_publisher.publish(goal_to_msg(goal, frame_id=job.frame_id))
 
     def publish_diagnostics(self) -> None:
         level = DiagnosticStatus.WARN if self.refusals.active else DiagnosticStatus.OK
         state = "planning" if self.plan_timer else "inactive" if self.planner else "unconfigured"
-        values = {"goals_published": self.sequence, "instruction": self.instruction or ""}
+        values = {"goals_published": self.sequence, "instruction": self.instruction or "",
+                  "planning": bool(self.worker and self.worker.busy),
+                  "system2_seconds_last": f"{self.last_plan_seconds:.3f}"}
         values.update({f"refused_{cause}": count for cause, count in self.refusals.counts.items()})
         status = DiagnosticStatus(level=level, name="openhelix/planner",
                                   message="; ".join(self.refusals.active.values()) or state,
@@ -175,6 +222,16 @@ class PlannerNode(LifecycleNode):
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self.diagnostics_publisher.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                            status=[status]))
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    """One System 2 call and what its goal message carries."""
+
+    image: np.ndarray
+    instruction: str
+    stamp: float
+    frame_id: str
 
 
 def main(args: list[str] | None = None) -> None:

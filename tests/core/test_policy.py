@@ -1,4 +1,6 @@
 """The dual-system policy: goal refresh every N System 1 calls, or goals fed from outside."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,32 @@ def test_reset_forgets_the_goal(controller):
     policy.reset()
     with pytest.raises(NoGoalError):
         policy.act(observation(0))
+
+
+def test_committed_waypoints_are_kept_exactly_and_the_rest_is_still_sampled():
+    """Real-time chunking: the prefix the arm executes during inference is inpainted, not replanned."""
+    system1 = TrajectoryController.load(preset="tiny", seed=0)
+    goal = Goal(embedding=np.ones(system1.goal_dim, np.float32), sequence=1, instruction="open the drawer", stamp=1.0)
+    previous = system1.act(observation(0), goal)
+    committed_count = 5
+    committed = replace(previous, positions=previous.positions[:committed_count] + [0.05, 0.0, 0.0],
+                        orientations=previous.orientations[:committed_count],
+                        gripper_openness=np.zeros(committed_count),
+                        time_from_start=previous.time_from_start[:committed_count])
+    chunk = system1.act(observation(1), goal, committed=committed)
+    np.testing.assert_allclose(chunk.positions[:committed_count], committed.positions, atol=1e-6)
+    np.testing.assert_allclose(chunk.gripper_openness[:committed_count], 0.0)
+    assert len(chunk) == len(previous) and np.all(np.isfinite(chunk.positions))
+    free = TrajectoryController.load(preset="tiny", seed=0)
+    free.act(observation(0), goal)
+    unconstrained = free.act(observation(1), goal)
+    assert not np.allclose(unconstrained.positions[:committed_count], committed.positions, atol=1e-3)
+    with pytest.raises(ValueError, match="committed waypoints"):
+        system1.act(observation(2), goal, committed=previous)  # all T waypoints: nothing left to plan
+
+
+def test_warm_up_leaves_the_noise_stream_and_history_untouched():
+    warmed, cold = TrajectoryController.load(preset="tiny", seed=0), TrajectoryController.load(preset="tiny", seed=0)
+    goal = Goal(embedding=np.ones(warmed.goal_dim, np.float32), sequence=1, instruction="x", stamp=1.0)
+    assert warmed.warm_up() > 0 and len(warmed.history) == 0
+    np.testing.assert_array_equal(warmed.act(observation(0), goal).positions, cold.act(observation(0), goal).positions)

@@ -49,6 +49,7 @@ class Recorder(Node):
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.messages: dict[str, str] = {}
         self.levels: dict[str, bytes] = {}
+        self.diagnostics_received = 0
         self.create_subscription(GoalEmbedding, topics.GOAL_EMBEDDING, self.goals.append, RELIABLE)
         self.create_subscription(TrajectoryChunk, topics.TRAJECTORY_CHUNK, self.chunks.append, RELIABLE)
         self.create_subscription(PoseStamped, topics.POSE_COMMAND, self.commands.append, LATEST_SENSOR)
@@ -70,6 +71,7 @@ class Recorder(Node):
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
             self.messages[status.name] = status.message
             self.levels[status.name] = status.level
+        self.diagnostics_received += 1
 
     def controller_status(self) -> dict[str, str]:
         return self.diagnostics.get("openhelix/controller", {})

@@ -38,9 +38,12 @@ def controller_with_fake_robot(ros_domain, tmp_path):
 
 
 def wait_acting(recorder, robot, processes):
+    """Waits until the controller acts, then for diagnostics sent since (refusal counts are current)."""
     start = (len(recorder.chunks), len(recorder.commands))
     assert recorder.spin_until(lambda: len(recorder.chunks) >= start[0] + 2 and len(recorder.commands) > start[1],
                                STARTUP_TIMEOUT_S, processes, also=[robot]), logs(processes)
+    received = recorder.diagnostics_received
+    assert recorder.spin_until(lambda: recorder.diagnostics_received > received, 30, processes, also=[robot])
 
 
 def assert_quiet(recorder, robot, processes):

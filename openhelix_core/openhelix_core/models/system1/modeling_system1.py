@@ -471,14 +471,20 @@ class DiffuserActor(nn.Module):
 
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_trajectory(self, batch: Mapping[str, torch.Tensor],
-                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def predict_trajectory(self, batch: Mapping[str, torch.Tensor], generator: Optional[torch.Generator] = None,
+                           committed: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Sample a trajectory with ``diffusion_timesteps`` DDPM steps.
 
         Args:
             batch: ``RGB``, ``PCD``, ``GOAL``, ``CURRENT_GRIPPER`` (see class docstring).
             generator: optional RNG; with the same generator state and weights the
                 output is reproducible.
+            committed: optional ``(B, K, 8)`` absolute waypoints (``K < T``) that will have
+                been executed by the time this trajectory is used (real-time chunking): they
+                are held fixed by inpainting -- before every denoising step the first ``K``
+                waypoints of the sample are replaced by the committed ones noised to that
+                step's level -- and returned exactly, so the rest continues them. ``None``
+                (or ``K = 0``) is the original sampler.
 
         Returns:
             ``(B, T, 8)`` with ``T = config.trajectory_length``: absolute
@@ -492,21 +498,40 @@ class DiffuserActor(nn.Module):
             fixed = self.encode_inputs(batch)
             current = fixed["current"]
             shape = (current.shape[0], self.config.trajectory_length, 9)
+            prefix = None
+            if committed is not None and committed.shape[1] > 0:
+                if committed.shape[0] != shape[0] or committed.shape[1] >= shape[1] or committed.shape[2] != 8:
+                    raise ValueError(f"committed waypoints must be (B, K < {shape[1]}, 8), got {tuple(committed.shape)}")
+                prefix, _ = self._targets(committed.to(current.dtype), current)
             sample = _randn(shape, generator, current.device, current.dtype)
             self.position_noise_scheduler.set_timesteps(self.n_steps)
             self.rotation_noise_scheduler.set_timesteps(self.n_steps)
             out = None
             for t in self.position_noise_scheduler.timesteps:
                 timestep = torch.full((shape[0],), int(t), dtype=torch.long, device=current.device)
+                if prefix is not None:
+                    sample = torch.cat([self._noised(prefix, timestep, generator), sample[:, prefix.shape[1]:]], dim=1)
                 out = self.prediction_head(sample, timestep, fixed)
                 pos = self.position_noise_scheduler.step(
                     out[..., :3], t, sample[..., :3], generator=generator).prev_sample
                 rot = self.rotation_noise_scheduler.step(
                     out[..., 3:9], t, sample[..., 3:9], generator=generator).prev_sample
                 sample = torch.cat([pos, rot], dim=-1)
-            return self._to_absolute(sample, out[..., 9:], current)
+            trajectory = self._to_absolute(sample, out[..., 9:], current)
+            if prefix is not None:
+                trajectory = torch.cat([committed.to(trajectory.dtype), trajectory[:, prefix.shape[1]:]], dim=1)
+            return trajectory
         finally:
             self.train(was_training)
+
+    def _noised(self, target: torch.Tensor, timestep: torch.Tensor,
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Network targets ``(B, K, 9)`` noised to the level of ``timestep`` ``(B,)``."""
+        noise = _randn(target.shape, generator, target.device, target.dtype)
+        return torch.cat([
+            self.position_noise_scheduler.add_noise(target[..., :3], noise[..., :3], timestep),
+            self.rotation_noise_scheduler.add_noise(target[..., 3:9], noise[..., 3:9], timestep),
+        ], dim=-1)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def load_checked_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
