@@ -107,9 +107,15 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     tasks_protocol = options.protocol == "tasks"
     total = len(options.tasks) * options.episodes_per_task if tasks_protocol else options.sequences
     config_dir = options.config_dir
-    if options.checkpoint or options.execution_horizon or options.replan_after_horizon:
+    bridge = {"execution": options.execution, **({"realtime": True} if options.realtime else {}),
+              **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
+              **({"replan_after_horizon": True} if options.replan_after_horizon else {})}
+    controller = {**({"blend_mode": options.blend_mode} if options.blend_mode else {}),
+                  **({"inference_delay_s": options.inference_delay} if options.inference_delay else {}),
+                  **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {})}
+    if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
-                                                 options.execution_horizon, options.replan_after_horizon))
+                                                 bridge, controller))
     workers = min(options.workers, total)
     first_domain = options.first_domain
     launches, result_files = [], []
@@ -167,7 +173,9 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     results = sorted(finished_sequences(), key=lambda r: r.info["sequence_index"])
     config = {"sequences": total, "workers": workers, "seed": options.seed, "backend": options.backend,
               "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
-              "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)"}
+              "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
+              "execution": options.execution, "realtime": options.realtime,
+              "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay}
     if tasks_protocol:
         config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
                       scene_variation=options.scene_variation)
@@ -187,19 +195,19 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
 
 
 def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
-                            execution_horizon: int, replan_after_horizon: bool = False) -> Path:
+                            bridge: dict | None = None, controller: dict | None = None) -> Path:
     """Copies the simulation parameter files to ``directory``, pointing the planner and the
     controller at a trainer checkpoint (``<checkpoint>/system2``, ``<checkpoint>/system1``) and
-    setting the bridge's execution horizon and replanning."""
+    overriding the given bridge and controller parameters."""
     import yaml
     from ament_index_python.packages import get_package_share_directory
 
     source = Path(source_dir) if source_dir else Path(get_package_share_directory("openhelix_ros")) / "config"
     directory.mkdir(parents=True, exist_ok=True)
+    system1 = {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}
     edits = {"planner.yaml": ("planner", {"checkpoint": str(Path(checkpoint) / "system2")} if checkpoint else {}),
-             "controller_sim.yaml": ("controller", {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}),
-             "sim_bridge.yaml": ("sim_bridge", {**({"execution_horizon": execution_horizon} if execution_horizon else {}),
-                                                **({"replan_after_horizon": True} if replan_after_horizon else {})})}
+             "controller_sim.yaml": ("controller", {**system1, **(controller or {})}),
+             "sim_bridge.yaml": ("sim_bridge", dict(bridge or {}))}
     if checkpoint:
         for part in ("system1", "system2"):
             if not (Path(checkpoint) / part).is_dir():
@@ -284,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
                         "the controller and the planner, e.g. runs/play_table_demo/stage2/final")
     calvin.add_argument("--execution-horizon", type=int, default=0,
                         help="waypoints the bridge executes per chunk (0 = the parameter file's)")
+    calvin.add_argument("--execution", choices=("chunks", "servo"), default="chunks",
+                        help="chunks: the simulator executes System 1's trajectory chunks; servo: it follows the "
+                        "controller's blended, limited command stream, as a real arm's servo controller does")
+    calvin.add_argument("--realtime", action="store_true", help="the scene advances every tick, also while "
+                        "the policy computes (default: lockstep, the scene waits for the policy)")
+    calvin.add_argument("--blend-mode", choices=("ensemble", "replace", "rtc"), default="",
+                        help="controller's chunk blending (servo execution); default: the parameter file's")
+    calvin.add_argument("--inference-delay", type=float, default=0.0,
+                        help="seconds added to every System 1 call, to measure what latency costs")
     calvin.add_argument("--replan-after-horizon", action="store_true",
                         help="execute each chunk to its horizon before taking a newer one (3DDA's evaluation)")
     calvin.set_defaults(run=run_eval_calvin)

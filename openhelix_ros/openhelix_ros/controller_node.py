@@ -128,6 +128,9 @@ PARAMETERS = (
                   non_negative),
     ParameterSpec("max_image_width", 2048, "Larger images are invalid input (pixels).", positive),
     ParameterSpec("max_image_height", 2048, "Larger images are invalid input (pixels).", positive),
+    ParameterSpec("max_measured_jump_m", 0.05, "A jump of the measured TCP larger than this between two "
+                  "observations (the arm was reset or moved by hand) discards planned motion; commands start again "
+                  "from the new pose (m).", positive),
     ParameterSpec("workspace_tolerance_m", 0.01, "No motion when the measured TCP is further outside the "
                   "workspace box than this (m).", non_negative),
     ParameterSpec("heartbeat_topic", "", "Deadman input (std_msgs/Bool, true while held); '' = none.",
@@ -447,6 +450,12 @@ class ControllerNode(LifecycleNode):
             return
         self.watchdog.set_condition("ee_outside_workspace",
                                     self.limits.workspace_violation(position, self.params["workspace_tolerance_m"]))
+        if self.ee_pose is not None:
+            jump = float(np.linalg.norm(position - pose_to_arrays(self.ee_pose.pose)[0]))
+            if jump > self.params["max_measured_jump_m"]:
+                self._discard_plan(f"the measured TCP jumped {jump:.3f} m: planned motion dropped, commands start "
+                                   "again from the new pose")
+                self.limiter.release()
         self.latest_observation = messages
         self.ee_pose = ee_pose
         for camera in self.cameras:
@@ -469,6 +478,9 @@ class ControllerNode(LifecycleNode):
         if not self._accept_stamp("goal", goal.stamp):
             return
         self.refusals.clear("invalid_goal")
+        if self.goal is not None and goal.instruction != self.goal.instruction:
+            self._discard_plan(f"new instruction '{goal.instruction}': motion planned for "
+                               f"'{self.goal.instruction}' is dropped")
         if self.goal is not None:
             self.steps_per_goal.append(self.steps_since_goal)
             self.steps_per_goal_publisher.publish(Float64(data=float(self.steps_since_goal)))
@@ -515,6 +527,12 @@ class ControllerNode(LifecycleNode):
         response.success, response.message = self.estop.clear()
         self.get_logger().warning(response.message if response.success else f"clear_estop refused: {response.message}")
         return response
+
+    def _discard_plan(self, reason: str) -> None:
+        self.get_logger().info(reason)
+        if self.worker is not None:
+            self.worker.discard()
+        self.blender.clear()
 
     def _stop_motion_now(self) -> None:
         if self.worker is not None:
@@ -676,8 +694,7 @@ class ControllerNode(LifecycleNode):
         if target is None:
             return  # nothing planned for now: the driver holds the last command
         if self.was_blocked or not self.limiter.anchored:
-            position, orientation = pose_to_arrays(self.ee_pose.pose)
-            self.limiter.reset(position, orientation)
+            self.limiter.reset(*pose_to_arrays(self.ee_pose.pose))
             self.last_command_time = None
             self.was_blocked = False
         period = 1.0 / self.params["command_rate_hz"]

@@ -85,3 +85,37 @@ class ChunkExecutor:
             return None
         self._next_index += 1
         return self._actions[self._next_index - 1]
+
+
+class ServoFollower:
+    """Turns the controller's limited command stream into one absolute action per simulator tick.
+
+    What a Cartesian impedance or servo controller does on a real arm: each tick it drives the
+    arm to the newest pose command with the newest gripper command. :meth:`next_action` says
+    whether a new command arrived since the last tick (lockstep steps only then) and, with
+    ``hold``, repeats the last command otherwise (a real-time world keeps moving).
+    """
+
+    def __init__(self, gripper_openness: float) -> None:
+        self._pose: tuple[np.ndarray, np.ndarray] | None = None
+        self._gripper = float(gripper_openness)
+        self._fresh = False
+
+    def pose_command(self, position: np.ndarray, orientation: np.ndarray) -> None:
+        self._pose = (np.asarray(position, float), np.asarray(orientation, float))
+        self._fresh = True
+
+    def gripper_command(self, openness: float) -> None:
+        self._gripper = float(np.clip(openness, 0.0, 1.0))
+
+    def clear(self, gripper_openness: float) -> None:
+        """A new episode: nothing commanded before it is executed in it."""
+        self._pose, self._fresh, self._gripper = None, False, float(gripper_openness)
+
+    def next_action(self, hold: bool) -> np.ndarray | None:
+        """The CALVIN absolute action for this tick: the newest command if it is new (or ``hold``),
+        else None."""
+        if self._pose is None or not (self._fresh or hold):
+            return None
+        self._fresh = False
+        return waypoint_to_absolute_action(*self._pose, self._gripper)

@@ -445,11 +445,12 @@ def write_variant_checkpoints(checkpoint, out_dir, variants: Sequence[str] = VAR
 def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[str], seeds: Sequence[int],
                                   max_steps: int, execute_steps: int, static_size: int, gripper_size: int,
                                   out_dir, workers: int = 2, scene_variation: str = "task",
-                                  first_domain: int = 40) -> Dict[str, Dict[str, List[bool]]]:
+                                  first_domain: int = 40, execution: str = "chunks") -> Dict[str, Dict[str, List[bool]]]:
     """The same episodes through the ROS nodes: one ``openhelix eval-calvin --protocol tasks``
-    per variant (sim bridge, planner and controller processes talking over topics; the bridge
-    executes ``execute_steps`` waypoints of a chunk, then asks for a new one). Raises
-    RuntimeError when an evaluation fails."""
+    per variant (sim bridge, planner and controller processes talking over topics). With
+    ``execution="chunks"`` the bridge executes ``execute_steps`` waypoints of a chunk, then asks
+    for a new one; with ``"servo"`` it follows the controller's blended, limited command stream.
+    Raises RuntimeError when an evaluation fails."""
     seeds = list(seeds)
     if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
         raise ValueError(f"the ROS evaluation takes consecutive seeds, got {seeds}")
@@ -460,7 +461,8 @@ def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[
                    "--checkpoint", str(checkpoint), "--tasks", *tasks, "--episodes-per-task", str(len(seeds)),
                    "--first-seed", str(seeds[0]), "--scene-variation", scene_variation,
                    "--static-size", str(static_size), "--gripper-size", str(gripper_size),
-                   "--execution-horizon", str(execute_steps), "--replan-after-horizon", "--max-steps", str(max_steps),
+                   "--execution-horizon", str(execute_steps), "--max-steps", str(max_steps),
+                   "--execution", execution, *(["--replan-after-horizon"] if execution == "chunks" else []),
                    "--workers", str(workers), "--first-domain", str(first_domain), "--output", str(output)]
         start = time.perf_counter()
         completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -564,7 +566,8 @@ def run_pipeline(args) -> dict:
         checkpoints = write_variant_checkpoints(out / "stage2" / "final", out / "variants")
         report["ros_results"] = evaluate_variants_through_ros(
             checkpoints, args.tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
-            out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation)
+            out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
+            execution=args.execution)
         timings["ros_evaluation_s"] = time.perf_counter() - t0
         tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
                       "tasks`):\n\n" + success_table(report["ros_results"], seeds))
@@ -647,6 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--position-frame", choices=("relative", "absolute"), default="absolute",
                     help="System 1 positions absolute (the CPU demo) or relative to the current gripper (CALVIN)")
     pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
+    pl.add_argument("--execution", choices=("chunks", "servo"), default="chunks",
+                    help="ROS evaluation: the simulator executes chunks, or follows the controller's command stream")
     pl.add_argument("--quiet", action="store_true")
     pl.add_argument("--ros-eval", action=argparse.BooleanOptionalAction, default=True,
                     help="also evaluate every variant through the ROS nodes (needs `source scripts/env.sh`)")

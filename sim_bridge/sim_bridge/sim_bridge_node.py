@@ -2,13 +2,18 @@
 
 Publishes per camera color (rgb8), registered depth (32FC1, metres) and camera_info, the
 EE pose (``PoseStamped``), joint states, the instruction (latched) and its status on
-``/diagnostics``; executes the ``openhelix_msgs/TrajectoryChunk`` messages it receives.
+``/diagnostics``. ``execution: chunks`` executes the ``openhelix_msgs/TrajectoryChunk``
+messages it receives, waypoint by waypoint; ``execution: servo`` drives the arm to each
+command of the controller's blended, limited stream (``/openhelix/command/ee_pose`` and
+``/openhelix/command/gripper``), as a Cartesian impedance controller on a real arm does --
+so that the blender, the limiter and the inference latency are part of what is evaluated.
 With ``max_steps > 0`` it exits after executing that many policy waypoints.
 
 With ``mode: evaluate`` it runs an evaluation protocol instead -- CALVIN's chains of five
 (``protocol: calvin``) or single-task episodes from the training demo's held-out start states
 (``protocol: tasks``): it resets the scene for each sequence, publishes each subtask's instruction, steps only when the policy has sent a
-waypoint conditioned on the current instruction (lockstep: a slow policy loses no steps),
+waypoint conditioned on the current instruction, or (servo) a new command (lockstep: a slow policy
+loses no steps; with ``realtime`` the scene advances every tick whatever the policy does),
 checks success after every step, appends one JSON line per sequence to ``results_path`` and
 exits when its sequences are done.
 """
@@ -22,7 +27,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Header, String
+from std_msgs.msg import Float64, Header, String
 
 from openhelix_msgs.msg import TrajectoryChunk
 from openhelix_ros import topics
@@ -32,6 +37,7 @@ from openhelix_ros.conversions import (
     chunk_from_msg,
     depth_to_image,
     intrinsics_to_camera_info,
+    pose_to_arrays,
     rgb_to_image,
     stamp_to_seconds,
 )
@@ -45,9 +51,9 @@ from openhelix_ros.parameters import (
     positive,
     topic_name,
 )
-from openhelix_ros.qos import LATCHED, RELIABLE
+from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
-from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action
+from sim_bridge.chunk_executor import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
 from sim_bridge.envs.expert import SUPPORTED
 from sim_bridge.envs.play_table import PlayTableEnv
 from sim_bridge.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
@@ -77,6 +83,14 @@ PARAMETERS = (
     ParameterSpec("execution_horizon", 20, "Waypoints executed from each chunk before holding.", positive),
     ParameterSpec("replan_after_horizon", False, "Execute each chunk to its horizon and then take the first chunk "
                   "computed after it (3DDA's CALVIN evaluation) instead of switching to every newer chunk."),
+    ParameterSpec("execution", "chunks", "'chunks': execute trajectory chunks waypoint by waypoint; 'servo': follow "
+                  "the controller's pose / gripper command stream like a real arm's servo controller.",
+                  one_of("chunks", "servo")),
+    ParameterSpec("realtime", False, "evaluate: advance the scene every tick even when the policy sent nothing new "
+                  "(the world does not wait for the model); false = lockstep."),
+    ParameterSpec("pose_command_topic", topics.POSE_COMMAND, "servo: the controller's TCP commands.", topic_name),
+    ParameterSpec("gripper_command_topic", topics.GRIPPER_COMMAND, "servo: the controller's gripper commands.",
+                  topic_name),
     ParameterSpec("base_frame", "world", "Frame of the published poses.", non_empty),
     ParameterSpec("backend", "embedded", "Simulator: 'embedded' (PyBullet play-table of this suite) or 'calvin' "
                   "(CALVIN's own calvin_env, when installed).", one_of("embedded", "calvin")),
@@ -128,6 +142,7 @@ class SimBridgeNode(Node):
         self.env = self._make_env()
         self.env.reset(seed=p["seed"])
         self.executor_logic = ChunkExecutor(p["execution_horizon"], replan_after_horizon=p["replan_after_horizon"])
+        self.servo = ServoFollower(self.env.gripper_openness())
         self.runner = None
         self.refusals = RefusalLog(self.get_logger())
         self.tick = 0
@@ -164,7 +179,12 @@ class SimBridgeNode(Node):
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(indices)} CALVIN sequences -> {p['results_path']}")
         self.instruction_publisher.publish(String(data=self.instruction or ""))
-        self.create_subscription(TrajectoryChunk, p["chunk_topic"], self.on_chunk, RELIABLE)
+        if p["execution"] == "servo":
+            self.create_subscription(PoseStamped, p["pose_command_topic"], self.on_pose_command, ANY_PUBLISHER)
+            self.create_subscription(Float64, p["gripper_command_topic"],
+                                     lambda msg: self.servo.gripper_command(msg.data), ANY_PUBLISHER)
+        else:
+            self.create_subscription(TrajectoryChunk, p["chunk_topic"], self.on_chunk, RELIABLE)
         self.create_timer(1.0 / p["rate_hz"], self.step)
         self.create_timer(1.0, self.publish_status)
         self.observe()
@@ -196,10 +216,25 @@ class SimBridgeNode(Node):
         self.chunks_received += 1
         self.executor_logic.receive(chunk, stamp_to_seconds(msg.header.stamp), self.tick)
 
+    def on_pose_command(self, msg: PoseStamped) -> None:
+        try:
+            self.servo.pose_command(*pose_to_arrays(msg.pose))
+        except InvalidMessageError as error:
+            self.refusals.refuse("invalid_command", f"not following pose command: {error}")
+
+    def next_action(self, hold: bool):
+        """This tick's absolute action from the chunk being executed or the command stream."""
+        if self.params["execution"] == "servo":
+            return self.servo.next_action(hold=hold)
+        return self.executor_logic.next_action()
+
     def step(self) -> None:
         if self.finished:
             return
-        action = self.executor_logic.next_action()
+        realtime = self.runner is None or self.params["realtime"]
+        action = self.next_action(hold=realtime)
+        if action is None and self.runner is not None and realtime:
+            action = self.hold_action  # the world does not wait for the policy
         if self.runner is not None:
             self.evaluation_step(action)
             return
@@ -214,13 +249,15 @@ class SimBridgeNode(Node):
             self.finish(f"executed {self.steps_executed} policy steps in {self.tick} ticks")
 
     def evaluation_step(self, action) -> None:
-        """Lockstep: the scene advances only on a waypoint for the current instruction."""
+        """Lockstep: the scene advances only on a waypoint for the current instruction (or a new
+        servo command); in real time on every tick."""
         if action is None:
             if self.render_what_is_subscribed():
                 self.last_obs = self.env.get_obs()
             self.publish_observation()  # same scene, new stamp: the planner and controller keep up
             return
         self.env.step(action, action_type="absolute")
+        self.hold_action = action
         self.steps_executed += 1
         self.tick += 1
         outcome = self.runner.after_step()
@@ -243,6 +280,8 @@ class SimBridgeNode(Node):
     def start_instruction(self, instruction: str) -> None:
         self.instruction = instruction
         self.executor_logic.clear(self.tick)
+        self.servo.clear(self.env.gripper_openness())
+        self.hold_action = waypoint_to_absolute_action(*self.env.tcp_pose(), self.env.gripper_openness())
         self.instruction_publisher.publish(String(data=instruction))
 
     def finish(self, summary: str) -> None:

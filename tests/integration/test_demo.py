@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -96,3 +97,27 @@ def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
     with pytest.raises(RuntimeError, match="ROS evaluation of 'broken' failed"):
         evaluate_variants_through_ros({"broken": tmp_path / "nowhere"}, ["turn_on_led"], [1], max_steps=8,
                                       execute_steps=4, static_size=64, gripper_size=48, out_dir=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("execution", [["--execution", "servo", "--realtime", "--blend-mode", "rtc"],
+                                       ["--execution", "servo", "--blend-mode", "ensemble"]])
+def test_servo_execution_evaluates_the_command_stream_a_real_arm_would_get(tmp_path, execution):
+    output = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--protocol", "tasks", "--tasks", "open_drawer",
+         "--episodes-per-task", "1", "--first-seed", "100000", "--max-steps", "30", "--static-size", "64",
+         "--gripper-size", "48", "--checkpoint", str(REPO / "sim_bridge" / "checkpoints" / "play_table_demo"),
+         *execution, "--output", str(output), "--timeout", "400",
+         "--first-domain", str(1 + (os.getpid() + 40) % 90)],
+        capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [record] = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
+    assert record["initial_state"]["task"] == "open_drawer" and 1 <= record["info"]["steps_per_subtask"][0] <= 30
+    bridge = yaml.safe_load((output / "config" / "sim_bridge.yaml").read_text())["sim_bridge"]["ros__parameters"]
+    controller = yaml.safe_load((output / "config" / "controller_sim.yaml").read_text())["controller"]
+    assert bridge["execution"] == "servo" and bridge.get("realtime", False) == ("--realtime" in execution)
+    assert controller["ros__parameters"]["blend_mode"] == execution[-1]
+    report = json.loads((output / "calvin_eval.json").read_text())
+    assert report["config"]["execution"] == "servo"
+    controller_log = (output / "logs-worker0" / "controller.log").read_text()
+    assert "System 1 warm-up call" in controller_log

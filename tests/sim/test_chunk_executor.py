@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from openhelix_core.types import TrajectoryChunk
-from sim_bridge.chunk_executor import ChunkExecutor, waypoint_to_absolute_action
+from sim_bridge.chunk_executor import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 
@@ -93,3 +93,22 @@ def test_clear_in_the_middle_of_a_chunk_lets_the_next_episode_start():
     executor.clear(current_tick=2)
     assert executor.receive(chunk(5), observation_stamp=2.0, current_tick=2)
     assert len(drain(executor)) == 5
+
+
+def test_servo_follower_drives_the_play_table_arm_to_a_commanded_pose(env):
+    env.reset(seed=3)
+    start, orientation = env.tcp_pose()
+    target = start + np.array([0.05, -0.04, 0.03])
+    follower = ServoFollower(env.gripper_openness())
+    assert follower.next_action(hold=True) is None  # nothing commanded yet
+    follower.pose_command(target, orientation)
+    follower.gripper_command(0.0)
+    assert follower.next_action(hold=False) is not None
+    assert follower.next_action(hold=False) is None  # lockstep: no new command, no step
+    for _ in range(40):  # a real-time world holds the last command
+        env.step(follower.next_action(hold=True), action_type="absolute")
+    reached, _ = env.tcp_pose()
+    assert np.linalg.norm(reached - target) < 0.01, reached - target
+    assert env.gripper_openness() < 0.5
+    follower.clear(env.gripper_openness())
+    assert follower.next_action(hold=True) is None
