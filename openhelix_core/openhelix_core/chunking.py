@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from openhelix_core.geometry import quaternion_slerp
+from openhelix_core.safety import CommandLimiter, LimitedCommand, SafetyLimits
 from openhelix_core.types import TrajectoryChunk
 
 MODES = ("ensemble", "replace", "rtc")
@@ -106,3 +107,77 @@ class TrajectoryBlender:
             orientation = quaternion_slerp(orientation, sample[1], weight / accumulated)
         openness = float(sum(w * s[2] for w, s in zip(weights, samples, strict=True)))
         return position, orientation, openness
+
+
+class CommandStream:
+    """Chunks in, one limited TCP command per tick out: everything between System 1 and an arm.
+
+    The controller node and the in-process evaluations and benchmarks run this same object, so
+    what they measure is what a robot gets. :meth:`command` samples the blended plan at "now"
+    and limits it over the real time since the previous command (at most two command periods:
+    a late tick does not allow a long jump); after :meth:`stop` the next command starts from
+    the measured pose.
+    """
+
+    def __init__(self, limits: SafetyLimits, blend_mode: str = "ensemble", execution_horizon: int = 20,
+                 decay: float = 0.01, command_period_s: float = 1.0 / 30.0, future_tolerance_s: float = 0.1) -> None:
+        if not command_period_s > 0:
+            raise ValueError("command_period_s must be positive")
+        self.blender = TrajectoryBlender(blend_mode, execution_horizon, decay, future_tolerance_s=future_tolerance_s)
+        self.limiter = CommandLimiter(limits)
+        self.command_period_s = command_period_s
+        self._last_command_time: float | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.blender.mode
+
+    def add(self, chunk: TrajectoryChunk, observation_stamp: float, now: float) -> bool:
+        """Adds a chunk (see :meth:`TrajectoryBlender.add`); returns whether it was kept."""
+        return self.blender.add(chunk, observation_stamp, now)
+
+    def stop(self) -> None:
+        """Drops everything planned; the next command starts from the measured pose."""
+        self.blender.clear()
+        self.limiter.release()
+        self._last_command_time = None
+
+    def committed(self, observation_stamp: float, arrival: float, waypoint_period_s: float,
+                  max_waypoints: int) -> TrajectoryChunk | None:
+        """For real-time chunking: the planned waypoints, on the time grid of a chunk computed from
+        an observation at ``observation_stamp``, that the arm executes before that chunk arrives
+        at ``arrival`` (at most ``max_waypoints``; None when nothing is planned)."""
+        samples, times = [], []
+        for index in range(max_waypoints):
+            time_from_start = (index + 1) * waypoint_period_s
+            if observation_stamp + time_from_start > arrival:
+                break
+            sample = self.blender.sample(observation_stamp + time_from_start)
+            if sample is None:
+                break
+            samples.append(sample)
+            times.append(time_from_start)
+        if not samples:
+            return None
+        positions, orientations, openness = zip(*samples)
+        return TrajectoryChunk(positions=np.array(positions), orientations=np.array(orientations),
+                               gripper_openness=np.array(openness), time_from_start=np.array(times))
+
+    def command(self, now: float, measured_position: np.ndarray,
+                measured_orientation: np.ndarray) -> LimitedCommand | None:
+        """The command for ``now``, or None when nothing is planned for now or no time passed."""
+        target = self.blender.sample(now)
+        if target is None:
+            return None
+        if not self.limiter.anchored:
+            self.limiter.reset(measured_position, measured_orientation)
+            self._last_command_time = None
+        if self._last_command_time is None:
+            dt = self.command_period_s
+        else:
+            dt = min(now - self._last_command_time, 2.0 * self.command_period_s)
+        if dt <= 0:
+            return None  # the clock has not advanced (a paused simulation): nothing new to command
+        command = self.limiter.limit(*target, dt=dt)
+        self._last_command_time = now
+        return command

@@ -112,6 +112,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               **({"replan_after_horizon": True} if options.replan_after_horizon else {})}
     controller = {**({"blend_mode": options.blend_mode} if options.blend_mode else {}),
                   **({"inference_delay_s": options.inference_delay} if options.inference_delay else {}),
+                  **({"control_rate_hz": options.control_rate} if options.control_rate else {}),
                   **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {})}
     if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
@@ -175,7 +176,8 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
               "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
               "execution": options.execution, "realtime": options.realtime,
-              "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay}
+              "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
+              "control_rate_hz": options.control_rate or "(parameter files)"}
     if tasks_protocol:
         config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
                       scene_variation=options.scene_variation)
@@ -299,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the policy computes (default: lockstep, the scene waits for the policy)")
     calvin.add_argument("--blend-mode", choices=("ensemble", "replace", "rtc"), default="",
                         help="controller's chunk blending (servo execution); default: the parameter file's")
+    calvin.add_argument("--control-rate", type=float, default=0.0,
+                        help="System 1 calls per second at most (controller control_rate_hz); default: the "
+                        "parameter file's")
     calvin.add_argument("--inference-delay", type=float, default=0.0,
                         help="seconds added to every System 1 call, to measure what latency costs")
     calvin.add_argument("--replan-after-horizon", action="store_true",

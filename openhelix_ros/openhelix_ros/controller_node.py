@@ -37,13 +37,12 @@ from std_msgs.msg import Bool, Float64, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from openhelix_core.chunking import MODES, TrajectoryBlender
+from openhelix_core.chunking import MODES, CommandStream
 from openhelix_core.controller import TrajectoryController
 from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.safety import (
-    CommandLimiter,
     EStopLatch,
     FrozenInputDetector,
     InputWatchdog,
@@ -213,9 +212,8 @@ class ControllerNode(LifecycleNode):
                                        "joint_states": observation_age},
                                       p["heartbeat_timeout_s"] if p["heartbeat_topic"] else 0.0,
                                       p["future_stamp_tolerance_s"], self.estop)
-        self.blender = TrajectoryBlender(p["blend_mode"], p["execution_horizon"], p["ensemble_decay"],
-                                         future_tolerance_s=p["future_stamp_tolerance_s"])
-        self.limiter = CommandLimiter(self.limits)
+        self.stream = CommandStream(self.limits, p["blend_mode"], p["execution_horizon"], p["ensemble_decay"],
+                                    1.0 / p["command_rate_hz"], p["future_stamp_tolerance_s"])
         self.frozen_cameras = FrozenInputDetector(p["frozen_camera_timeout_s"])
         self._forget_inputs()
         self.chunk_sequence = 0
@@ -233,10 +231,8 @@ class ControllerNode(LifecycleNode):
         self.joint_state: JointState | None = None
         self.ee_pose: PoseStamped | None = None
         self.last_tick_time: float | None = None
-        self.last_command_time: float | None = None
         self.was_blocked = True
-        self.blender.clear()
-        self.limiter.release()
+        self.stream.stop()
         self.frozen_cameras.forget()
         if self.synchronizer is not None:
             self.synchronizer.clear()
@@ -300,8 +296,7 @@ class ControllerNode(LifecycleNode):
         self.control_timers = []
         if self.worker is not None:
             self.worker.discard()  # a chunk computed before deactivation is never executed
-        self.blender.clear()
-        self.limiter.release()
+        self.stream.stop()
 
     def _unload(self) -> None:
         if self.worker is not None and not self.worker.stop():
@@ -445,8 +440,7 @@ class ControllerNode(LifecycleNode):
         try:
             position, _ = pose_to_arrays(ee_pose.pose)
         except InvalidMessageError as error:
-            self.refusals.refuse("invalid_observation", f"not acting: EE pose: {error}")
-            self.blender.clear()
+            self._refuse_observation(f"EE pose: {error}")
             return
         self.watchdog.set_condition("ee_outside_workspace",
                                     self.limits.workspace_violation(position, self.params["workspace_tolerance_m"]))
@@ -455,7 +449,6 @@ class ControllerNode(LifecycleNode):
             if jump > self.params["max_measured_jump_m"]:
                 self._discard_plan(f"the measured TCP jumped {jump:.3f} m: planned motion dropped, commands start "
                                    "again from the new pose")
-                self.limiter.release()
         self.latest_observation = messages
         self.ee_pose = ee_pose
         for camera in self.cameras:
@@ -532,13 +525,12 @@ class ControllerNode(LifecycleNode):
         self.get_logger().info(reason)
         if self.worker is not None:
             self.worker.discard()
-        self.blender.clear()
+        self.stream.stop()
 
     def _stop_motion_now(self) -> None:
         if self.worker is not None:
             self.worker.discard()
-        self.blender.clear()
-        self.limiter.release()
+        self.stream.stop()
         self.was_blocked = True
         self.get_logger().error(f"e-stop engaged ({self.estop.reason}): no motion until cleared")
         self.publish_diagnostics()
@@ -560,8 +552,7 @@ class ControllerNode(LifecycleNode):
             self.refusals.refuse(f"blocked_{cause}", f"no motion: {message}")
         if causes:
             if not self.was_blocked:
-                self.blender.clear()
-                self.limiter.release()
+                self.stream.stop()
                 self.publish_diagnostics()
             self.was_blocked = True
             return False
@@ -592,26 +583,11 @@ class ControllerNode(LifecycleNode):
         self.reset_history = False
 
     def _committed_waypoints(self, observation_stamp: float, now: float) -> Chunk | None:
-        """The planned waypoints, on the new chunk's time grid, that the arm will execute before
-        the chunk arrives (the observation's age now plus the recent System 1 duration)."""
+        """What the arm executes before this call's chunk arrives: now, plus the recent System 1 duration."""
         expected = float(np.median(self.inference_seconds[-5:])) if self.inference_seconds else 0.0
-        arrival = now + expected + self.params["inference_delay_s"]
-        period, horizon = self.params["waypoint_period_s"], self.system1.model.config.trajectory_length
-        samples, times = [], []
-        for index in range(horizon - 1):
-            time_from_start = (index + 1) * period
-            if observation_stamp + time_from_start > arrival:
-                break
-            sample = self.blender.sample(observation_stamp + time_from_start)
-            if sample is None:
-                break
-            samples.append(sample)
-            times.append(time_from_start)
-        if not samples:
-            return None
-        positions, orientations, openness = zip(*samples)
-        return Chunk(positions=np.array(positions), orientations=np.array(orientations),
-                     gripper_openness=np.array(openness), time_from_start=np.array(times))
+        return self.stream.committed(observation_stamp, now + expected + self.params["inference_delay_s"],
+                                     self.params["waypoint_period_s"],
+                                     self.system1.model.config.trajectory_length - 1)
 
     def _infer(self, job: "InferenceJob") -> tuple[Chunk, tuple | None]:
         """System 1 on the worker thread: nothing here touches ROS or the node's state."""
@@ -642,9 +618,12 @@ class ControllerNode(LifecycleNode):
         chunk, cloud = result.output
         self._accept_chunk(result.job.observation, chunk, cloud)
 
-    def _refuse_observation(self, error: Exception) -> None:
+    def _refuse_observation(self, error: Exception | str) -> None:
         self.refusals.refuse("invalid_observation", f"not acting: {error}")
-        self.blender.clear()  # nothing planned from earlier frames is executed on top of bad input
+        # Nothing planned from earlier frames, nor computed from them now, is executed on top of bad input.
+        if self.worker is not None:
+            self.worker.discard()
+        self.stream.stop()
 
     def _accept_chunk(self, observation: Observation, chunk: Chunk, cloud: tuple | None) -> None:
         """Checks, clips, blends and publishes a chunk System 1 computed from ``observation``."""
@@ -659,7 +638,7 @@ class ControllerNode(LifecycleNode):
             chunk, clipped = clip_chunk(chunk, self.limits)
         except ValueError as error:
             self.refusals.refuse("invalid_chunk", f"dropping chunk: {error}")
-            self.blender.clear()
+            self.stream.stop()
             return
         self.refusals.clear("invalid_chunk")
         for limit in ("workspace", "gripper"):
@@ -667,7 +646,7 @@ class ControllerNode(LifecycleNode):
                 self.clipping.refuse(limit, f"System 1 planned waypoints outside the {limit} limits: clipped")
             else:
                 self.clipping.clear(limit)
-        if not self.blender.add(chunk, observation.stamp, now):
+        if not self.stream.add(chunk, observation.stamp, now):
             return
         self.last_goal_age = chunk.goal_age
         self.goal_age_publisher.publish(Float64(data=chunk.goal_age))
@@ -688,27 +667,15 @@ class ControllerNode(LifecycleNode):
         if not self.params["publish_commands"] or not self.motion_allowed(now):
             return
         if "invalid_observation" in self.refusals.active:
-            self.was_blocked = True
             return
-        target = self.blender.sample(now)
-        if target is None:
+        self.was_blocked = False
+        command = self.stream.command(now, *pose_to_arrays(self.ee_pose.pose))
+        if command is None:
             return  # nothing planned for now: the driver holds the last command
-        if self.was_blocked or not self.limiter.anchored:
-            self.limiter.reset(*pose_to_arrays(self.ee_pose.pose))
-            self.last_command_time = None
-            self.was_blocked = False
-        period = 1.0 / self.params["command_rate_hz"]
-        # Limits hold over the time that really passed since the last command (callbacks run
-        # late and early); a long gap does not allow a long jump.
-        dt = period if self.last_command_time is None else min(now - self.last_command_time, 2.0 * period)
-        if dt <= 0:
-            return  # the clock has not advanced (paused simulation): nothing new to command
-        command = self.limiter.limit(*target, dt=dt)
         header = Header(stamp=seconds_to_stamp(now), frame_id=self.params["base_frame"])
         self.pose_publisher.publish(PoseStamped(header=header, pose=arrays_to_pose(command.position,
                                                                                     command.orientation)))
         self.gripper_publisher.publish(Float64(data=command.gripper_openness))
-        self.last_command_time = now
         self.commands_published += 1
 
     def publish_diagnostics(self) -> None:
