@@ -30,7 +30,7 @@ from openhelix_ros.conversions import stamp_to_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from ros_test_harness import FakeRobot, Recorder, launch, logs  # noqa: E402  (the tests' robot and recorder)
+from ros_test_harness import launched_with_robot, logs  # noqa: E402  (the tests' robot and recorder)
 
 
 def percentiles(values_s: list[float]) -> str:
@@ -47,13 +47,11 @@ def main() -> None:
     parser.add_argument("--domain", type=int, default=77)
     args = parser.parse_args()
     rclpy.init(domain_id=args.domain)
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0, follow_commands=True)
     log_directory = Path(tempfile.mkdtemp(prefix="bench_command_stream_"))
-    processes = launch({"controller"}, {"ROS_DOMAIN_ID": str(args.domain)}, log_directory,
-                       overrides={"controller": {"preset": args.preset, "torch_threads": str(args.torch_threads),
-                                                 "max_chunk_latency_s": "2.0"}})
-    recorder.pump_goals = True
-    try:
+    overrides = {"controller": {"preset": args.preset, "torch_threads": str(args.torch_threads),
+                                "max_chunk_latency_s": "2.0"}}
+    with launched_with_robot({"controller"}, {"ROS_DOMAIN_ID": str(args.domain)}, log_directory, overrides,
+                             follow_commands=True) as (recorder, robot, processes):
         if not recorder.spin_until(lambda: len(recorder.chunks) >= 3, 600, processes, also=[robot]):
             raise SystemExit(f"the controller did not act: {logs(processes)}")
         start = len(recorder.commands)
@@ -99,11 +97,7 @@ def main() -> None:
         print(f"e-stop request -> answer:            {percentiles(answers)}")
         print(f"e-stop request -> last command stamp: {percentiles(last_command)} "
               "(negative: the last command came before the request)")
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
-        rclpy.try_shutdown()
+    rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from openhelix_ros.qos import LATCHED
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from ros_test_harness import FakeRobot, Recorder, launch, logs  # noqa: E402  (the tests' robot and recorder)
+from ros_test_harness import launched_with_robot, logs  # noqa: E402  (the tests' robot and recorder)
 
 
 def large_checkpoint(directory: Path, layers: int, hidden: int) -> Path:
@@ -57,13 +57,13 @@ def main() -> None:
     checkpoint = large_checkpoint(Path(tempfile.mkdtemp(prefix="bench_planner_")) / "system2", args.layers,
                                   args.hidden)
     rclpy.init(domain_id=args.domain)
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
-    processes = launch({"planner"}, {"ROS_DOMAIN_ID": str(args.domain)}, checkpoint.parent,
-                       overrides={"planner": {"checkpoint": str(checkpoint), "torch_threads": str(args.torch_threads)}})
-    recorder.create_publisher(String, topics.INSTRUCTION, LATCHED).publish(String(data="open the drawer"))
     diagnostics_times: list[float] = []
     seen = [0]
-    try:
+    with launched_with_robot({"planner"}, {"ROS_DOMAIN_ID": str(args.domain)}, checkpoint.parent,
+                             {"planner": {"checkpoint": str(checkpoint), "torch_threads": str(args.torch_threads)}}) as (
+            recorder, robot, processes):
+        recorder.pump_goals = False  # the goals counted are the planner's
+        recorder.create_publisher(String, topics.INSTRUCTION, LATCHED).publish(String(data="open the drawer"))
         if not recorder.spin_until(lambda: len(recorder.goals) >= 1, 900, processes, also=[robot]):
             raise SystemExit(f"the planner published no goal: {logs(processes)}")
         states = recorder.create_client(GetState, "/planner/get_state")
@@ -100,11 +100,7 @@ def main() -> None:
             ms = 1000 * np.asarray(values)
             print(f"{name:26s} p50 {np.percentile(ms, 50):7.1f}  p99 {np.percentile(ms, 99):7.1f}  "
                   f"max {ms.max():7.1f} ms")
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
-        rclpy.try_shutdown()
+    rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -320,18 +320,18 @@ class ControllerNode(LifecycleNode):
         self.create_service(Trigger, "~/clear_estop", self.clear_estop_service)
 
     def _subscription_events(self, topic: str) -> SubscriptionEventCallbacks:
-        def on_incompatible(event) -> None:
-            self.qos_problems.refuse(f"incompatible_qos {topic}", f"a publisher on {topic} offers a QoS "
-                                     f"incompatible with this node's reader (policy {event.last_policy_kind}): "
-                                     "its messages never arrive")
-        return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+        return SubscriptionEventCallbacks(incompatible_qos=self._qos_reporter(
+            topic, f"a publisher on {topic} offers a QoS incompatible with this node's reader"))
 
     def _publisher_events(self, topic: str) -> PublisherEventCallbacks:
-        def on_incompatible(event) -> None:
-            self.qos_problems.refuse(f"incompatible_qos {topic}", f"a subscriber of {topic} requests a QoS "
-                                     f"this node does not offer (policy {event.last_policy_kind}): it receives "
-                                     "nothing")
-        return PublisherEventCallbacks(incompatible_qos=on_incompatible)
+        return PublisherEventCallbacks(incompatible_qos=self._qos_reporter(
+            topic, f"a subscriber of {topic} requests a QoS this node does not offer"))
+
+    def _qos_reporter(self, topic: str, what: str):
+        def report(event) -> None:
+            self.qos_problems.refuse(f"incompatible_qos {topic}", f"{what} (policy {event.last_policy_kind}): "
+                                     "nothing passes between them")
+        return report
 
     def _subscribe(self, message_type: type, topic: str, callback, qos) -> None:
         subscription = self.create_subscription(message_type, topic, callback, qos,

@@ -1,5 +1,6 @@
 """Shared pieces of the integration tests: launching nodes, a recorder and a fake robot."""
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,21 @@ def launch(names, environment, log_directory, overrides=None):
     for node in nodes:
         node.parameters.update((overrides or {}).get(node.name, {}))
     return LaunchedProcesses(nodes, log_directory=log_directory, environment=environment)
+
+
+@contextmanager
+def launched_with_robot(names, environment, log_directory, overrides=None, **robot_options):
+    """The named nodes as processes, a :class:`Recorder` pumping goals and a :class:`FakeRobot`;
+    everything is stopped and destroyed on exit."""
+    recorder, robot = Recorder(), FakeRobot(**robot_options)
+    processes = launch(names, environment, log_directory, overrides)
+    recorder.pump_goals = True
+    try:
+        yield recorder, robot, processes
+    finally:
+        processes.stop()
+        recorder.destroy_node()
+        robot.destroy_node()
 
 
 class Recorder(Node):

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_test_harness import STARTUP_TIMEOUT_S, FakeRobot, Recorder, launch, logs
+from ros_test_harness import STARTUP_TIMEOUT_S, FakeRobot, Recorder, launch, launched_with_robot, logs
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -31,14 +31,15 @@ SIM_TIME = [Parameter("use_sim_time", Parameter.Type.BOOL, True)]
 
 @pytest.fixture
 def controller_and_robot(ros_domain, tmp_path):
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0, follow_commands=True)
-    processes = launch({"controller"}, ros_domain, tmp_path, overrides={"controller": ROBOT_LIKE})
-    recorder.pump_goals = True
-    wait_acting(recorder, robot, processes)
-    yield recorder, robot, processes
-    processes.stop()
-    recorder.destroy_node()
-    robot.destroy_node()
+    with slow_controller(ros_domain, tmp_path) as (recorder, robot, processes):
+        wait_acting(recorder, robot, processes)
+        yield recorder, robot, processes
+
+
+def slow_controller(ros_domain, tmp_path, **parameters):
+    """The controller, robot-like, with ``parameters`` (e.g. a slowed System 1), beside a robot that follows it."""
+    return launched_with_robot({"controller"}, ros_domain, tmp_path,
+                               overrides={"controller": {**ROBOT_LIKE, **parameters}}, follow_commands=True)
 
 
 def call(recorder, robot, processes, service_type, name, request):
@@ -228,11 +229,9 @@ def test_a_wild_checkpoint_gets_every_published_waypoint_clipped_to_the_box(ros_
 
     wild = DiffuserActor(System1Config.tiny(), Normalization(gripper_loc_bounds=((-20.0,) * 3, (20.0,) * 3)))
     wild.save_pretrained(tmp_path / "wild")
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
-    processes = launch({"controller"}, ros_domain, tmp_path,
-                       overrides={"controller": {"checkpoint": str(tmp_path / "wild")}})
-    recorder.pump_goals = True
-    try:
+    with launched_with_robot({"controller"}, ros_domain, tmp_path,
+                             overrides={"controller": {"checkpoint": str(tmp_path / "wild")}}) as (
+            recorder, robot, processes):
         assert recorder.spin_until(lambda: len(recorder.chunks) >= 5 and recorder.controller_status().get(
             "clipped_workspace"), STARTUP_TIMEOUT_S, processes, also=[robot]), logs(processes)
         low, high = np.array([-0.8, -0.8, 0.0]), np.array([0.8, 0.8, 1.2])
@@ -240,10 +239,6 @@ def test_a_wild_checkpoint_gets_every_published_waypoint_clipped_to_the_box(ros_
         commands = np.array([[c.pose.position.x, c.pose.position.y, c.pose.position.z] for c in recorder.commands])
         assert np.all((waypoints >= low) & (waypoints <= high)), "a published waypoint lies outside the box"
         assert len(commands) == 0 or np.all((commands >= low) & (commands <= high))
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
 
 
 def test_a_driver_requesting_an_incompatible_qos_is_an_error_on_diagnostics(controller_and_robot):
@@ -255,16 +250,8 @@ def test_a_driver_requesting_an_incompatible_qos_is_an_error_on_diagnostics(cont
     assert recorder.levels["openhelix/controller"] == DiagnosticStatus.ERROR
 
 
-def slow_controller(ros_domain, tmp_path, **parameters):
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0, follow_commands=True)
-    processes = launch({"controller"}, ros_domain, tmp_path, overrides={"controller": {**ROBOT_LIKE, **parameters}})
-    recorder.pump_goals = True
-    return recorder, robot, processes
-
-
 def test_commands_keep_flowing_and_estop_acts_while_a_slow_system1_computes(ros_domain, tmp_path):
-    recorder, robot, processes = slow_controller(ros_domain, tmp_path, inference_delay_s="0.3")
-    try:
+    with slow_controller(ros_domain, tmp_path, inference_delay_s="0.3") as (recorder, robot, processes):
         wait_acting(recorder, robot, processes)
         arrivals = []  # (chunks, commands) counted whenever a chunk arrives
         recorder.create_subscription(TrajectoryChunk, topics.TRAJECTORY_CHUNK,
@@ -280,27 +267,17 @@ def test_commands_keep_flowing_and_estop_acts_while_a_slow_system1_computes(ros_
         late = [c for c in recorder.commands if stamp_to_seconds(c.header.stamp) > acknowledged]
         assert not late, f"{len(late)} commands after the e-stop was acknowledged"
         assert_quiet(recorder, robot, processes)
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
 
 
 def test_a_chunk_whose_observation_went_stale_during_inference_is_dropped(ros_domain, tmp_path):
-    recorder, robot, processes = slow_controller(ros_domain, tmp_path, inference_delay_s="1.2")
-    try:
+    with slow_controller(ros_domain, tmp_path, inference_delay_s="1.2") as (recorder, robot, processes):
         assert recorder.spin_until(lambda: recorder.refusals("stale_after_inference") >= 2, STARTUP_TIMEOUT_S,
                                    processes, also=[robot]), logs(processes)
         assert (len(recorder.chunks), len(recorder.commands)) == (0, 0)
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
 
 
 def test_deactivation_during_inference_drops_its_result_and_sigint_stops_the_worker(ros_domain, tmp_path):
-    recorder, robot, processes = slow_controller(ros_domain, tmp_path, inference_delay_s="0.3")
-    try:
+    with slow_controller(ros_domain, tmp_path, inference_delay_s="0.3") as (recorder, robot, processes):
         wait_acting(recorder, robot, processes)
         transition(recorder, robot, processes, "controller", Transition.TRANSITION_DEACTIVATE)
         chunks = len(recorder.chunks)
@@ -309,18 +286,14 @@ def test_deactivation_during_inference_drops_its_result_and_sigint_stops_the_wor
         transition(recorder, robot, processes, "controller", Transition.TRANSITION_ACTIVATE)
         wait_acting(recorder, robot, processes)
         assert processes.stop() == {"controller": 0}  # SIGINT while System 1 computes: a clean exit
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
 
 
 def test_the_planner_answers_while_system2_computes(ros_domain, tmp_path):
-    recorder, robot = Recorder(), FakeRobot(rate_hz=10.0)
-    processes = launch({"planner"}, ros_domain, tmp_path, overrides={"planner": {"inference_delay_s": "3.0"}})
-    instruction = recorder.create_publisher(String, topics.INSTRUCTION, LATCHED)
-    instruction.publish(String(data="open the drawer"))
-    try:
+    with launched_with_robot({"planner"}, ros_domain, tmp_path,
+                             overrides={"planner": {"inference_delay_s": "3.0"}}) as (recorder, robot, processes):
+        recorder.pump_goals = False  # the goals counted are the planner's
+        instruction = recorder.create_publisher(String, topics.INSTRUCTION, LATCHED)
+        instruction.publish(String(data="open the drawer"))
         assert recorder.spin_until(lambda: len(recorder.goals) >= 1, STARTUP_TIMEOUT_S, processes, also=[robot])
         client = AsyncParameterClient(recorder, "planner")
         assert client.wait_for_services(timeout_sec=30)
@@ -334,7 +307,3 @@ def test_the_planner_answers_while_system2_computes(ros_domain, tmp_path):
             assert state.current_state.label == "active" and future.result().values[0].double_value == 2.0
             assert len(recorder.goals) == goals, "the answers waited for System 2"
             assert recorder.spin_until(lambda: len(recorder.goals) > goals, 30, processes, also=[robot])
-    finally:
-        processes.stop()
-        recorder.destroy_node()
-        robot.destroy_node()
