@@ -34,6 +34,8 @@ from ros_test_harness import launched_with_robot, logs  # noqa: E402  (the tests
 
 
 def percentiles(values_s: list[float]) -> str:
+    if len(values_s) == 0:
+        return "no samples"
     ms = 1000.0 * np.asarray(values_s)
     return f"p50 {np.percentile(ms, 50):6.1f}  p99 {np.percentile(ms, 99):6.1f}  max {ms.max():6.1f} ms"
 
@@ -43,13 +45,22 @@ def main() -> None:
     parser.add_argument("--preset", default="openhelix_calvin", choices=("tiny", "openhelix_calvin"))
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the command stream is recorded")
     parser.add_argument("--estops", type=int, default=5, help="e-stop trials")
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="System 1's torch threads; on 2 cores, 2 spinning OpenMP threads starve the executor "
+                        "thread beside them")
+    parser.add_argument("--max-chunk-latency", type=float, default=5.0,
+                        help="controller max_chunk_latency_s: a full-size call takes 2-3 s on this 2-core CPU")
+    parser.add_argument("--waypoint-period", type=float, default=0.4,
+                        help="controller waypoint_period_s: a chunk arrives one call after its observation and must "
+                        "still cover 'now' when the next one arrives, so its 19 waypoints must outlast two calls "
+                        "(at 1/30 s they last 0.63 s, and nothing would be commanded)")
     parser.add_argument("--domain", type=int, default=77)
     args = parser.parse_args()
     rclpy.init(domain_id=args.domain)
     log_directory = Path(tempfile.mkdtemp(prefix="bench_command_stream_"))
     overrides = {"controller": {"preset": args.preset, "torch_threads": str(args.torch_threads),
-                                "max_chunk_latency_s": "2.0"}}
+                                "max_chunk_latency_s": str(args.max_chunk_latency),
+                                "waypoint_period_s": str(args.waypoint_period)}}
     with launched_with_robot({"controller"}, {"ROS_DOMAIN_ID": str(args.domain)}, log_directory, overrides,
                              follow_commands=True) as (recorder, robot, processes):
         if not recorder.spin_until(lambda: len(recorder.chunks) >= 3, 600, processes, also=[robot]):
@@ -70,7 +81,8 @@ def main() -> None:
         window = recorder.commands[start:]
         stamps = [stamp_to_seconds(c.header.stamp) for c in window]
         status = recorder.controller_status()
-        print(f"controller preset {args.preset}, command_rate_hz 30 (period 33.3 ms), {args.seconds:.0f} s: "
+        print(f"controller preset {args.preset}, command_rate_hz 30 (period 33.3 ms), waypoint_period_s "
+              f"{args.waypoint_period}, {args.seconds:.0f} s: "
               f"{len(window)} pose commands ({len(window) / args.seconds:.1f} Hz), "
               f"{status.get('chunks_published', '?')} chunks in all, System 1 p50 "
               f"{status.get('system1_seconds_p50', '?')} s")
