@@ -95,11 +95,13 @@ def main() -> None:
         call_s = recorder.diagnostics.get("openhelix/planner", {}).get("system2_seconds_last", "?")
         print(f"System 2 call {call_s} s; {len(recorder.goals)} goals; {during_call}/{args.requests} request pairs "
               "answered while System 2 was computing")
-        for name, values in (("get_state", state_s), ("get_parameters", parameter_s),
-                             ("gap between /diagnostics", np.diff(diagnostics_times))):
+        for name, values in (("get_state", state_s), ("get_parameters", parameter_s)):
             ms = 1000 * np.asarray(values)
             print(f"{name:26s} p50 {np.percentile(ms, 50):7.1f}  p99 {np.percentile(ms, 99):7.1f}  "
                   f"max {ms.max():7.1f} ms")
+        # Messages handled in one spin share a time: the largest gap is the figure, not the spread.
+        print(f"largest gap between /diagnostics messages (published at 1 Hz): "
+              f"{1000 * np.diff(diagnostics_times).max():.0f} ms")
     rclpy.try_shutdown()
 
 
