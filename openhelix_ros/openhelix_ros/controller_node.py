@@ -583,9 +583,11 @@ class ControllerNode(LifecycleNode):
         self.reset_history = False
 
     def _committed_waypoints(self, observation_stamp: float, now: float) -> Chunk | None:
-        """What the arm executes before this call's chunk arrives: now, plus the recent System 1 duration."""
-        expected = float(np.median(self.inference_seconds[-5:])) if self.inference_seconds else 0.0
-        return self.stream.committed(observation_stamp, now + expected + self.params["inference_delay_s"],
+        """What the arm executes before this call's chunk arrives: now, plus the recent System 1 duration
+        (which includes any ``inference_delay_s``)."""
+        recent = self.inference_seconds[-5:]
+        expected = float(np.median(recent)) if recent else self.params["inference_delay_s"]
+        return self.stream.committed(observation_stamp, now + expected,
                                      self.params["waypoint_period_s"],
                                      self.system1.model.config.trajectory_length - 1)
 
