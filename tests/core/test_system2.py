@@ -49,9 +49,10 @@ def _targets(batch: int) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------ prompt / processor
 def test_prompt_holds_image_instruction_and_act_last(tiny):
     planner, processor = tiny
-    prompt = processor.build_prompt("  open the drawer. ")
+    prompt = processor.build_prompt("  open the drawer. ", question_index=1)
     assert prompt.count("<image>") == 1
-    assert "Can you control the robot to open the drawer? ASSISTANT: <ACT>" in prompt
+    assert "USER: <image>\nCan you control the robot to open the drawer? ASSISTANT: <ACT>" in prompt
+    assert "USER: <image>\nCan you open the drawer? ASSISTANT: <ACT>" in processor.build_prompt("open the drawer")
     assert prompt.startswith("A chat between a curious human")
     assert prompt.endswith("<ACT>")
     assert prompt.index("USER:") < prompt.index("<image>") < prompt.index("open the drawer") < prompt.index("<ACT>")
@@ -432,15 +433,17 @@ def test_load_system2_presets():
 
 
 def test_local_llava_directory_is_loaded_offline(tmp_path):
-    """The llava_path route (AutoTokenizer/AutoImageProcessor/from_pretrained, local files
-    only) on a LLaVA directory written by transformers; <ACT> is added when missing."""
+    """The llava_path route (AutoImageProcessor/from_pretrained, local files only; AutoTokenizer
+    as the folder has no tokenizer.model) on a LLaVA directory written by transformers; <ACT>
+    is added when missing."""
     reference, reference_processor = build_tiny_system2(seed=0)
     llava_dir = tmp_path / "llava"
     reference.llava.save_pretrained(llava_dir)
     reference_processor.tokenizer.save_pretrained(llava_dir)
     reference_processor.image_processor.save_pretrained(llava_dir)
 
-    config = System2Config(llava_path=str(llava_dir), image_size=32, act_token="<GOAL>", attn_implementation="sdpa")
+    config = System2Config(llava_path=str(llava_dir), image_size=32, act_token="<GOAL>", attn_implementation="sdpa",
+                           inference_question=1)
     planner = System2Planner(config).eval()
     processor = System2Processor(config, planner.tokenizer, build_image_processor(config))
     assert planner.tokenizer.convert_ids_to_tokens(planner.act_token_id) == "<GOAL>"

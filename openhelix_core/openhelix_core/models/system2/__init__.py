@@ -9,6 +9,8 @@ from .configuration_system2 import (
     DEFAULT_PROMPT_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
     OPENHELIX_PROMPT_TEMPLATE,
+    OPENHELIX_QUESTIONS,
+    RANDOM_QUESTION,
     System2Config,
 )
 from .modeling_system2 import (
@@ -29,14 +31,20 @@ from .processor_system2 import (
     normalize_instruction,
     plan_goal,
     processor_for,
+    tokenize_with_image,
 )
 from .tiny_tokenizer import build_tiny_tokenizer
+from .tokenization_system2 import LIGHTNING_IMAGE_TOKENS, LlamaSentencePieceTokenizer, complete_lightning_vocabulary
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "DEFAULT_SYSTEM_PROMPT",
+    "LIGHTNING_IMAGE_TOKENS",
+    "LlamaSentencePieceTokenizer",
     "OPENHELIX_KEY_MAP",
     "OPENHELIX_PROMPT_TEMPLATE",
+    "OPENHELIX_QUESTIONS",
+    "RANDOM_QUESTION",
     "System2Config",
     "System2Output",
     "System2Planner",
@@ -44,6 +52,7 @@ __all__ = [
     "build_image_processor",
     "build_tiny_system2",
     "build_tiny_tokenizer",
+    "complete_lightning_vocabulary",
     "compute_aux_loss",
     "convert_openhelix_state_dict",
     "load_openhelix_state_dict",
@@ -53,4 +62,5 @@ __all__ = [
     "plan_goal",
     "processor_for",
     "resolve_attn_implementation",
+    "tokenize_with_image",
 ]

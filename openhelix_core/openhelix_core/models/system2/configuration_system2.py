@@ -6,14 +6,18 @@ to the goal vector System 1 is conditioned on. This module holds only the plain-
 configuration; it imports neither torch nor transformers, so the ROS nodes can read and
 validate a configuration cheaply.
 
-Prompt structure (from the OpenHelix evaluation code, ``llava_v1`` conversation,
-``online_evaluation_calvin/evaluate_policy_lcb_pt_act_simple_asy10.py`` and
-``planer_utils.py::input_processing_real_batch`` in OpenHelix-robot/OpenHelix): the system
-sentence, ``USER:``, the image, a newline, ``Can you control the robot to <instruction>?``,
-``ASSISTANT:`` and the ``<ACT>`` token, which is the last token of the sequence. OpenHelix
-wraps the image in ``<im_start>``/``<im_end>`` because its LLaVA-Lightening checkpoint was
-trained that way; LLaVA-1.5 (the default here, as converted for transformers) has no such
-tokens, so the default template puts the bare ``<image>`` placeholder there.
+Prompt structure (from the OpenHelix code in OpenHelix-robot/OpenHelix: the ``llava_v1``
+conversation of ``datasets/model/conversation.py``, the questions of
+``datasets/utils_llcb.py`` drawn at random per sample by ``datasets/calvin_dataset.py::transfer``,
+and ``input_processing_real_batch`` of
+``online_evaluation_calvin/evaluate_policy_lcb_pt_act_simple_asy10.py``, which cuts the
+conversation after ``ASSISTANT:`` and appends `` <ACT>``): the system sentence, ``USER:``, the
+image, a newline, one of the questions ``Can you <instruction>?`` / ``Can you control the robot
+to <instruction>?``, ``ASSISTANT:`` and the ``<ACT>`` token, which is the last token of the
+sequence. OpenHelix wraps the image in ``<im_start>``/``<im_end>`` because its
+LLaVA-Lightning checkpoint was trained that way; LLaVA-1.5 (the default here, as converted for
+transformers) has no such tokens, so the default template puts the bare ``<image>``
+placeholder there. How the prompt becomes token ids is in :mod:`.processor_system2`.
 """
 from __future__ import annotations
 
@@ -31,13 +35,18 @@ DEFAULT_SYSTEM_PROMPT = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 
-#: Prompt template. ``{system}``, ``{image}``, ``{instruction}`` and ``{act}`` are each
-#: replaced once; ``{act}`` must end the template so ``<ACT>`` is the last token.
-DEFAULT_PROMPT_TEMPLATE = (
-    "{system} USER: {image}\nCan you control the robot to {instruction}? ASSISTANT: {act}"
-)
+#: Prompt template. ``{system}``, ``{image}``, ``{question}`` and ``{act}`` are each replaced
+#: once; ``{act}`` must end the template so ``<ACT>`` is the last token. A template may spell
+#: its one question itself with ``{instruction}`` in place of ``{question}``.
+DEFAULT_PROMPT_TEMPLATE = "{system} USER: {image}\n{question} ASSISTANT: {act}"
 
-_PLACEHOLDERS = ("{system}", "{image}", "{instruction}", "{act}")
+#: OpenHelix's questions (``LONG_QUESTION_LIST``), one drawn at random per sample in training
+#: and, by default, per call at inference, as its CALVIN evaluation does.
+OPENHELIX_QUESTIONS = ("Can you {instruction}?", "Can you control the robot to {instruction}?")
+#: ``inference_question`` value that draws a question per call (seeded by ``seed``).
+RANDOM_QUESTION = "random"
+
+_PLACEHOLDERS = ("{system}", "{image}", "{act}")
 _DTYPES = ("float32", "bfloat16", "float16")
 _ATTN = ("auto", "sdpa", "eager", "flash_attention_2")
 _AUX_ACTIVATIONS = ("gelu", "relu", "identity")
@@ -134,9 +143,7 @@ def _llava_lightning_7b_architecture() -> dict[str, Any]:
 
 
 #: OpenHelix's prompt: LLaVA-Lightning wraps the image in <im_start>/<im_end>.
-OPENHELIX_PROMPT_TEMPLATE = (
-    "{system} USER: <im_start>{image}<im_end>\nCan you control the robot to {instruction}? ASSISTANT: {act}"
-)
+OPENHELIX_PROMPT_TEMPLATE = "{system} USER: <im_start>{image}<im_end>\n{question} ASSISTANT: {act}"
 
 
 def _tiny_architecture(vocab_size: int) -> dict[str, Any]:
@@ -195,8 +202,15 @@ class System2Config:
             is the LLaVA's ``image_token_index``. The processor expands it to one token per
             image feature.
         system_prompt: system sentence placed at ``{system}`` in the template.
-        prompt_template: prompt with ``{system}``, ``{image}``, ``{instruction}`` and
-            ``{act}`` each exactly once, ending with ``{act}``.
+        prompt_template: prompt with ``{system}``, ``{image}``, ``{question}`` and ``{act}``
+            each exactly once, ending with ``{act}``; or with ``{instruction}`` in place of
+            ``{question}`` for a template that spells its one question itself.
+        question_templates: the questions ``{question}`` stands for, each with
+            ``{instruction}`` once (default: OpenHelix's two). Training draws one at random
+            per sample from a seeded generator, as OpenHelix does.
+        inference_question: which question a call at inference uses: ``"random"`` (a seeded
+            draw per call, OpenHelix's evaluation) or the index of one template (always the
+            same prompt for the same instruction).
         aux_hidden_dim: width of the auxiliary head's hidden layer; ``None`` means half the
             LLaVA hidden size, as in OpenHelix (``pred_act_mlps``: hidden -> hidden // 2).
         aux_activation: nonlinearity after that layer: ``"gelu"``, ``"relu"`` or
@@ -222,6 +236,8 @@ class System2Config:
     image_token: str = "<image>"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    question_templates: tuple[str, ...] = OPENHELIX_QUESTIONS
+    inference_question: str | int = RANDOM_QUESTION
     aux_hidden_dim: int | None = None
     aux_activation: str = "gelu"
     act_init: str = "mean"
@@ -291,26 +307,59 @@ class System2Config:
                 raise ValueError(
                     f"prompt_template must contain {placeholder} exactly once (found {count})"
                 )
+        questions, instructions = template.count("{question}"), template.count("{instruction}")
+        if questions + instructions != 1:
+            raise ValueError("prompt_template must contain {question} (or a fixed question with {instruction}) "
+                             f"exactly once (found {questions} {{question}}, {instructions} {{instruction}})")
         if not template.endswith("{act}"):
             raise ValueError("prompt_template must end with {act} so <ACT> is the last token")
+        if isinstance(self.question_templates, str) or not isinstance(self.question_templates, (list, tuple)):
+            raise ValueError("question_templates must be a list of strings")
+        self.question_templates = tuple(self.question_templates)
+        if not self.question_templates:
+            raise ValueError("question_templates must not be empty")
+        for index, question in enumerate(self.question_templates):
+            if not isinstance(question, str) or question.count("{instruction}") != 1:
+                raise ValueError(f"question_templates[{index}] must be a string with {{instruction}} exactly once")
+            try:
+                question.format(instruction="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"question_templates[{index}] is not a valid format string: {exc}") from exc
+        choice = self.inference_question
+        if choice != RANDOM_QUESTION and not (
+            isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < len(self.question_templates)
+        ):
+            raise ValueError(f"inference_question must be {RANDOM_QUESTION!r} or an index below "
+                             f"{len(self.question_templates)}, got {choice!r}")
         for token in (self.act_token, self.image_token):
-            if token in template or token in self.system_prompt:
-                raise ValueError(
-                    f"prompt_template/system_prompt must not spell {token!r} literally; "
-                    "use the {act}/{image} placeholders"
-                )
+            for text in (template, self.system_prompt, *self.question_templates):
+                if token in text:
+                    raise ValueError(
+                        f"prompt_template/system_prompt/question_templates must not spell {token!r} "
+                        "literally; use the {act}/{image} placeholders"
+                    )
         try:
             self.render_prompt("x")
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"prompt_template is not a valid format string: {exc}") from exc
 
     # ------------------------------------------------------------------ prompt
-    def render_prompt(self, instruction: str) -> str:
-        """The full prompt for one (already normalised) instruction, one image placeholder."""
+    @property
+    def asks_question(self) -> bool:
+        """Whether the template has a ``{question}`` slot (else it spells its one question)."""
+        return "{question}" in self.prompt_template
+
+    def render_prompt(self, instruction: str, question_index: int = 0) -> str:
+        """The full prompt for one (already normalised) instruction, one image placeholder,
+        asking ``question_templates[question_index]`` (ignored by a fixed-question template)."""
+        if not 0 <= question_index < len(self.question_templates):
+            raise ValueError(f"question_index must be below {len(self.question_templates)}, got {question_index}")
+        question = self.question_templates[question_index].format(instruction=instruction)
         return self.prompt_template.format(
             system=self.system_prompt,
             image=self.image_token,
             instruction=instruction,
+            question=question,
             act=self.act_token,
         )
 
@@ -356,7 +405,8 @@ class System2Config:
 
     @classmethod
     def tiny(cls, seed: int = 0, **overrides: Any) -> "System2Config":
-        """Random-weight tiny LLaVA (hidden 32, 32x32 images, 16 image tokens) for tests."""
+        """Random-weight tiny LLaVA (hidden 32, 32x32 images, 16 image tokens) for tests; it
+        always asks the second question, so repeated calls give the same goal."""
         from .tiny_tokenizer import TINY_VOCAB_SIZE
 
         values: dict[str, Any] = dict(
@@ -367,6 +417,7 @@ class System2Config:
             torch_dtype="float32",
             attn_implementation="sdpa",
             image_size=32,
+            inference_question=1,
         )
         values.update(overrides)
         return cls(**values)
@@ -374,7 +425,9 @@ class System2Config:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy of every field."""
-        return copy.deepcopy(asdict(self))
+        data = copy.deepcopy(asdict(self))
+        data["question_templates"] = list(self.question_templates)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "System2Config":

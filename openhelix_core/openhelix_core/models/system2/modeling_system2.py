@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +44,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "system2_trainable.safetensors"
 FORMAT_NAME = "openhelix_system2"
 FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -162,16 +165,26 @@ def build_llava(config: System2Config, device: torch.device | str | None = None)
 
 
 def load_tokenizer(config: System2Config):
-    """Tokenizer matching the LLaVA, with ``act_token`` added as a special token if absent.
+    """Tokenizer matching the LLaVA, with ``act_token`` added if absent.
 
-    ``llava_path`` set: ``AutoTokenizer`` from that directory (local files only).
-    Otherwise: the in-code byte-level tiny tokenizer.
+    ``llava_path`` set: the folder's sentencepiece ``tokenizer.model`` through
+    :class:`~.tokenization_system2.LlamaSentencePieceTokenizer`, which gives the token ids
+    OpenHelix and LLaVA trained with; a folder without one falls back to ``AutoTokenizer``
+    (local files only), whose ids may differ, with a warning. Otherwise: the in-code
+    byte-level tiny tokenizer.
     """
     if config.llava_path is not None:
-        from transformers import AutoTokenizer
+        from .tokenization_system2 import LlamaSentencePieceTokenizer, has_sentencepiece_model
 
         directory = _require_dir(config.llava_path, "llava_path")
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        if has_sentencepiece_model(directory):
+            tokenizer = LlamaSentencePieceTokenizer.from_directory(directory, padding_side=config.padding_side)
+        else:
+            from transformers import AutoTokenizer
+
+            logger.warning("%s has no tokenizer.model: using AutoTokenizer, whose token ids may differ from the "
+                           "slow LLaMA tokenizer System 2 was trained with", directory)
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     else:
         from .tiny_tokenizer import build_tiny_tokenizer
 
@@ -180,13 +193,30 @@ def load_tokenizer(config: System2Config):
 
 
 def ensure_act_token(tokenizer, act_token: str):
-    """Add ``act_token`` to ``tokenizer`` as one special token unless it is already one token."""
-    from tokenizers import AddedToken
+    """Add ``act_token`` to ``tokenizer`` unless it is already one token. As OpenHelix adds
+    it (a plain added token), the spaces next to it do not become tokens of their own."""
+    from .tokenization_system2 import LlamaSentencePieceTokenizer
 
     ids = tokenizer.encode(act_token, add_special_tokens=False)
-    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-        tokenizer.add_tokens([AddedToken(act_token, special=True, normalized=False)], special_tokens=True)
+    if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+        return tokenizer
+    if isinstance(tokenizer, LlamaSentencePieceTokenizer):
+        tokenizer.add_tokens(act_token)
+    else:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(act_token, special=True, normalized=False, lstrip=True, rstrip=True)],
+                             special_tokens=True)
     return tokenizer
+
+
+def reserved_token_texts(tokenizer) -> set[str]:
+    """Texts an instruction must not contain: the tokenizer's special and added tokens."""
+    from .tokenization_system2 import LlamaSentencePieceTokenizer
+
+    if isinstance(tokenizer, LlamaSentencePieceTokenizer):
+        return set(tokenizer.added_tokens) | set(tokenizer.all_special_tokens)
+    return set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
 
 
 def token_id(tokenizer, token: str) -> int:

@@ -1,22 +1,27 @@
 """Turns camera images and instructions into System 2 inputs; loaders used by the ROS node.
 
-The processor renders the OpenHelix prompt (see :mod:`.configuration_system2`), tokenises
-it with one ``<image>`` placeholder and expands that placeholder to one token per image
-feature the LLaVA produces, as transformers 5.x expects: ``(S / patch)^2`` tokens with the
-``default`` feature strategy (CLS dropped), one more with ``full`` (576 for LLaVA-1.5 at
-336 px, 16 for the tiny config).
+The processor renders the OpenHelix prompt (see :mod:`.configuration_system2`) and tokenises
+it as OpenHelix's ``tokenizer_image_token`` (``model/llava/mm_utils.py``) does: the text
+before and the text after the image placeholder are tokenised separately, each as a whole
+prompt (with ``<s>``), and joined around one image position with the second ``<s>`` dropped.
+With the sentencepiece tokenizer of :mod:`.tokenization_system2` the ids are exactly
+OpenHelix's. The image position is then expanded to one token per image feature the LLaVA
+produces, as transformers 5.x expects: ``(S / patch)^2`` tokens with the ``default`` feature
+strategy (CLS dropped), one more with ``full`` (256 for LLaVA-Lightning at 224 px, 576 for
+LLaVA-1.5 at 336 px, 16 for the tiny config).
 """
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .configuration_system2 import System2Config
-from .modeling_system2 import System2Planner, resolve_llava_config, token_id
+from .configuration_system2 import RANDOM_QUESTION, System2Config
+from .modeling_system2 import System2Planner, reserved_token_texts, resolve_llava_config, token_id
 
 # CLIP's (OpenAI) normalisation, as used by LLaVA-1.5's image processor.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -55,8 +60,30 @@ def build_image_processor(config: System2Config):
 
 
 def normalize_instruction(instruction: str) -> str:
-    """Strip surrounding whitespace and trailing punctuation: the template adds the ``?``."""
+    """Strip surrounding whitespace and trailing punctuation: the question adds the ``?``.
+    (OpenHelix inserts CALVIN's annotations as they are; they carry neither.)"""
     return instruction.strip().rstrip(_STRIP).strip()
+
+
+def tokenize_with_image(tokenizer, text: str, image_text: str, image_token_id: int) -> list[int]:
+    """Ids of ``text`` with ``image_token_id`` once where ``image_text`` stands, tokenised as
+    OpenHelix's ``tokenizer_image_token``: each side of the placeholder on its own, the
+    second side's leading ``<s>`` dropped. Without a placeholder: the text as a whole.
+
+    Raises:
+        ValueError when ``image_text`` occurs more than once.
+    """
+    chunks = text.split(image_text)
+    if len(chunks) > 2:
+        raise ValueError(f"the prompt holds {len(chunks) - 1} image placeholders {image_text!r}, expected 1")
+    encoded = [list(tokenizer(chunk, add_special_tokens=True)["input_ids"]) for chunk in chunks]
+    bos = tokenizer.bos_token_id
+    if len(encoded) == 1:
+        return encoded[0]
+    before, after = encoded
+    if before and before[0] == bos and after and after[0] == bos:
+        after = after[1:]
+    return before + [image_token_id] + after
 
 
 class System2Processor:
@@ -89,11 +116,23 @@ class System2Processor:
         if pad is None:
             pad = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
         self.pad_token_id = int(pad)
+        self.reserved_tokens = reserved_token_texts(tokenizer) | {config.act_token, config.image_token}
+        self._question_rng = random.Random(config.seed)
 
     # ------------------------------------------------------------------ text
-    def build_prompt(self, instruction: str) -> str:
-        """The prompt text for one instruction (one ``<image>`` placeholder, ``<ACT>`` last)."""
-        return self.config.render_prompt(normalize_instruction(instruction))
+    def build_prompt(self, instruction: str, question_index: int = 0) -> str:
+        """The prompt text for one instruction (one image placeholder, ``<ACT>`` last)."""
+        return self.config.render_prompt(normalize_instruction(instruction), question_index)
+
+    def choose_questions(self, count: int) -> list[int]:
+        """Question indices for ``count`` prompts at inference: ``config.inference_question``,
+        or seeded draws when it is ``"random"`` (a fixed-question template always gets 0)."""
+        choice = self.config.inference_question
+        if not self.config.asks_question:
+            return [0] * count
+        if choice == RANDOM_QUESTION:
+            return [self._question_rng.randrange(len(self.config.question_templates)) for _ in range(count)]
+        return [int(choice)] * count
 
     def _validate_instruction(self, index: int, instruction) -> str:
         if not isinstance(instruction, str):
@@ -101,14 +140,16 @@ class System2Processor:
         cleaned = normalize_instruction(instruction)
         if not cleaned:
             raise ValueError(f"instructions[{index}] is empty")
-        for token in (self.config.act_token, self.config.image_token):
+        for token in sorted(self.reserved_tokens):
             if token in instruction:
                 raise ValueError(f"instructions[{index}] must not contain the reserved token {token!r}")
         return cleaned
 
-    def encode_prompt(self, instruction: str) -> list[int]:
-        """Token ids of one prompt with the image placeholder already expanded."""
-        ids = list(self.tokenizer(self.config.render_prompt(instruction), add_special_tokens=True)["input_ids"])
+    def encode_prompt(self, instruction: str, question_index: int = 0) -> list[int]:
+        """Token ids of one prompt (``instruction`` already normalised) with the image
+        placeholder expanded to ``num_image_tokens`` image tokens."""
+        text = self.config.render_prompt(instruction, question_index)
+        ids = tokenize_with_image(self.tokenizer, text, self.config.image_token, self.image_token_id)
         eos = self.tokenizer.eos_token_id
         if eos is not None and ids and ids[-1] == eos and eos != self.act_token_id:
             ids = ids[:-1]  # a tokenizer that appends EOS: <ACT> must stay last
@@ -136,6 +177,7 @@ class System2Processor:
         images: Sequence[np.ndarray],
         instructions: Sequence[str],
         padding_side: str | None = None,
+        question_indices: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Process a batch.
 
@@ -143,6 +185,8 @@ class System2Processor:
             images: B ``(H, W, 3)`` uint8 RGB arrays (any size; resized and centre-cropped).
             instructions: B non-empty instructions, e.g. ``"open the drawer"``.
             padding_side: ``"left"`` or ``"right"``; ``config.padding_side`` when None.
+            question_indices: B indices into ``config.question_templates`` (training draws
+                them); :meth:`choose_questions` when None.
 
         Returns:
             ``pixel_values`` ``(B, 3, S, S)`` float32, ``input_ids`` ``(B, L)`` int64 and
@@ -171,7 +215,11 @@ class System2Processor:
                 f"image processor produced {tuple(pixel_values.shape[1:])}, expected (3, {size}, {size})"
             )
 
-        sequences = [self.encode_prompt(text) for text in texts]
+        if question_indices is None:
+            question_indices = self.choose_questions(len(texts))
+        elif len(question_indices) != len(texts):
+            raise ValueError(f"got {len(question_indices)} question indices for {len(texts)} instructions")
+        sequences = [self.encode_prompt(text, int(question)) for text, question in zip(texts, question_indices)]
         length = max(len(ids) for ids in sequences)
         input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
