@@ -28,6 +28,9 @@ from openhelix_core.types import Observation
 
 S1_OVERRIDES = {"diffusion_timesteps": 5}
 S2_OVERRIDES = {"system_prompt": "", "prompt_template": "{system}{image}\n{instruction} {act}"}
+#: Two short questions (the byte-level tiny tokenizer makes OpenHelix's long prompt slow).
+S2_QUESTIONS = {"system_prompt": "", "prompt_template": "{system}{image}\n{question} {act}",
+                "question_templates": ["Can you {instruction}?", "Please {instruction}."]}
 TASKS = ("open_drawer", "turn_on_led")
 SENTENCES = {"open_drawer": "pull the handle to open the drawer", "turn_on_led": "press the button to turn on the led light"}
 
@@ -238,16 +241,21 @@ def _changed(before, after):
 
 
 @pytest.mark.filterwarnings("ignore:System 1's CLIP backbone is frozen")
-@pytest.mark.parametrize("stage", [1, 2])
-def test_one_step_updates_only_what_the_stage_trains(split, tmp_path, stage):
-    trainer = Trainer(config(split, tmp_path / f"s{stage}", stage=stage, steps=1))
+@pytest.mark.parametrize("stage, aux_loss_stages", [(1, [2]), (1, [1, 2]), (2, [2])],
+                         ids=["stage1", "stage1-with-aux", "stage2"])
+def test_one_step_updates_only_what_the_stage_trains(split, tmp_path, stage, aux_loss_stages):
+    trainer = Trainer(config(split, tmp_path / f"s{stage}", stage=stage, steps=1, aux_loss_stages=aux_loss_stages))
     s1, llava, s2 = _snapshot(trainer)
     batch = collate([trainer.dataset[i] for i in range(4)])
     losses = trainer.train_step(batch)
     assert np.isfinite(losses["loss"]) and losses["aux"] > 0 and losses["diffusion"] > 0
+    aux_applied = stage in aux_loss_stages
+    assert losses["loss"] == pytest.approx(losses["diffusion"] + (losses["aux"] if aux_applied else 0.0), rel=1e-5)
     a1, al, a2 = _snapshot(trainer)
     assert _changed(llava, al) == set()  # the LLaVA never trains
-    assert _changed(s2, a2) == set(s2)  # <ACT> row, projection and aux head all move
+    aux_head = {k for k in s2 if k.startswith("aux_head.")}
+    # <ACT> row and projection always move (System 1's loss); the aux head only with its loss
+    assert _changed(s2, a2) == (set(s2) if aux_applied else set(s2) - aux_head)
     s1_changed = _changed(s1, a1)
     backbone = {k for k in s1 if k.startswith("encoder.backbone.")}
     assert backbone and not (s1_changed & backbone)  # the CLIP backbone never trains
@@ -296,8 +304,31 @@ def test_stage2_measures_goal_statistics_once(split, tmp_path):
     np.testing.assert_allclose(saved["goal_mean"], stats[0].numpy(), atol=1e-6)
 
 
+def test_questions_are_drawn_per_sample_and_seeded(split, tmp_path):
+    asked = []
+
+    def recording(processor):
+        original = processor.__call__
+
+        def call(images, instructions, **kwargs):
+            asked.append(list(kwargs["question_indices"]))
+            return original(images, instructions, **kwargs)
+        return call
+
+    draws = []
+    for attempt in range(2):
+        trainer = Trainer(config(split, tmp_path / f"q{attempt}", stage=1, steps=1, system2_overrides=S2_QUESTIONS))
+        trainer.processor = type("Recording", (), {"__call__": staticmethod(recording(trainer.processor))})()
+        asked.clear()
+        for _ in range(3):
+            trainer.train_step(collate([trainer.dataset[i] for i in range(4)]))
+        draws.append([index for step in asked for index in step])
+    assert draws[0] == draws[1] and set(draws[0]) == {0, 1} and len(draws[0]) == 12
+
+
 def test_exact_resume_and_outputs(split, tmp_path):
-    full = config(split, tmp_path / "full", steps=4, checkpoint_every=2, system1_overrides={**S1_OVERRIDES, "dropout": 0.1})
+    full = config(split, tmp_path / "full", steps=4, checkpoint_every=2, system2_overrides=S2_QUESTIONS,
+                  system1_overrides={**S1_OVERRIDES, "dropout": 0.1})
     train(full)
     half = full.replace(output_dir=str(tmp_path / "half"), steps=2)
     train(half)

@@ -9,7 +9,10 @@ Defaults follow OpenHelix-robot/OpenHelix (``scripts/train_trajectory_lcb_pt_act
   weight decay 1e-5, betas (0.9, 0.95);
 * diffusion loss ``30 L1(position noise) + 10 L1(rotation noise) + 1 BCE(openness)``;
 * auxiliary loss ``0.2 x (30 L1(position) + 10 L1(6-D rotation) + 1 BCE(gripper))`` on the
-  first target waypoint (see :mod:`.trainer` for the exact targets);
+  first target waypoint (see :mod:`.trainer` for the exact targets), in stage 2 only, as
+  OpenHelix applies it. OpenHelix does not supervise the gripper output of its auxiliary head;
+  this project keeps a gripper BCE term (``aux_gripper_weight=0`` drops it);
+* one of OpenHelix's two questions drawn at random per sample (seeded, restored on resume);
 * 20-point trajectories interpolated between the current pose and the next keypose, the
   current pose dropped, so System 1 predicts 19 waypoints (``interpolation_length=20``).
 
@@ -64,7 +67,10 @@ class TrainingConfig:
             saved in ``normalization.json``); off for OpenHelix, needed for the tiny System 2.
         optimisation: ``stage`` 1 or 2; ``steps``; ``batch_size`` per process; learning rates,
             weight decays, betas; ``lr_schedule``, ``warmup_steps``; ``grad_clip`` (0 = off).
-        losses: ``diffusion_*_weight``, ``aux_weight`` and ``aux_*_weight``.
+        losses: ``diffusion_*_weight``, ``aux_weight`` and ``aux_*_weight``;
+            ``aux_loss_stages``: the stages whose loss includes the auxiliary term (``[2]``, as
+            OpenHelix; ``[1, 2]`` also trains the head in stage 1). The auxiliary errors are
+            logged in every stage.
         runtime: ``output_dir``, ``seed``, ``device``, ``checkpoint_every``, ``log_every``,
             ``num_workers``, ``cache_dir`` (pre-processed samples), ``bf16`` and
             ``gradient_checkpointing`` (used on CUDA only), ``progress`` (tqdm bar).
@@ -116,6 +122,7 @@ class TrainingConfig:
     aux_position_weight: float = 30.0
     aux_rotation_weight: float = 10.0
     aux_gripper_weight: float = 1.0
+    aux_loss_stages: tuple = (2,)
     # runtime
     output_dir: str = "runs/openhelix"
     seed: int = 0
@@ -139,6 +146,10 @@ class TrainingConfig:
         self.system2_overrides = dict(self.system2_overrides or {})
         if self.stage not in (1, 2):
             raise ValueError(f"TrainingConfig.stage must be 1 or 2, got {self.stage!r}")
+        if isinstance(self.aux_loss_stages, (str, int)) or not set(self.aux_loss_stages) <= {1, 2}:
+            raise ValueError(f"TrainingConfig.aux_loss_stages must be a list of stages (1, 2), got "
+                             f"{self.aux_loss_stages!r}")
+        self.aux_loss_stages = tuple(sorted(set(self.aux_loss_stages)))
         if self.frame_sampling not in _SAMPLING:
             raise ValueError(f"TrainingConfig.frame_sampling must be one of {_SAMPLING}, got {self.frame_sampling!r}")
         if self.openness_source not in _OPENNESS:
@@ -175,6 +186,7 @@ class TrainingConfig:
         out = dataclasses.asdict(self)
         out["system1_betas"] = list(self.system1_betas)
         out["system2_betas"] = list(self.system2_betas)
+        out["aux_loss_stages"] = list(self.aux_loss_stages)
         return out
 
     @classmethod

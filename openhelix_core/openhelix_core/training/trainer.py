@@ -13,8 +13,13 @@ One step (B samples per process):
    normalised to [-1, 1] with the checkpoint's ``gripper_loc_bounds``; rotation as the 6-D
    form of the relative rotation (3DDA's wrapped Euler difference); gripper openness
    (``0.2 x (30 L1 pos + 10 L1 rot + 1 BCE gripper)``);
-4. ``loss = diffusion + aux``; gradients flow from System 1's loss through the goal into the
-   ``<ACT>`` embedding and the projection in both stages.
+4. ``loss = diffusion + aux`` in the stages of ``aux_loss_stages`` (stage 2, as OpenHelix),
+   ``loss = diffusion`` otherwise; gradients flow from System 1's loss through the goal into
+   the ``<ACT>`` embedding and the projection in both stages.
+
+Each training sample asks one of System 2's questions (OpenHelix: "Can you ...?" / "Can you
+control the robot to ...?"), drawn from a seeded generator whose state is checkpointed;
+validation cycles through them in a fixed order.
 
 Stage 1: System 1 frozen (no gradients, eval mode), LLaVA frozen; only ``act_embedding``,
 ``projection`` and ``aux_head`` are optimised. Stage 2: System 1 is optimised too (its CLIP
@@ -193,9 +198,10 @@ class DualSystemTrainingModule(nn.Module):
                                      "gripper": openness[:, 0, 0]},
                                weights={"position": cfg.aux_position_weight, "rotation": cfg.aux_rotation_weight,
                                         "gripper": cfg.aux_gripper_weight})
-        loss = diffusion + cfg.aux_weight * aux["loss"]
+        aux_term = cfg.aux_weight * aux["loss"]
+        loss = diffusion + aux_term if self.stage in cfg.aux_loss_stages else diffusion
         return {"loss": loss, "diffusion": diffusion, "position": parts["position"], "rotation": parts["rotation"],
-                "openness": parts["openness"], "aux": cfg.aux_weight * aux["loss"], "aux_position": aux["position"],
+                "openness": parts["openness"], "aux": aux_term, "aux_position": aux["position"],
                 "aux_rotation": aux["rotation"], "aux_gripper": aux["gripper"]}
 
 
@@ -286,19 +292,26 @@ def iterate_batches(dataset, order: EpochBatches, epoch: int, position: int,
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator, questions: random.Random) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-             "python": random.getstate()}
+             "python": random.getstate(), "questions": questions.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _python_state(saved) -> tuple:
+    """A ``random.getstate()`` tuple back from its saved form (lists after loading)."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, questions: random.Random) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(_python_state(state["python"]))
+    if "questions" in state:  # checkpoints written before questions were drawn keep the seeded start
+        questions.setstate(_python_state(state["questions"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -352,6 +365,7 @@ class Trainer:
         torch.manual_seed(config.seed + self.ctx.rank)
         random.seed(config.seed + self.ctx.rank)
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + self.ctx.rank)
+        self.question_rng = random.Random(config.seed * 104_729 + self.ctx.rank)
         self._build()
 
     # -- construction --------------------------------------------------------------------------
@@ -446,7 +460,8 @@ class Trainer:
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         rng_file = directory / f"rng_rank{self.ctx.rank}.pt"
-        _set_rng_state(torch.load(str(rng_file), map_location="cpu", weights_only=True), self.generator)
+        _set_rng_state(torch.load(str(rng_file), map_location="cpu", weights_only=True), self.generator,
+                       self.question_rng)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -467,7 +482,7 @@ class Trainer:
                 "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             }, str(tmp / STATE_FILE))
         barrier(self.ctx)
-        torch.save(_rng_state(self.generator), str(tmp / f"rng_rank{self.ctx.rank}.pt"))
+        torch.save(_rng_state(self.generator, self.question_rng), str(tmp / f"rng_rank{self.ctx.rank}.pt"))
         barrier(self.ctx)
         if self.ctx.is_main:
             shutil.rmtree(final, ignore_errors=True)
@@ -490,10 +505,15 @@ class Trainer:
         return directory
 
     # -- steps -----------------------------------------------------------------------------------
-    def _to_device(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _to_device(self, batch: dict[str, Any], questions: list[int]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         tensors = {k: batch[k].to(self.device) for k in (RGB, PCD, CURRENT_GRIPPER, TRAJECTORY)}
-        s2 = self.processor(batch["static_image"], batch["instruction"])
+        s2 = self.processor(batch["static_image"], batch["instruction"], question_indices=questions)
         return tensors, {k: v.to(self.device) for k, v in s2.items()}
+
+    @property
+    def _question_count(self) -> int:
+        return len(self.system2.config.question_templates) if self.system2.config.asks_question else 1
 
     def _autocast(self):
         enabled = bool(self.config.bf16) and self.device.type == "cuda"
@@ -501,7 +521,8 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         self.model.train()
-        tensors, s2_inputs = self._to_device(batch)
+        questions = [self.question_rng.randrange(self._question_count) for _ in batch["instruction"]]
+        tensors, s2_inputs = self._to_device(batch, questions)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         with self._autocast():
@@ -527,7 +548,8 @@ class Trainer:
         total, count = 0.0, 0
         for index, batch_ids in enumerate(order.epoch(0)[: self.config.val_batches]):
             batch = collate([self.val_dataset[i] for i in batch_ids])
-            tensors, s2_inputs = self._to_device(batch)
+            questions = [(index * size + row) % self._question_count for row in range(len(batch_ids))]
+            tensors, s2_inputs = self._to_device(batch, questions)
             with self._autocast():
                 total += float(self.module(tensors, s2_inputs, generator)["loss"])
             count = index + 1
