@@ -541,6 +541,110 @@ def read_policy_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
 
 
 # ---------------------------------------------------------------------------- the release
+#: What a failed model load raises: FileNotFoundError / OSError (a missing or unreadable file
+#: or folder), ValueError (:class:`CheckpointError`: keys, shapes, shards; a vocabulary
+#: mismatch; an invalid configuration), RuntimeError (torch: out of memory, a device that
+#: does not exist), ImportError (a tokenizer backend that is not installed). A ROS node
+#: turns these into a failed ``configure`` naming the cause.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, ImportError)
+
+#: Names :func:`release_architecture` knows.
+RELEASE_ARCHITECTURES = ("openhelix", "tiny")
+
+
+@dataclass(frozen=True)
+class ReleaseArchitecture:
+    """The model sizes a release's weights are read into (each key and shape is checked).
+
+    Attributes:
+        name: ``"openhelix"`` or ``"tiny"``, see :func:`release_architecture`.
+        system2: the :class:`~openhelix_core.models.system2.System2Config`; its
+            ``llava_config`` must match the shards.
+        system1: the :class:`~openhelix_core.models.system1.System1Config`.
+        vocab_size: rows of the input-embedding table the weights were trained with
+            (:func:`check_vocabulary`); ``None`` skips that check.
+        act_token_id: the id ``<ACT>`` must have in the tokenizer.
+    """
+
+    name: str
+    system2: Any
+    system1: Any
+    vocab_size: int | None
+    act_token_id: int
+
+
+def release_architecture(name: str) -> ReleaseArchitecture:
+    """The architecture called ``name``:
+
+    * ``"openhelix"`` -- the published weights: LLaVA-7B-Lightening-v1-1 in bfloat16
+      (:meth:`System2Config.openhelix_lightning`), 3D Diffuser Actor as OpenHelix trains it on
+      CALVIN (:meth:`System1Config.openhelix_calvin`), 32004 tokens with ``<ACT>`` = 32003.
+    * ``"tiny"`` -- for tests and smoke runs only: a release written in the published layout
+      from the tiny models (:meth:`System2Config.tiny` with LLaVA-Lightning's single-linear
+      projector and OpenHelix's activation-free auxiliary head, :meth:`System1Config.tiny`),
+      read with the tiny byte-level tokenizer (262 tokens, ``<ACT>`` = 5). Nothing published
+      has this size.
+
+    Raises:
+        ValueError naming the known architectures.
+    """
+    from .models.system1 import System1Config
+    from .models.system2 import System2Config
+    from .models.system2.tiny_tokenizer import SPECIAL_TOKENS, TINY_VOCAB_SIZE
+
+    if name == "openhelix":
+        return ReleaseArchitecture(name, System2Config.openhelix_lightning(), System1Config.openhelix_calvin(),
+                                   OPENHELIX_VOCAB_SIZE, OPENHELIX_ACT_TOKEN_ID)
+    if name == "tiny":
+        system2 = System2Config.tiny(aux_activation="identity")
+        system2 = replace(system2, llava_config={**system2.llava_config, "projector_hidden_act": "linear"})
+        return ReleaseArchitecture(name, system2, System1Config.tiny(), TINY_VOCAB_SIZE,
+                                   SPECIAL_TOKENS.index(system2.act_token))
+    raise ValueError(f"release architecture must be one of {list(RELEASE_ARCHITECTURES)}, got {name!r}")
+
+
+def _architecture(architecture: str | ReleaseArchitecture) -> ReleaseArchitecture:
+    return architecture if isinstance(architecture, ReleaseArchitecture) else release_architecture(architecture)
+
+
+def release_model_id(directory: str | os.PathLike, variant: str) -> str:
+    """The ``model_id`` of models read from a release: ``openhelix/<variant>/<directory>``,
+    the directory exactly as configured. Goals of its System 2 carry it, so a controller can
+    accept only goals of the release whose System 1 it runs."""
+    return f"openhelix/{variant}/{directory}"
+
+
+@dataclass
+class ReleaseSystem2:
+    """System 2 read from a release.
+
+    Attributes:
+        planner: the :class:`~openhelix_core.models.system2.System2Planner` (eval mode).
+        processor: its :class:`~openhelix_core.models.system2.System2Processor`.
+        reports: ``{"llava", "system2_heads"}`` :class:`KeyMapping` reports.
+    """
+
+    planner: Any
+    processor: Any
+    reports: dict[str, KeyMapping]
+
+
+@dataclass
+class ReleaseSystem1:
+    """System 1 read from a release.
+
+    Attributes:
+        actor: the :class:`~openhelix_core.models.system1.DiffuserActor` (eval mode).
+        report: the :class:`KeyMapping` of ``policy.pth``.
+        metadata: entries of ``policy.pth`` besides ``weight`` (``iter``, ``best_loss``; the
+            optimizer state is dropped).
+    """
+
+    actor: Any
+    report: KeyMapping
+    metadata: dict[str, Any]
+
+
 @dataclass
 class OpenHelixRelease:
     """Ready-to-run models read from a published OpenHelix variant.
@@ -570,95 +674,93 @@ def _variant_dir(directory: Path, variant: str) -> Path:
         raise FileNotFoundError(f"OpenHelix release directory {str(directory)!r} does not exist")
     if (directory / variant).is_dir():
         return directory / variant
-    if directory.name == variant or (directory / POLICY_FILE).is_file():
+    if directory.name in OPENHELIX_VARIANTS and directory.name != variant:
+        raise ValueError(f"{str(directory)!r} is the {directory.name!r} folder, but variant {variant!r} was asked for")
+    if directory.name == variant or (directory / POLICY_FILE).is_file() or (directory / PLANNER_SHARD_DIR).is_dir():
         return directory
     raise FileNotFoundError(f"{str(directory)!r} has no {variant!r} folder (expected {variant}/{POLICY_FILE})")
 
 
+def _planner_source(folder: Path) -> Path:
+    """System 2's weights in a variant folder: the shard folder, else a merged ``pytorch_model.bin``."""
+    shard_dir = folder / PLANNER_SHARD_DIR
+    if shard_dir.is_dir():
+        return shard_dir
+    if (folder / BIN_WEIGHTS).is_file():
+        return folder / BIN_WEIGHTS
+    raise FileNotFoundError(
+        f"OpenHelix release is missing {str(shard_dir)!r} (System 2 weights; or a merged {BIN_WEIGHTS})"
+    )
+
+
 def _find_tokenizer(folder: Path):
-    for candidate in (folder, folder / PLANNER_SHARD_DIR):
-        if any((candidate / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+    """The planner's tokenizer from the variant folder, its shard folder or the release root.
+
+    A sentencepiece ``tokenizer.model`` is read with the slow-LLaMA-exact tokenizer OpenHelix
+    trained with; if the folder lists no added tokens (``tokenizer.model`` alone, as the
+    LLaMA weights ship it), LLaVA-Lightning's ``<im_patch>``, ``<im_start>``, ``<im_end>`` are
+    added first, so ``<ACT>`` gets id 32003 as in training. A folder with only a fast
+    ``tokenizer.json`` is read with ``AutoTokenizer``.
+    """
+    from .models.system2.tokenization_system2 import (
+        LlamaSentencePieceTokenizer,
+        complete_lightning_vocabulary,
+        has_sentencepiece_model,
+    )
+
+    candidates = (folder, folder / PLANNER_SHARD_DIR, folder.parent)
+    for candidate in candidates:
+        if has_sentencepiece_model(candidate):
+            return complete_lightning_vocabulary(LlamaSentencePieceTokenizer.from_directory(candidate))
+    for candidate in candidates:
+        if (candidate / "tokenizer.json").is_file():
             from transformers import AutoTokenizer
 
             return AutoTokenizer.from_pretrained(str(candidate), local_files_only=True)
     raise FileNotFoundError(
-        f"no tokenizer in {str(folder)!r}: pass tokenizer= (the LLaVA-7B-Lightening-v1-1 tokenizer, to which "
-        "<ACT> is added as id 32003, as OpenHelix does)"
+        f"no tokenizer in {', '.join(repr(str(c)) for c in candidates)}: put the LLaVA-7B-Lightening-v1-1 "
+        "tokenizer.model there (OpenHelix adds <ACT> to it as id 32003), or pass tokenizer="
     )
 
 
-def load_openhelix_release(
+def load_release_system2(
     directory: str | os.PathLike,
     variant: str = "prompt_tuning_aux",
     *,
+    architecture: str | ReleaseArchitecture = "openhelix",
     tokenizer=None,
-    system2_config=None,
-    system1_config=None,
-    normalization=None,
-    expected_vocab: int | None = OPENHELIX_VOCAB_SIZE,
-    act_token_id: int = OPENHELIX_ACT_TOKEN_ID,
     allow_unexpected: bool = False,
     device: str | torch.device = "cpu",
-) -> OpenHelixRelease:
-    """Load a local copy of the Hugging Face repo ``OpenHelix/openhelix`` (one variant).
-
-    Expected layout (``directory`` may also be the variant folder itself)::
-
-        directory/
-          prompt_tuning/ or prompt_tuning_aux/
-            policy.pth                   System 1: {"weight": DDP state dict ("module." keys),
-                                         "optimizer", "iter", "best_loss"} (torch.save)
-            llava_ckpt_safetensors/      System 2: the LISAForCausalLM state dict, LLaVA-Lightning
-              *.safetensors              names, in shards; model.safetensors.index.json is used
-              [model.safetensors.index.json]   when present, otherwise every shard is read
-            [pytorch_model.bin]          the same merged into one file (OpenHelix README), used
-                                         when llava_ckpt_safetensors/ is absent
-            [tokenizer files]            optional; otherwise pass ``tokenizer``
+) -> ReleaseSystem2:
+    """System 2 of a local copy of the Hugging Face repo ``OpenHelix/openhelix`` (one variant):
+    the planner shards only, so a planner node never reads ``policy.pth``.
 
     Args:
-        directory: the snapshot root or the variant folder.
+        directory: the snapshot root or the variant folder (layout: :func:`load_openhelix_release`).
         variant: ``"prompt_tuning"`` or ``"prompt_tuning_aux"``.
-        tokenizer: the LLaVA-Lightning tokenizer; ``<ACT>`` is added when absent.
-        system2_config: architecture and prompt (default:
-            :meth:`System2Config.openhelix_lightning`). Its ``llava_config`` must match the
-            shards (checked key by key and shape by shape); ``image_token_index`` is taken
-            from the tokenizer's id of ``image_token``.
-        system1_config / normalization: 3DDA architecture and workspace bounds (default:
-            OpenHelix CALVIN and its ABC->D bounds).
-        expected_vocab / act_token_id: vocabulary the weights were trained with
-            (32004 / 32003); :func:`check_vocabulary` fails otherwise.
-        allow_unexpected: load even if the checkpoint holds keys nothing maps to
-            (they stay listed in the reports).
-        device: where the models go.
+        architecture: ``"openhelix"`` (default), ``"tiny"`` or a :class:`ReleaseArchitecture`.
+            Its System 2 config must match the shards (checked key by key and shape by shape);
+            ``image_token_index`` is taken from the tokenizer's id of ``image_token``.
+        tokenizer: the LLaVA-Lightning tokenizer; ``<ACT>`` is added when absent. Default: the
+            tokenizer files in the variant folder or in ``llava_ckpt_safetensors/``.
+        allow_unexpected: load even if the shards hold keys nothing maps to (they stay listed
+            in the reports).
+        device: where the planner goes.
 
     Raises:
-        FileNotFoundError naming the missing file or folder; :class:`CheckpointError`
-        (missing / unexpected / shape-mismatched keys, inconsistent shards); ValueError on a
-        vocabulary mismatch.
+        FileNotFoundError naming the missing folder, shard or tokenizer;
+        :class:`CheckpointError` (missing / unexpected / shape-mismatched keys, inconsistent
+        shards); ValueError on a vocabulary mismatch or an unknown variant / architecture.
     """
-    from .models.system1 import DiffuserActor, Normalization, System1Config
-    from .models.system1.modeling_system1 import map_original_state_dict
-    from .models.system2 import System2Config, System2Planner, System2Processor, build_image_processor
+    from .models.system2 import System2Planner, System2Processor, build_image_processor
     from .models.system2.modeling_system2 import ensure_act_token, openhelix_head_state_dict
 
+    architecture = _architecture(architecture)
     folder = _variant_dir(Path(directory), variant)
-    policy_path = folder / POLICY_FILE
-    if not policy_path.is_file():
-        raise FileNotFoundError(f"OpenHelix release is missing {str(policy_path)!r} (System 1 weights)")
-    shard_dir = folder / PLANNER_SHARD_DIR
-    if shard_dir.is_dir():
-        planner_source = shard_dir
-    elif (folder / BIN_WEIGHTS).is_file():
-        planner_source = folder / BIN_WEIGHTS
-    else:
-        raise FileNotFoundError(
-            f"OpenHelix release is missing {str(shard_dir)!r} (System 2 weights; or a merged {BIN_WEIGHTS})"
-        )
-
-    # ---- System 2
+    planner_source = _planner_source(folder)
     if tokenizer is None:
         tokenizer = _find_tokenizer(folder)
-    config = system2_config if system2_config is not None else System2Config.openhelix_lightning()
+    config = architecture.system2
     tokenizer = ensure_act_token(tokenizer, config.act_token)
     raw = load_llava_state_dict(planner_source)
     converted = convert_llava_keys(raw, "auto")
@@ -666,9 +768,11 @@ def load_openhelix_release(
     if embed_key not in converted.tensors:
         raise CheckpointError(f"{str(planner_source)!r} has no input embedding table (model.embed_tokens.weight)")
     rows = int(converted.tensors[embed_key].shape[0])
-    check_vocabulary(tokenizer, rows, expected_vocab, act_token=config.act_token, act_token_id=act_token_id)
+    check_vocabulary(tokenizer, rows, architecture.vocab_size, act_token=config.act_token,
+                     act_token_id=architecture.act_token_id)
 
-    heads, head_report = openhelix_head_state_dict(raw, act_token_row=act_token_id, source=str(planner_source))
+    heads, head_report = openhelix_head_state_dict(raw, act_token_row=architecture.act_token_id,
+                                                   source=str(planner_source))
     image_id = tokenizer.convert_tokens_to_ids(config.image_token)
     llava_dict = dict(config.llava_config)
     llava_dict["image_token_index"] = int(image_id)
@@ -702,27 +806,102 @@ def load_openhelix_release(
     planner = planner.to(device).eval()
     processor = System2Processor(config, planner.tokenizer, build_image_processor(config),
                                  num_image_tokens=planner.num_image_tokens)
+    return ReleaseSystem2(planner=planner, processor=processor,
+                          reports={"llava": llava_report, "system2_heads": head_report})
 
-    # ---- System 1
+
+def load_release_system1(
+    directory: str | os.PathLike,
+    variant: str = "prompt_tuning_aux",
+    *,
+    architecture: str | ReleaseArchitecture = "openhelix",
+    normalization=None,
+    allow_unexpected: bool = False,
+    device: str | torch.device = "cpu",
+) -> ReleaseSystem1:
+    """System 1 of a local copy of ``OpenHelix/openhelix`` (one variant): ``policy.pth`` only,
+    so a controller node never reads the 7B planner.
+
+    Args:
+        directory: the snapshot root or the variant folder (layout: :func:`load_openhelix_release`).
+        variant: ``"prompt_tuning"`` or ``"prompt_tuning_aux"``.
+        architecture: ``"openhelix"`` (default), ``"tiny"`` or a :class:`ReleaseArchitecture`
+            whose System 1 config the weights must match key by key and shape by shape.
+        normalization: workspace statistics; default
+            :meth:`Normalization.openhelix_calvin` (OpenHelix's CALVIN ABC->D bounds, with the
+            predicted absolute positions clipped to CALVIN's position bounds as OpenHelix's
+            evaluation does).
+        allow_unexpected: load even if ``policy.pth`` holds keys nothing maps to (they stay
+            listed in the report).
+        device: where the model goes.
+
+    Raises:
+        FileNotFoundError naming the missing folder or ``policy.pth``; :class:`CheckpointError`
+        (missing / unexpected / shape-mismatched keys); ValueError on an unknown variant /
+        architecture.
+    """
+    from .models.system1 import DiffuserActor, Normalization
+    from .models.system1.modeling_system1 import map_original_state_dict
+
+    architecture = _architecture(architecture)
+    folder = _variant_dir(Path(directory), variant)
+    policy_path = folder / POLICY_FILE
+    if not policy_path.is_file():
+        raise FileNotFoundError(f"OpenHelix release is missing {str(policy_path)!r} (System 1 weights)")
     weights, extra = read_policy_checkpoint(policy_path)
-    actor = DiffuserActor(system1_config or System1Config.openhelix_calvin(), normalization or Normalization())
+    actor = DiffuserActor(architecture.system1, normalization or Normalization.openhelix_calvin())
     policy_state = map_original_state_dict(weights)
-    system1_report = actor.load_checked_state_dict(
+    report = actor.load_checked_state_dict(
         policy_state.tensors, source=str(policy_path), ignore_unexpected=allow_unexpected,
         origins=policy_state.origins, ignored=policy_state.ignored)
     actor = actor.to(device).eval()
-    metadata = {k: v for k, v in extra.items() if k != "optimizer"}
+    return ReleaseSystem1(actor=actor, report=report, metadata={k: v for k, v in extra.items() if k != "optimizer"})
+
+
+def load_openhelix_release(
+    directory: str | os.PathLike,
+    variant: str = "prompt_tuning_aux",
+    *,
+    architecture: str | ReleaseArchitecture = "openhelix",
+    tokenizer=None,
+    normalization=None,
+    allow_unexpected: bool = False,
+    device: str | torch.device = "cpu",
+) -> OpenHelixRelease:
+    """Both systems of a local copy of the Hugging Face repo ``OpenHelix/openhelix`` (one
+    variant): :func:`load_release_system1`, then :func:`load_release_system2`.
+
+    Expected layout (``directory`` may also be the variant folder itself)::
+
+        directory/
+          prompt_tuning/ or prompt_tuning_aux/
+            policy.pth                   System 1: {"weight": DDP state dict ("module." keys),
+                                         "optimizer", "iter", "best_loss"} (torch.save)
+            llava_ckpt_safetensors/      System 2: the LISAForCausalLM state dict, LLaVA-Lightning
+              *.safetensors              names, in shards; model.safetensors.index.json is used
+              [model.safetensors.index.json]   when present, otherwise every shard is read
+            [pytorch_model.bin]          the same merged into one file (OpenHelix README), used
+                                         when llava_ckpt_safetensors/ is absent
+            [tokenizer files]            optional; otherwise pass ``tokenizer``
+
+    The arguments are those of the two loaders. Raises what they raise.
+    """
+    system1 = load_release_system1(directory, variant, architecture=architecture, normalization=normalization,
+                                   allow_unexpected=allow_unexpected, device=device)
+    system2 = load_release_system2(directory, variant, architecture=architecture, tokenizer=tokenizer,
+                                   allow_unexpected=allow_unexpected, device=device)
     return OpenHelixRelease(
-        variant=variant, system2=planner, processor=processor, system1=actor,
-        reports={"llava": llava_report, "system2_heads": head_report, "system1": system1_report},
-        policy_metadata=metadata,
+        variant=variant, system2=system2.planner, processor=system2.processor, system1=system1.actor,
+        reports={**system2.reports, "system1": system1.report}, policy_metadata=system1.metadata,
     )
 
 
 __all__ = [
-    "BIN_INDEX", "BIN_WEIGHTS", "CheckpointError", "ConvertedState", "KeyMapping", "LLAVA_LAYOUTS",
+    "BIN_INDEX", "BIN_WEIGHTS", "CheckpointError", "ConvertedState", "KeyMapping", "LLAVA_LAYOUTS", "LOAD_ERRORS",
     "OPENHELIX_ACT_TOKEN_ID", "OPENHELIX_VARIANTS", "OPENHELIX_VOCAB_SIZE", "OpenHelixRelease", "PLANNER_SHARD_DIR",
-    "POLICY_FILE", "SAFE_INDEX", "SAFE_WEIGHTS", "check_vocabulary", "convert_llava_keys", "detect_llava_layout",
-    "llava_from_state", "load_llava_state_dict", "load_openhelix_release", "read_policy_checkpoint",
-    "read_tensor_file", "strip_wrapper_prefixes",
+    "POLICY_FILE", "RELEASE_ARCHITECTURES", "ReleaseArchitecture", "ReleaseSystem1", "ReleaseSystem2", "SAFE_INDEX",
+    "SAFE_WEIGHTS", "check_vocabulary", "convert_llava_keys", "detect_llava_layout", "llava_from_state",
+    "load_llava_state_dict", "load_openhelix_release", "load_release_system1", "load_release_system2",
+    "read_policy_checkpoint", "read_tensor_file", "release_architecture", "release_model_id",
+    "strip_wrapper_prefixes",
 ]

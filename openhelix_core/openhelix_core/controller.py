@@ -1,6 +1,7 @@
 """System 1 at run time: an observation and the latest goal in, a trajectory chunk out."""
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import replace
@@ -8,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_release_system1, release_model_id
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
@@ -18,13 +20,16 @@ class TrajectoryController:
     """A loaded 3D Diffuser Actor with its processor and proprioception history.
 
     Attributes:
-        model_id: names the preset / checkpoint, carried in diagnostics.
+        model_id: names the preset / checkpoint / release, carried in diagnostics.
         goal_dim: length of the goal embedding the model conditions on.
+        load_report: how the checkpoint's keys mapped onto the model (a release's
+            ``policy.pth``), or None when nothing was mapped.
     """
 
     def __init__(self, model: DiffuserActor, model_id: str, waypoint_period_s: float, seed: int = 0,
-                 depth_filter: DepthFilter | None = None) -> None:
+                 depth_filter: DepthFilter | None = None, load_report: KeyMapping | None = None) -> None:
         self.model = model.eval()
+        self.load_report = load_report
         self.depth_filter = depth_filter or DepthFilter()
         self.processor = System1Processor(model.config)
         self.model_id = model_id
@@ -48,6 +53,18 @@ class TrajectoryController:
             model = DiffuserActor(SYSTEM1_PRESETS[preset]()).to(device)
             model_id = f"system1/{preset}/random-seed{seed}"
         return cls(model, model_id, waypoint_period_s, seed, depth_filter)
+
+    @classmethod
+    def from_release(cls, directory: str | os.PathLike, variant: str,
+                     architecture: str | ReleaseArchitecture = "openhelix", device: str = "cpu", seed: int = 0,
+                     waypoint_period_s: float = 1.0 / 30.0,
+                     depth_filter: DepthFilter | None = None) -> "TrajectoryController":
+        """System 1 of a published OpenHelix release (see
+        :func:`~openhelix_core.checkpoints.load_release_system1`, which raises what fails), named
+        :func:`~openhelix_core.checkpoints.release_model_id` like the goals of the release's System 2."""
+        system1 = load_release_system1(directory, variant, architecture=architecture, device=device)
+        return cls(system1.actor, release_model_id(directory, variant), waypoint_period_s, seed, depth_filter,
+                   system1.report)
 
     def reset(self) -> None:
         """Forgets the proprioception history (call at the start of an episode)."""

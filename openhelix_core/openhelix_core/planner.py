@@ -1,9 +1,16 @@
 """System 2 at run time: one image and one instruction in, one goal embedding out."""
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 
+from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_release_system2, release_model_id
 from openhelix_core.models.system2 import load_system2, plan_goal
+
+#: What :meth:`GoalPlanner.warm_up` asks about.
+WARM_UP_INSTRUCTION = "open the drawer"
 
 
 def goal_model_id(checkpoint: str | None, preset: str, seed: int) -> str:
@@ -16,15 +23,18 @@ class GoalPlanner:
     """A loaded System 2 model with its processor.
 
     Attributes:
-        model_id: names the preset / checkpoint, carried in every goal message.
+        model_id: names the preset / checkpoint / release, carried in every goal message.
         goal_dim: length of the goal embedding (512 for OpenHelix).
+        reports: how the checkpoint's keys mapped onto the model, by part (``"llava"``,
+            ``"system2_heads"`` for a release; empty when nothing was mapped).
     """
 
-    def __init__(self, planner, processor, model_id: str) -> None:
+    def __init__(self, planner, processor, model_id: str, reports: dict[str, KeyMapping] | None = None) -> None:
         self.planner = planner
         self.processor = processor
         self.model_id = model_id
         self.goal_dim = planner.config.goal_dim
+        self.reports = dict(reports or {})
 
     @classmethod
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", llava_path: str | None = None,
@@ -33,6 +43,24 @@ class GoalPlanner:
         planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
         return cls(planner, processor, goal_model_id(checkpoint, preset, seed))
 
+    @classmethod
+    def from_release(cls, directory: str | os.PathLike, variant: str,
+                     architecture: str | ReleaseArchitecture = "openhelix", device: str = "cpu") -> "GoalPlanner":
+        """System 2 of a published OpenHelix release (see
+        :func:`~openhelix_core.checkpoints.load_release_system2`, which raises what fails);
+        its goals carry :func:`~openhelix_core.checkpoints.release_model_id`."""
+        system2 = load_release_system2(directory, variant, architecture=architecture, device=device)
+        return cls(system2.planner, system2.processor, release_model_id(directory, variant), system2.reports)
+
     def plan(self, image: np.ndarray, instruction: str) -> np.ndarray:
         """``image`` (H, W, 3) uint8 RGB -> goal ``(goal_dim,)`` float32."""
         return plan_goal(self.planner, self.processor, image, instruction)
+
+    def warm_up(self) -> float:
+        """One call on a black image, so that the first real call is not the slow first one
+        (allocator, kernel selection); like any call it draws the prompt's question when the
+        processor draws them at random. Returns the seconds it took."""
+        side = self.planner.config.image_size
+        started = time.perf_counter()
+        self.plan(np.zeros((side, side, 3), np.uint8), WARM_UP_INSTRUCTION)
+        return time.perf_counter() - started

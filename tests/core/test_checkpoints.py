@@ -8,6 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from release_layout import (
+    lightning_state,
+    policy_payload,
+    tiny_release_actor,
+    tiny_release_planner,
+    write_release,
+    write_shards,
+)
 from safetensors.torch import save_file
 
 from openhelix_core.checkpoints import (
@@ -19,20 +27,26 @@ from openhelix_core.checkpoints import (
     llava_from_state,
     load_llava_state_dict,
     load_openhelix_release,
+    load_release_system1,
+    load_release_system2,
+    release_architecture,
+    release_model_id,
 )
 from openhelix_core.models.system1 import (
+    CALVIN_ACTION_POSITION_BOUNDS_ABC_D,
+    CALVIN_REL_TRAJ_BOUNDS_ABC_D,
     CURRENT_GRIPPER,
     GOAL,
     PCD,
     RGB,
     DiffuserActor,
+    Normalization,
     System1Config,
     count_parameters,
     load_original_checkpoint,
 )
 from openhelix_core.models.system1.clip_resnet import attnpool_parameter_count
 from openhelix_core.models.system2 import (
-    OPENHELIX_KEY_MAP,
     System2Config,
     System2Planner,
     System2Processor,
@@ -87,36 +101,19 @@ def test_3dda_parameter_count_on_meta():
 
 
 # ------------------------------------------------------------------------------ fixtures
-def _tiny_lightning_config(seed: int = 3) -> System2Config:
-    config = System2Config.tiny(seed=seed, aux_activation="identity", aux_hidden_dim=16)
-    llava_config = dict(config.llava_config)
-    llava_config["projector_hidden_act"] = "linear"
-    return replace(config, llava_config=llava_config)
-
-
 @pytest.fixture(scope="module")
 def reference():
     """A tiny planner whose projector is one Linear (LLaVA-Lightning) and whose embedding
     row <ACT> holds the learnt <ACT> vector, as in OpenHelix's checkpoint."""
-    config = _tiny_lightning_config()
-    planner = System2Planner(config).eval()
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for _, parameter in planner.named_trainable_parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-        projector = planner.llava.model.multi_modal_projector
-        projector.linear_2.weight.copy_(torch.eye(projector.linear_2.weight.shape[0]))
-        projector.linear_2.bias.zero_()
-        planner.llava.get_input_embeddings().weight[ACT_ROW] = planner.act_embedding
-    processor = System2Processor(config, planner.tokenizer, build_image_processor(config),
+    planner = tiny_release_planner(seed=3)
+    processor = System2Processor(planner.config, planner.tokenizer, build_image_processor(planner.config),
                                  num_image_tokens=planner.num_image_tokens)
     return planner, processor
 
 
 @pytest.fixture(scope="module")
 def actor():
-    torch.manual_seed(1)
-    return DiffuserActor(System1Config.tiny()).eval()
+    return tiny_release_actor(seed=1)
 
 
 def _image(seed: int) -> np.ndarray:
@@ -152,74 +149,16 @@ def _assert_same_s1(a, b):
     torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
-_HEADS = {ours: theirs for theirs, ours in OPENHELIX_KEY_MAP.items()}
-
-
-def _lightning_state(planner, aux: bool = True) -> dict[str, torch.Tensor]:
-    """The planner as LISAForCausalLM / LLaVA-Lightning names (OpenHelix's planner layout)."""
-    out = {}
-    for key, tensor in planner.llava.state_dict().items():
-        if key.startswith("model.language_model."):
-            out["model." + key[len("model.language_model."):]] = tensor
-        elif key.startswith("model.vision_tower."):
-            out["model.vision_tower.vision_tower.vision_model." + key[len("model.vision_tower."):]] = tensor
-        elif key.startswith("model.multi_modal_projector.linear_1."):
-            out["model.mm_projector." + key.rsplit(".", 1)[1]] = tensor
-        elif key.startswith("model.multi_modal_projector.linear_2."):
-            continue  # LLaVA-Lightning has a single Linear
-        else:
-            out[key] = tensor
-    for ours, parameter in planner.named_trainable_parameters():
-        if ours in _HEADS and (aux or not ours.startswith("aux_head.")):
-            out[_HEADS[ours]] = parameter.detach()
-    out["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # older transformers saved it
-    out["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(17)[None]
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
-
-
-def _write_shards(folder, state, shards=3, index=True):
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = sorted(state)
-    weight_map = {}
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: state[k] for k in keys[i::shards]}
-        save_file(part, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in part})
-    if index:
-        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return weight_map
-
-
-def _policy_payload(actor, extra=None):
-    weights = {"module." + k: v.clone() for k, v in actor.state_dict().items()}
-    width = actor.config.backbone_width * 32
-    weights["module.encoder.backbone.attnpool.positional_embedding"] = torch.zeros(2, width)
-    weights["module.encoder.backbone.attnpool.q_proj.weight"] = torch.zeros(width, width)
-    weights.update(extra or {})
-    head = [p.detach().clone().requires_grad_(True) for p in list(actor.prediction_head.parameters())[:2]]
-    optimizer = torch.optim.AdamW(head, lr=1e-4)
-    for parameter in head:
-        parameter.grad = torch.zeros_like(parameter)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {"weight": weights, "optimizer": optimizer.state_dict(), "iter": 65000, "best_loss": 0.125}
-
-
 def _release(tmp_path, reference, actor, variant="prompt_tuning_aux", index=True, aux=True):
-    folder = tmp_path / "openhelix" / variant
-    _write_shards(folder / "llava_ckpt_safetensors", _lightning_state(reference[0], aux=aux), index=index)
-    torch.save(_policy_payload(actor), folder / "policy.pth")
-    return tmp_path / "openhelix"
+    return write_release(tmp_path / "openhelix", reference[0], actor, variant, index=index, aux=aux)
 
 
-def _load(root, variant="prompt_tuning_aux", **kwargs):
+def _load(root, variant="prompt_tuning_aux", expected_vocab=TINY_VOCAB, act_token_id=ACT_ROW, **kwargs):
+    """The release read into the tiny architecture, expecting ``expected_vocab`` embedding rows
+    and ``<ACT>`` at ``act_token_id``."""
     kwargs.setdefault("tokenizer", build_tiny_tokenizer())
-    kwargs.setdefault("system2_config", _tiny_lightning_config(seed=11))
-    kwargs.setdefault("system1_config", System1Config.tiny())
-    kwargs.setdefault("expected_vocab", TINY_VOCAB)
-    kwargs.setdefault("act_token_id", ACT_ROW)
-    return load_openhelix_release(root, variant, **kwargs)
+    architecture = replace(release_architecture("tiny"), vocab_size=expected_vocab, act_token_id=act_token_id)
+    return load_openhelix_release(root, variant, architecture=architecture, **kwargs)
 
 
 # ------------------------------------------------------------------------------ published layout
@@ -260,8 +199,8 @@ def test_prompt_tuning_variant_without_aux_head(tmp_path, reference, actor):
 def test_merged_pytorch_model_bin_is_accepted(tmp_path, reference, actor):
     folder = tmp_path / "prompt_tuning_aux"
     folder.mkdir()
-    torch.save(_lightning_state(reference[0]), folder / "pytorch_model.bin")
-    torch.save(_policy_payload(actor), folder / "policy.pth")
+    torch.save(lightning_state(reference[0]), folder / "pytorch_model.bin")
+    torch.save(policy_payload(actor), folder / "policy.pth")
     release = _load(folder)
     _assert_same_s2(_s2_outputs(*reference), _s2_outputs(release.system2, release.processor))
 
@@ -305,7 +244,7 @@ def test_transformers_layouts_reproduce_outputs(tmp_path, reference, layout):
     if layout == "transformers_new":
         save_file(_new_state(planner), str(directory / "model.safetensors"))
     else:
-        _write_shards(directory, _old_state(planner), shards=2)
+        write_shards(directory, _old_state(planner), shards=2)
     restored, report, detected = _planner_from(directory, planner)
     assert detected == layout and report.complete and not report.derived
     _assert_same_s2(_s2_outputs(planner, processor), _s2_outputs(restored, processor))
@@ -373,7 +312,7 @@ def test_release_vocabulary_mismatch(tmp_path, reference, actor):
     state["model.embed_tokens.weight"] = torch.cat([state["model.embed_tokens.weight"], torch.zeros(1, 32)])
     for path in shards.iterdir():
         path.unlink()
-    _write_shards(shards, state)
+    write_shards(shards, state)
     with pytest.raises(ValueError, match=r"262 tokens but the checkpoint embeds 263"):
         _load(root, expected_vocab=None)
 
@@ -387,7 +326,7 @@ def test_shape_mismatch_is_named(tmp_path, reference):
 
 
 def test_missing_shard_named_in_index(tmp_path, reference):
-    weight_map = _write_shards(tmp_path, _old_state(reference[0]), shards=3)
+    weight_map = write_shards(tmp_path, _old_state(reference[0]), shards=3)
     (tmp_path / "model-00002-of-00003.safetensors").unlink()
     assert "model-00002-of-00003.safetensors" in weight_map.values()
     with pytest.raises(FileNotFoundError, match="model-00002-of-00003.safetensors"):
@@ -408,7 +347,7 @@ def test_unexpected_keys_are_reported(tmp_path, reference, actor):
     assert report.unexpected == ["model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight"]
     assert not report.complete
 
-    payload = _policy_payload(actor, extra={"module.encoder.extra_head.weight": torch.zeros(3)})
+    payload = policy_payload(actor, extra={"module.encoder.extra_head.weight": torch.zeros(3)})
     torch.save(payload, tmp_path / "policy.pth")
     with pytest.raises(CheckpointError, match=r"unexpected key\(s\) \[module\.encoder\.extra_head\.weight\]"):
         load_original_checkpoint(tmp_path / "policy.pth", config=System1Config.tiny())
@@ -444,3 +383,96 @@ def test_key_mapping_report():
     with pytest.raises(CheckpointError, match=r"ckpt does not match m: missing key\(s\) \[c\] \| unexpected key\(s\) \[module\.x\]"):
         report.raise_if_incomplete("m")
     assert json.loads(json.dumps(report.to_dict()))["mismatched"] == {"b": [[3], [4]]}
+
+
+# ------------------------------------------------------------------------------ one system per node
+def test_each_system_loads_from_the_release_without_the_other_ones_files(tmp_path, reference, actor):
+    root = write_release(tmp_path / "openhelix", reference[0], actor, with_tokenizer=True)
+    folder = root / "prompt_tuning_aux"
+    (folder / "policy.pth").rename(tmp_path / "policy.pth")  # a planner node never reads System 1
+    system2 = load_release_system2(root, "prompt_tuning_aux", architecture="tiny")
+    _assert_same_s2(_s2_outputs(*reference), _s2_outputs(system2.planner, system2.processor))
+    assert set(system2.reports) == {"llava", "system2_heads"} and system2.reports["llava"].complete
+    assert system2.reports["system2_heads"].matched["act_embedding"] == f"model.embed_tokens.weight[{ACT_ROW}]"
+
+    (tmp_path / "policy.pth").rename(folder / "policy.pth")
+    (folder / "llava_ckpt_safetensors").rename(tmp_path / "shards")  # a controller never reads System 2
+    system1 = load_release_system1(root, "prompt_tuning_aux", architecture="tiny")
+    _assert_same_s1(actor, system1.actor)
+    assert system1.report.complete and system1.metadata == {"iter": 65000, "best_loss": 0.125}
+    assert system1.report.summary().startswith(f"{folder / 'policy.pth'}: ")
+
+
+def test_release_clips_absolute_positions_to_calvin_bounds(tmp_path, reference, actor):
+    root = _release(tmp_path, reference, actor)
+    system1 = load_release_system1(root, architecture="tiny")
+    normalization = system1.actor.normalization
+    assert normalization.action_position_bounds == CALVIN_ACTION_POSITION_BOUNDS_ABC_D
+    assert normalization.gripper_loc_bounds == CALVIN_REL_TRAJ_BOUNDS_ABC_D
+    low, high = (torch.tensor(bound) for bound in CALVIN_ACTION_POSITION_BOUNDS_ABC_D)
+    batch = _s1_batch(system1.actor.config)
+    batch[CURRENT_GRIPPER][..., :3] = torch.tensor([0.8, -0.9, 0.1])  # outside CALVIN's box on every axis
+    batch[PCD] = batch[PCD] + torch.tensor([0.75, -0.8, -0.45]).view(1, 1, 3, 1, 1)
+    positions = system1.actor.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
+    assert torch.all(positions >= low) and torch.all(positions <= high)
+    assert torch.equal(positions[..., 0].max(), high[0]) and torch.equal(positions[..., 2].min(), low[2])
+
+    unclipped = load_release_system1(root, architecture="tiny", normalization=Normalization())
+    free = unclipped.actor.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
+    assert free[..., 0].max() > high[0], "without the bounds the prediction leaves CALVIN's box"
+
+
+def test_release_architecture_is_validated_and_tiny_matches_the_tiny_tokenizer():
+    tiny = release_architecture("tiny")
+    tokenizer = build_tiny_tokenizer()
+    assert (tiny.vocab_size, tiny.act_token_id) == (len(tokenizer), tokenizer.convert_tokens_to_ids("<ACT>"))
+    assert tiny.system2.llava_config["projector_hidden_act"] == "linear"
+    full = release_architecture("openhelix")
+    assert (full.vocab_size, full.act_token_id, full.system2.torch_dtype) == (32004, 32003, "bfloat16")
+    assert full.system1 == System1Config.openhelix_calvin()
+    with pytest.raises(ValueError, match=r"one of \['openhelix', 'tiny'\], got 'huge'"):
+        release_architecture("huge")
+    assert release_model_id("/data/openhelix", "prompt_tuning") == "openhelix/prompt_tuning//data/openhelix"
+
+
+def test_release_files_missing_for_one_system_are_named(tmp_path, reference, actor):
+    with pytest.raises(FileNotFoundError, match="release directory .*nowhere.* does not exist"):
+        load_release_system2(tmp_path / "nowhere", architecture="tiny")
+    with pytest.raises(FileNotFoundError, match="release directory .*nowhere.* does not exist"):
+        load_release_system1(tmp_path / "nowhere", architecture="tiny")
+    root = write_release(tmp_path / "openhelix", reference[0], actor, with_tokenizer=True)
+    folder = root / "prompt_tuning_aux"
+    (folder / "policy.pth").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing .*policy\.pth.* \(System 1 weights\)"):
+        load_release_system1(root, architecture="tiny")
+    shards = folder / "llava_ckpt_safetensors"
+    weight_map = json.loads((shards / "model.safetensors.index.json").read_text())["weight_map"]
+    lost = next(name for name in sorted(set(weight_map.values())) if name != weight_map["model.embed_tokens.weight"])
+    (shards / lost).unlink()
+    with pytest.raises(FileNotFoundError, match=f"names shard.*{lost}.* that are missing"):
+        load_release_system2(root, architecture="tiny")
+    (shards / "model.safetensors.index.json").unlink()  # without an index the shards are read as they are
+    with pytest.raises(CheckpointError, match=r"missing key\(s\)"):
+        load_release_system2(root, architecture="tiny")
+    for path in shards.iterdir():
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match="holds no LLaVA weights"):
+        load_release_system2(root, architecture="tiny")
+    shards.rmdir()
+    with pytest.raises(FileNotFoundError, match=r"missing .*llava_ckpt_safetensors.* \(System 2 weights"):
+        load_release_system2(root, architecture="tiny")
+    with pytest.raises(ValueError, match="is the 'prompt_tuning_aux' folder, but variant 'prompt_tuning'"):
+        load_release_system2(folder, "prompt_tuning", architecture="tiny")
+
+
+def test_release_of_another_size_is_a_shape_mismatch(tmp_path, reference, actor):
+    root = _release(tmp_path, reference, actor)
+    tiny = release_architecture("tiny")
+    wider_system1 = replace(tiny, system1=replace(tiny.system1, embedding_dim=48))
+    with pytest.raises(CheckpointError, match=r"policy\.pth does not match the System 1 model: shape mismatch .*"
+                                              r"checkpoint \(24, 8, 1, 1\) vs model \(48, 8, 1, 1\)"):
+        load_release_system1(root, architecture=wider_system1)
+    text = {**tiny.system2.llava_config["text_config"], "intermediate_size": 96}
+    wider_llava = replace(tiny.system2, llava_config={**tiny.system2.llava_config, "text_config": text})
+    with pytest.raises(CheckpointError, match=r"shape mismatch .*mlp\.\w+_proj\.weight: checkpoint \(\d+, \d+\) vs model"):
+        load_release_system2(root, architecture=replace(tiny, system2=wider_llava), tokenizer=build_tiny_tokenizer())

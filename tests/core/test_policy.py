@@ -3,8 +3,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from release_layout import tiny_release_actor, tiny_release_planner, write_release
 
 from openhelix_core.controller import TrajectoryController
+from openhelix_core.models.system1 import CALVIN_ACTION_POSITION_BOUNDS_ABC_D
 from openhelix_core.planner import GoalPlanner
 from openhelix_core.policy import DualSystemPolicy, NoGoalError
 from openhelix_core.types import CameraFrame, Goal, Observation
@@ -119,3 +121,20 @@ def test_warm_up_leaves_the_noise_stream_and_history_untouched():
     goal = Goal(embedding=np.ones(warmed.goal_dim, np.float32), sequence=1, instruction="x", stamp=1.0)
     assert warmed.warm_up() > 0 and len(warmed.history) == 0
     np.testing.assert_array_equal(warmed.act(observation(0), goal).positions, cold.act(observation(0), goal).positions)
+
+
+def test_planner_and_controller_each_load_their_system_of_a_release(tmp_path):
+    root = write_release(tmp_path / "openhelix", tiny_release_planner(), tiny_release_actor(), with_tokenizer=True)
+    planner = GoalPlanner.from_release(root, "prompt_tuning_aux", architecture="tiny")
+    controller = TrajectoryController.from_release(root, "prompt_tuning_aux", architecture="tiny")
+    assert planner.model_id == controller.model_id == f"openhelix/prompt_tuning_aux/{root}"
+    assert set(planner.reports) == {"llava", "system2_heads"}
+    assert all(report.complete for report in planner.reports.values()) and controller.load_report.complete
+    assert planner.warm_up() > 0
+    image = observation(0).cameras["static"].rgb
+    goal = Goal(embedding=planner.plan(image, "open the drawer"), sequence=1, instruction="open the drawer", stamp=1.0,
+                model_id=planner.model_id)
+    assert goal.embedding.shape == (planner.goal_dim,) and np.all(np.isfinite(goal.embedding))
+    chunk = controller.act(observation(0), goal)
+    low, high = (np.array(bound) for bound in CALVIN_ACTION_POSITION_BOUNDS_ABC_D)
+    assert np.all(chunk.positions >= low - 1e-6) and np.all(chunk.positions <= high + 1e-6)

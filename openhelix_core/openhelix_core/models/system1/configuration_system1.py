@@ -31,6 +31,25 @@ CALVIN_REL_TRAJ_BOUNDS_ABC_D = (
     (0.35127854347229004 + 0.01, 0.3277084231376648 + 0.01, 0.17373555898666382 + 0.01),
 )
 
+#: CALVIN position bounds OpenHelix clips its predicted *absolute* positions to at evaluation
+#: (``[min, max]`` per axis, metres, CALVIN world frame). OpenHelix's
+#: ``scripts/test_trajectory_lcb_pt_act_simple_asy10.sh`` passes
+#: ``--calvin_gripper_loc_bounds /calvin/task_ABC_D/validation/statistics.yaml``;
+#: ``get_calvin_gripper_loc_bounds`` in
+#: ``online_evaluation_calvin/evaluate_policy_lcb_pt_act_simple_asy10.py`` reads
+#: ``act_min_bound[:3]`` / ``act_max_bound[:3]`` of that file, and ``DiffusionModel.step`` in
+#: ``online_evaluation_calvin/evaluate_model_act.py`` clips the absolute trajectory to them
+#: (3D Diffuser Actor's ``evaluate_model.py`` / ``test_trajectory_calvin.sh`` do the same).
+#: The numbers are the first three entries of that ``statistics.yaml``, a file of the CALVIN
+#: dataset download (not of any repository): ``act_min_bound: [-0.432188, -0.545456, 0.293439,
+#: ...]``, ``act_max_bound: [0.42977, 0.139396, 0.796262, ...]``, as quoted verbatim by public
+#: CALVIN evaluation code (e.g. GR-1's ``DummyCalvinEvaluation``); the dataset file itself could
+#: not be read where this was written.
+CALVIN_ACTION_POSITION_BOUNDS_ABC_D = (
+    (-0.432188, -0.545456, 0.293439),
+    (0.42977, 0.139396, 0.796262),
+)
+
 _SUPPORTED_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 _PREDICTION_TYPES = ("epsilon", "sample")
 
@@ -250,7 +269,8 @@ class Normalization:
             ``normalize_pos``).
         action_position_bounds: optional ``(2, 3)`` ``[min, max]`` to clip the final
             *absolute* positions (3DDA's ``calvin_gripper_loc_bounds`` from CALVIN's
-            ``statistics.yaml``); ``None`` disables clipping.
+            ``statistics.yaml``: :data:`CALVIN_ACTION_POSITION_BOUNDS_ABC_D`, which the
+            OpenHelix release loader sets); ``None`` disables clipping.
         goal_mean / goal_std: optional ``(goal_dim,)`` statistics of System 2's goals over the
             training data; when set, System 1 standardises every goal with them before its
             instruction encoder. OpenHelix has none (``None``): LLaVA-7B's ``<ACT>`` state
@@ -263,6 +283,13 @@ class Normalization:
     action_position_bounds: Optional[tuple] = None
     goal_mean: Optional[tuple] = None
     goal_std: Optional[tuple] = None
+
+    @classmethod
+    def openhelix_calvin(cls) -> "Normalization":
+        """OpenHelix on CALVIN ABC->D: its relative-trajectory bounds, and the predicted absolute
+        positions clipped to CALVIN's position bounds as its evaluation does."""
+        return cls(gripper_loc_bounds=CALVIN_REL_TRAJ_BOUNDS_ABC_D,
+                   action_position_bounds=CALVIN_ACTION_POSITION_BOUNDS_ABC_D)
 
     def __post_init__(self) -> None:
         self.gripper_loc_bounds = self._check_bounds("gripper_loc_bounds", self.gripper_loc_bounds)
@@ -313,4 +340,5 @@ class Normalization:
         return cls(**data)
 
 
-__all__ = ["CALVIN_REL_TRAJ_BOUNDS_ABC_D", "Normalization", "SYSTEM1_PRESETS", "System1Config"]
+__all__ = ["CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "Normalization", "SYSTEM1_PRESETS",
+           "System1Config"]
