@@ -203,3 +203,51 @@ def test_llava_folder_with_sentencepiece_tokenizer(tmp_path):
     with torch.no_grad():
         goal = planner(**batch).goal
     assert goal.shape == (1, 512) and torch.isfinite(goal).all()
+
+
+def test_release_with_lightning_tokenizer_model_only(tmp_path):
+    """A release whose only tokenizer file is LLaMA's tokenizer.model: the loader adds
+    LLaVA-Lightning's three image tokens, then <ACT> lands on the row OpenHelix trained
+    (vocabulary size - 1), and the prompt ids are OpenHelix's."""
+    from release_layout import lightning_state, policy_payload, tiny_release_actor, write_shards
+
+    from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system2, release_architecture
+
+    size = llama_tokenizers.sentencepiece_size()
+    act_id = VOCABULARIES["lightning"]["act_token_id"]
+    tiny = release_architecture("tiny")
+    system2 = replace(tiny.system2, prompt_template=TEMPLATE["lightning"], image_token="<im_patch>",
+                      inference_question=0,
+                      llava_config={**tiny.system2.llava_config, "image_token_index": size,
+                                    "text_config": {**tiny.system2.llava_config["text_config"],
+                                                    "vocab_size": act_id + 1}})
+    architecture = ReleaseArchitecture("tiny-sentencepiece", system2, tiny.system1, act_id + 1, act_id)
+    tokenizer_dir = llama_tokenizers.write_tokenizer_dir(tmp_path / "tokenizer", "model_only")
+    reference = System2Planner(system2, tokenizer=complete_lightning_vocabulary(
+        LlamaSentencePieceTokenizer.from_directory(tokenizer_dir))).eval()
+    assert reference.act_token_id == act_id
+    with torch.no_grad():  # as OpenHelix's weights: one projector Linear, <ACT> learnt in its row
+        projector = reference.llava.model.multi_modal_projector
+        projector.linear_2.weight.copy_(torch.eye(projector.linear_2.weight.shape[0]))
+        projector.linear_2.bias.zero_()
+        reference.act_embedding.normal_(generator=torch.Generator().manual_seed(2))
+        reference.llava.get_input_embeddings().weight[act_id] = reference.act_embedding
+    folder = tmp_path / "release" / "prompt_tuning_aux"
+    write_shards(folder / "llava_ckpt_safetensors", lightning_state(reference))
+    torch.save(policy_payload(tiny_release_actor()), folder / "policy.pth")
+    (folder / "tokenizer.model").write_bytes((tokenizer_dir / "tokenizer.model").read_bytes())
+
+    loaded = load_release_system2(tmp_path / "release", "prompt_tuning_aux", architecture=architecture)
+    planner, processor = loaded.planner, loaded.processor
+    assert isinstance(planner.tokenizer, LlamaSentencePieceTokenizer) and planner.act_token_id == act_id
+    case = next(case for case in PROMPT_CASES if case["layout"] == "lightning" and case["image"]
+                and case["question_index"] == 0 and case["instruction"] == "open the drawer")
+    image = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    batch = processor([image], ["open the drawer"])
+    ids = batch["input_ids"][0].tolist()
+    at = case["input_ids"].index(MARKER)
+    assert ids[:at] == case["input_ids"][:at] and ids[at + 16:] == case["input_ids"][at + 1:]
+    reference_processor = System2Processor(system2, reference.tokenizer, build_image_processor(system2))
+    with torch.no_grad():
+        expected = reference(**reference_processor([image], ["open the drawer"])).goal
+        torch.testing.assert_close(planner(**batch).goal, expected, rtol=0, atol=1e-5)
