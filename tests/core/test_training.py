@@ -373,9 +373,12 @@ def test_stage2_init_from_stage1_and_cli(split, tmp_path):
         "--train-data", str(split), "--output-dir", str(tmp_path / "s2"), "--stage", "2", "--steps", "1",
         "--init-from", str(tmp_path / "s1" / "final"), "--batch-size", "4", "--progress", "false",
         "--system1-overrides", json.dumps(S1_OVERRIDES), "--system2-overrides", json.dumps(S2_OVERRIDES),
-        "--tasks", "open_drawer", "turn_on_led", "--system2-betas", "0.9", "0.95"])
+        "--tasks", "open_drawer", "turn_on_led", "--system2-betas", "0.9", "0.95", "--aux-loss-stages", "1", "2"])
     cfg = config_from_args(args)
     assert cfg.stage == 2 and cfg.tasks == list(TASKS) and cfg.system2_betas == (0.9, 0.95)
+    assert cfg.aux_loss_stages == [1, 2] and TrainingConfig().aux_loss_stages == [2]
+    with pytest.raises(ValueError, match="aux_loss_stages"):
+        config_from_args(build_parser().parse_args(["--train-data", "x", "--aux-loss-stages", "3"]))
     trainer = Trainer(cfg)
     from safetensors.torch import load_file
 

@@ -122,7 +122,7 @@ class TrainingConfig:
     aux_position_weight: float = 30.0
     aux_rotation_weight: float = 10.0
     aux_gripper_weight: float = 1.0
-    aux_loss_stages: tuple = (2,)
+    aux_loss_stages: list = field(default_factory=lambda: [2])
     # runtime
     output_dir: str = "runs/openhelix"
     seed: int = 0
@@ -146,10 +146,14 @@ class TrainingConfig:
         self.system2_overrides = dict(self.system2_overrides or {})
         if self.stage not in (1, 2):
             raise ValueError(f"TrainingConfig.stage must be 1 or 2, got {self.stage!r}")
-        if isinstance(self.aux_loss_stages, (str, int)) or not set(self.aux_loss_stages) <= {1, 2}:
+        try:
+            stages = sorted({int(stage) for stage in self.aux_loss_stages})
+        except (TypeError, ValueError):
+            stages = None
+        if isinstance(self.aux_loss_stages, (str, int)) or stages is None or not set(stages) <= {1, 2}:
             raise ValueError(f"TrainingConfig.aux_loss_stages must be a list of stages (1, 2), got "
                              f"{self.aux_loss_stages!r}")
-        self.aux_loss_stages = tuple(sorted(set(self.aux_loss_stages)))
+        self.aux_loss_stages = stages
         if self.frame_sampling not in _SAMPLING:
             raise ValueError(f"TrainingConfig.frame_sampling must be one of {_SAMPLING}, got {self.frame_sampling!r}")
         if self.openness_source not in _OPENNESS:
@@ -186,7 +190,6 @@ class TrainingConfig:
         out = dataclasses.asdict(self)
         out["system1_betas"] = list(self.system1_betas)
         out["system2_betas"] = list(self.system2_betas)
-        out["aux_loss_stages"] = list(self.aux_loss_stages)
         return out
 
     @classmethod
