@@ -10,8 +10,10 @@ Publishes:   ``openhelix_msgs/TrajectoryChunk`` (one per inference), a blended, 
              ``diagnostic_msgs/DiagnosticArray``, and optionally the consumed point cloud and
              the planned path for RViz / Foxglove.
 Services:    ``~/engage_estop`` and ``~/clear_estop`` (``std_srvs/Trigger``); the lifecycle
-             services (configure loads the model, activate starts control, deactivate stops
-             all motion commands at once).
+             services (configure loads the model -- a trained checkpoint, a preset, or System 1
+             of the published OpenHelix release when ``release_dir`` is set -- activate starts
+             control, deactivate stops all motion commands at once). A model that cannot be
+             loaded fails configure with the cause in the log; the node stays up, unconfigured.
 
 No motion is commanded while any input is stale, stamped in the future, out of order, invalid
 or frozen, the goal is too old, the measured TCP is outside the workspace, the deadman lapsed
@@ -37,6 +39,7 @@ from std_msgs.msg import Bool, Float64, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
 from openhelix_core.chunking import MODES, CommandStream
 from openhelix_core.controller import TrajectoryController
 from openhelix_core.models.system1 import SYSTEM1_PRESETS
@@ -76,6 +79,7 @@ from openhelix_ros.parameters import (
     non_empty,
     non_negative,
     one_of,
+    optional_path,
     optional_topic_name,
     positive,
     topic_name,
@@ -96,6 +100,17 @@ PARAMETERS = (
     ParameterSpec("preset", "tiny", "Model architecture when no checkpoint is given: 'tiny' (random "
                   "weights, for tests) or 'openhelix_calvin'.", one_of(*SYSTEM1_PRESETS)),
     ParameterSpec("checkpoint", "", "Directory of a trained System 1 checkpoint ('' = untrained preset)."),
+    ParameterSpec("release_dir", "", "Local copy of the Hugging Face repo OpenHelix/openhelix (the folder holding "
+                  "prompt_tuning/ and prompt_tuning_aux/, or one variant folder). When set, System 1 is read from "
+                  "<release_variant>/policy.pth with CALVIN's position bounds, preset and checkpoint are not used, "
+                  "and only goals of the same release's System 2 (model id "
+                  "'openhelix/<release_variant>/<release_dir>', the path as the planner was given it) are accepted, "
+                  "whatever expected_goal_model_id says ('' = no release).", optional_path),
+    ParameterSpec("release_variant", "prompt_tuning_aux", "Variant of the release: 'prompt_tuning' or "
+                  "'prompt_tuning_aux' (trained with the auxiliary action head).", one_of(*OPENHELIX_VARIANTS)),
+    ParameterSpec("release_architecture", "openhelix", "Model size the release is read into: 'openhelix' (the "
+                  "published weights) or 'tiny' (a release written from the tiny test models, for tests and smoke "
+                  "runs only).", one_of(*RELEASE_ARCHITECTURES)),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation and of the diffusion noise."),
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
@@ -111,7 +126,8 @@ PARAMETERS = (
                   "Finger joints whose positions add up to the gripper opening width.", non_empty),
     ParameterSpec("gripper_max_width", 0.08, "Opening width (m) that counts as fully open.", positive),
     ParameterSpec("base_frame", "world", "Frame of the EE pose, the commands and the chunks.", non_empty),
-    ParameterSpec("expected_goal_model_id", "", "Refuse goals from another System 2 model ('' = any)."),
+    ParameterSpec("expected_goal_model_id", "", "Refuse goals from another System 2 model ('' = any; with "
+                  "release_dir the release's own model id is required instead)."),
     ParameterSpec("max_goal_age_s", 3.0, "No motion when the newest goal's image is older than this (s).",
                   positive),
     ParameterSpec("max_observation_age_s", 0.5, "No motion when camera / EE / joint data are older (s).",
@@ -188,6 +204,7 @@ class ControllerNode(LifecycleNode):
         self.qos_problems = RefusalLog(self.get_logger())
         self.estop = EStopLatch()  # outlives every lifecycle transition: only clear_estop releases it
         self.system1: TrajectoryController | None = None
+        self.expected_goal_model_id = p["expected_goal_model_id"]  # the release's own id with release_dir
         self.worker: LatestOnlyWorker | None = None
         self.goal: Goal | None = None
         self.active = False
@@ -249,14 +266,12 @@ class ControllerNode(LifecycleNode):
         p = self.params
         limit_cpu_threads(p["torch_threads"])
         try:
-            controller = TrajectoryController.load(
-                checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"], seed=p["seed"],
-                waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter)
-        except (OSError, ValueError) as error:
+            controller = self._load_system1()
+            if p["warm_up"]:
+                self.get_logger().info(f"System 1 warm-up call: {controller.warm_up():.3f} s")
+        except LOAD_ERRORS as error:
             self.get_logger().error(f"cannot load System 1: {error}")
             return TransitionCallbackReturn.FAILURE
-        if p["warm_up"]:
-            self.get_logger().info(f"System 1 warm-up call: {controller.warm_up():.3f} s")
         self.system1 = controller
         self._create_data_path()
         ready = self.create_guard_condition(self.collect_chunk)
@@ -264,6 +279,29 @@ class ControllerNode(LifecycleNode):
         self.worker = LatestOnlyWorker(self._infer, ready.trigger, name="system1")
         self.get_logger().info(f"System 1 '{controller.model_id}' loaded; cameras {p['camera_names']}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _load_system1(self) -> TrajectoryController:
+        """System 1 of the release when ``release_dir`` is set (it takes precedence, and goals are
+        then accepted only from the release's System 2), else the checkpoint or the preset.
+        Raises one of ``LOAD_ERRORS`` naming what failed."""
+        p = self.params
+        if not p["release_dir"]:
+            return TrajectoryController.load(
+                checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"], seed=p["seed"],
+                waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter)
+        self.get_logger().info(f"loading System 1 of the OpenHelix release '{p['release_dir']}' "
+                               f"({p['release_variant']}, architecture {p['release_architecture']}) on {p['device']}; "
+                               "preset and checkpoint are not used")
+        controller = TrajectoryController.from_release(
+            p["release_dir"], p["release_variant"], p["release_architecture"], device=p["device"], seed=p["seed"],
+            waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter)
+        self.get_logger().info(f"key mapping (system1): {controller.load_report.summary()}")
+        if p["expected_goal_model_id"] not in ("", controller.model_id):
+            self.get_logger().warning(f"expected_goal_model_id '{p['expected_goal_model_id']}' is replaced by the "
+                                      f"release's '{controller.model_id}': with release_dir, goals are accepted only "
+                                      "from the System 2 of the release whose System 1 runs here")
+        self.expected_goal_model_id = controller.model_id
+        return controller
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._reset_state()
@@ -462,7 +500,7 @@ class ControllerNode(LifecycleNode):
     def on_goal(self, msg: GoalEmbedding) -> None:
         try:
             goal = goal_from_msg(msg, expected_dim=self.system1.goal_dim)
-            expected_model = self.params["expected_goal_model_id"]
+            expected_model = self.expected_goal_model_id
             if expected_model and goal.model_id != expected_model:
                 raise InvalidMessageError(f"goal comes from System 2 '{goal.model_id}', expected '{expected_model}'")
         except InvalidMessageError as error:

@@ -79,10 +79,16 @@ class NodeDescription:
         for parameter_file in self.parameter_files:
             command += ["--params-file", parameter_file]
         for name, value in self.parameters.items():
-            command += ["-p", f"{name}:={value}"]
+            command += ["-p", parameter_override(name, value)]
         for source, target in self.remappings:
             command += ["-r", f"{source}:={target}"]
         return command
+
+
+def parameter_override(name: str, value: str) -> str:
+    """``name:=value`` for the command line. rcl reads the value as YAML and rejects an empty
+    one, so an empty value is passed as ``''``: an empty string, as ``ros2 launch`` passes it."""
+    return f"{name}:={value if value else repr('')}"
 
 
 def _substitute(text: str, variables: Mapping[str, str], where: str) -> str:

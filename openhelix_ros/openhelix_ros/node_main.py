@@ -5,12 +5,13 @@ from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
-from rclpy.lifecycle import LifecycleNode
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Spins the node until shutdown; a lifecycle node with ``autostart`` is configured and activated first.
+    """Spins the node until shutdown; a lifecycle node with ``autostart`` is configured and, when that
+    succeeded, activated first (a failed configure leaves it unconfigured and spinning, its cause logged).
 
     A node ends its own run by raising ``SystemExit`` (the sim bridge when its work is done).
     """
@@ -18,8 +19,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
     node = None
     try:
         node = make_node()
-        if isinstance(node, LifecycleNode) and node.params["autostart"]:
-            node.trigger_configure()
+        if (isinstance(node, LifecycleNode) and node.params["autostart"]
+                and node.trigger_configure() == TransitionCallbackReturn.SUCCESS):
             node.trigger_activate()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):

@@ -54,6 +54,11 @@ def optional_topic_name(value: Any) -> str | None:
     return None if value == "" else topic_name(value)
 
 
+def optional_path(value: Any) -> str | None:
+    """A filesystem path, or '' for none; whether it exists is checked where it is used."""
+    return None if value == value.strip() else f"{value!r} starts or ends with whitespace"
+
+
 def length(count: int) -> Validator:
     def check(value: Any) -> str | None:
         return None if len(value) == count else f"needs {count} values, got {len(value)}"

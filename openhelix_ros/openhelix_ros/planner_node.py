@@ -2,8 +2,11 @@
 
 Subscribes:  color image (``sensor_msgs/Image``), instruction (``std_msgs/String``, latched).
 Publishes:   ``openhelix_msgs/GoalEmbedding`` stamped with the image it was computed from.
-Lifecycle:   configure loads the model and creates the topics, activate starts planning,
-             deactivate stops it, cleanup destroys what configure created.
+Lifecycle:   configure loads the model (a trained checkpoint, a preset, or System 2 of the
+             published OpenHelix release when ``release_dir`` is set), runs it once to warm it
+             up and creates the topics, activate starts planning, deactivate stops it, cleanup
+             destroys what configure created. A model that cannot be loaded fails configure
+             with the cause in the log; the node stays up, unconfigured.
 
 LLaVA runs on a worker thread of its own: lifecycle transitions, parameter requests and
 diagnostics are served while it computes (a 7B forward pass takes half a minute on a CPU).
@@ -23,6 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
 from openhelix_core.planner import GoalPlanner
 from openhelix_core.runtime import limit_cpu_threads
 from openhelix_core.types import Goal
@@ -37,7 +41,15 @@ from openhelix_ros.conversions import (
     stamp_to_seconds,
 )
 from openhelix_ros.node_main import run_node
-from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_negative, one_of, positive, topic_name
+from openhelix_ros.parameters import (
+    ParameterSpec,
+    declare_and_validate,
+    non_negative,
+    one_of,
+    optional_path,
+    positive,
+    topic_name,
+)
 from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 
@@ -48,8 +60,20 @@ PARAMETERS = (
                   "weights, for tests) or 'llava_7b' (needs llava_path).", one_of("tiny", "llava_7b")),
     ParameterSpec("checkpoint", "", "Directory of a trained System 2 checkpoint ('' = untrained preset)."),
     ParameterSpec("llava_path", "", "Local directory of the frozen LLaVA weights (Hugging Face layout)."),
+    ParameterSpec("release_dir", "", "Local copy of the Hugging Face repo OpenHelix/openhelix (the folder holding "
+                  "prompt_tuning/ and prompt_tuning_aux/, or one variant folder). When set, System 2 is read from "
+                  "<release_variant>/llava_ckpt_safetensors/ and preset, checkpoint and llava_path are not used; "
+                  "goals carry the model id 'openhelix/<release_variant>/<release_dir>' ('' = no release).",
+                  optional_path),
+    ParameterSpec("release_variant", "prompt_tuning_aux", "Variant of the release: 'prompt_tuning' or "
+                  "'prompt_tuning_aux' (trained with the auxiliary action head).", one_of(*OPENHELIX_VARIANTS)),
+    ParameterSpec("release_architecture", "openhelix", "Model size the release is read into: 'openhelix' (the "
+                  "published weights) or 'tiny' (a release written from the tiny test models, for tests and smoke "
+                  "runs only).", one_of(*RELEASE_ARCHITECTURES)),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation when no checkpoint is given."),
+    ParameterSpec("warm_up", True, "Run System 2 once on a black image at configure, so that the first real call "
+                  "is not the slow first one."),
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
                   "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
                   non_negative),
@@ -95,11 +119,13 @@ class PlannerNode(LifecycleNode):
         p = self.params
         limit_cpu_threads(p["torch_threads"])
         try:
-            self.planner = GoalPlanner.load(checkpoint=p["checkpoint"] or None, preset=p["preset"],
-                                            llava_path=p["llava_path"] or None, device=p["device"], seed=p["seed"])
-        except (OSError, ValueError) as error:
+            planner = self._load_system2()
+            if p["warm_up"]:
+                self.get_logger().info(f"System 2 warm-up call: {planner.warm_up():.3f} s")
+        except LOAD_ERRORS as error:
             self.get_logger().error(f"cannot load System 2: {error}")
             return TransitionCallbackReturn.FAILURE
+        self.planner = planner
         self.data_path = [
             (self.destroy_subscription, self.create_subscription(Image, p["image_topic"], self.on_image,
                                                                  LATEST_SENSOR)),
@@ -119,6 +145,22 @@ class PlannerNode(LifecycleNode):
         self.worker = LatestOnlyWorker(plan, ready.trigger, name="system2")
         self.get_logger().info(f"System 2 '{self.planner.model_id}' loaded")
         return TransitionCallbackReturn.SUCCESS
+
+    def _load_system2(self) -> GoalPlanner:
+        """System 2 of the release when ``release_dir`` is set (it takes precedence), else the
+        checkpoint or the preset. Raises one of ``LOAD_ERRORS`` naming what failed."""
+        p = self.params
+        if not p["release_dir"]:
+            return GoalPlanner.load(checkpoint=p["checkpoint"] or None, preset=p["preset"],
+                                    llava_path=p["llava_path"] or None, device=p["device"], seed=p["seed"])
+        self.get_logger().info(f"loading System 2 of the OpenHelix release '{p['release_dir']}' "
+                               f"({p['release_variant']}, architecture {p['release_architecture']}) on {p['device']}; "
+                               "preset, checkpoint and llava_path are not used")
+        planner = GoalPlanner.from_release(p["release_dir"], p["release_variant"], p["release_architecture"],
+                                           p["device"])
+        for part, report in planner.reports.items():
+            self.get_logger().info(f"key mapping ({part}): {report.summary()}")
+        return planner
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.plan_timer = self.create_timer(1.0 / self.params["rate_hz"], self.plan)

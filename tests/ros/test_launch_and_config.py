@@ -32,6 +32,17 @@ def parameters_for(parameter_file: str, node_name: str) -> dict:
     return document[node_name]["ros__parameters"]
 
 
+def launched_values(node) -> dict:
+    """The parameters a launched node gets: its files, then its inline values (YAML, where an
+    empty value is an empty string, as ros2 launch and parse_launch_file pass it)."""
+    values = {}
+    for parameter_file in node.parameter_files:
+        values.update(parameters_for(parameter_file, node.name))
+    values.update({k: yaml.safe_load(v) if v else "" for k, v in node.parameters.items()
+                   if k not in BUILTIN_PARAMETERS})
+    return values
+
+
 def test_there_are_launch_files_for_arm_sim_and_bag_replay():
     assert {p.name for p in LAUNCH_FILES} >= {"robot.launch.xml", "sim.launch.xml", "bag_replay.launch.xml"}
 
@@ -42,13 +53,7 @@ def test_launch_file_nodes_exist_and_their_parameters_validate(launch_file):
     assert nodes, f"{launch_file.name} starts no node"
     for node in nodes:
         assert node.executable_path().is_file()
-        specs = node_specs(node.package, node.executable)
-        values = {}
-        for parameter_file in node.parameter_files:
-            values.update(parameters_for(parameter_file, node.name))
-        inline = {k: yaml.safe_load(v) for k, v in node.parameters.items() if k not in BUILTIN_PARAMETERS}
-        values.update(inline)
-        validate_values(specs, values)
+        validate_values(node_specs(node.package, node.executable), launched_values(node))
 
 
 @pytest.mark.parametrize("config_file", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -134,3 +139,24 @@ def test_robot_controller_accepts_only_the_robot_planner_goals():
     controller = parameters_for(str(REPO / "config" / "controller_robot.yaml"), "controller")
     expected = goal_model_id(planner["checkpoint"], planner["preset"], planner["seed"])
     assert controller["expected_goal_model_id"] == expected == "system2/llava_7b//opt/openhelix/checkpoints/system2"
+
+
+@pytest.mark.parametrize("launch_file", ["robot.launch.xml", "sim.launch.xml"])
+def test_release_arguments_reach_planner_and_controller(launch_file):
+    by_default = {node.name: node for node in parse_launch_file(REPO / "launch" / launch_file)}
+    given = {node.name: node for node in parse_launch_file(
+        REPO / "launch" / launch_file, {"release_dir": "/data/openhelix", "release_variant": "prompt_tuning"})}
+    for name in ("planner", "controller"):
+        specs = node_specs("openhelix_ros", name)
+        default_values = validate_values(specs, launched_values(by_default[name]))
+        assert (default_values["release_dir"], default_values["release_variant"]) == ("", "prompt_tuning_aux")
+        assert "release_dir:=''" in by_default[name].command()  # rcl rejects "release_dir:=" with no value
+        values = validate_values(specs, launched_values(given[name]))
+        assert (values["release_dir"], values["release_variant"]) == ("/data/openhelix", "prompt_tuning")
+        command = given[name].command()
+        assert command.index("release_dir:=/data/openhelix") > command.index("--params-file")
+    with pytest.raises(ParameterError, match=r"'release_variant': must be one of \['prompt_tuning', "
+                                             r"'prompt_tuning_aux'\], got 'full'"):
+        validate_values(node_specs("openhelix_ros", "controller"), {"release_variant": "full"})
+    with pytest.raises(ParameterError, match="'release_dir': ' /data/openhelix' starts or ends with whitespace"):
+        validate_values(node_specs("openhelix_ros", "planner"), {"release_dir": " /data/openhelix"})
