@@ -21,9 +21,12 @@ Facts this module relies on (sources read, not guessed):
   (``planer_utils.py``), whose ``state_dict`` names are ``model.embed_tokens.*``,
   ``model.layers.*``, ``model.norm.*``, ``lm_head.*``, ``model.vision_tower.vision_tower.*``
   (a ``CLIPVisionTower`` holding a ``CLIPVisionModel``) and ``model.mm_projector.*`` -- a
-  single ``nn.Linear(mm_hidden, hidden)`` in LISA's LLaVA copy
-  (dvlab-research/LISA ``model/llava/model/llava_arch.py``,
-  ``model/llava/model/multimodal_encoder/clip_encoder.py``) -- plus OpenHelix's heads
+  single ``nn.Linear(mm_hidden, hidden)`` in LISA's LLaVA copy, which OpenHelix ships
+  unchanged in this respect (``model/llava/model/llava_arch.py``,
+  ``model/llava/model/multimodal_encoder/clip_encoder.py`` of both dvlab-research/LISA and
+  OpenHelix-robot/OpenHelix). The CLIP ViT-L/14 tower is a submodule once
+  ``initialize_vision_modules`` has run (not a list: training uses DDP, not FSDP), so the
+  saved state dict holds it -- plus OpenHelix's heads
   ``model.text_hidden_fcs.*`` and ``model.pred_*``. OpenHelix's evaluation strips a PEFT
   ``base_model.model.`` prefix before loading (``evaluate_policy_lcb_pt_act_simple_asy10.py``).
 * transformers 5.x names ``LlavaForConditionalGeneration`` weights ``model.language_model.*``,
@@ -36,9 +39,9 @@ Facts this module relies on (sources read, not guessed):
 
 Not confirmed (the files are not readable from here): whether the published shard folder
 also holds ``model.safetensors.index.json``, ``config.json`` or a tokenizer (both are
-handled / asked for); the exact shard file names; whether OpenHelix's own ``model/llava``
-copy uses LISA's single-linear projector (the ``mlp2x_gelu`` ``mm_projector.0`` /
-``mm_projector.2`` naming is also accepted); that OpenHelix's ``DiffuserActorACTS`` has no
+handled / asked for); the exact shard file names; that the published shards do hold the CLIP
+tower (a missing ``model.vision_tower.*`` key is reported, never filled in); that
+OpenHelix's ``DiffuserActorACTS`` has no
 keys beyond 3DDA's (any extra key is reported as unexpected, never dropped silently).
 """
 from __future__ import annotations
