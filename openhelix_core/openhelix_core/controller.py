@@ -13,6 +13,7 @@ from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_rel
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
+from openhelix_core.runtime import check_device
 from openhelix_core.types import CameraFrame, Goal, Observation, TrajectoryChunk
 
 
@@ -43,6 +44,7 @@ class TrajectoryController:
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", device: str = "cpu", seed: int = 0,
              waypoint_period_s: float = 1.0 / 30.0, depth_filter: DepthFilter | None = None) -> "TrajectoryController":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
+        check_device(device)
         if checkpoint:
             model = DiffuserActor.from_pretrained(checkpoint, device=device)
             model_id = f"system1/{checkpoint}"
@@ -62,6 +64,7 @@ class TrajectoryController:
         """System 1 of a published OpenHelix release (see
         :func:`~openhelix_core.checkpoints.load_release_system1`, which raises what fails), named
         :func:`~openhelix_core.checkpoints.release_model_id` like the goals of the release's System 2."""
+        check_device(device)
         system1 = load_release_system1(directory, variant, architecture=architecture, device=device)
         return cls(system1.actor, release_model_id(directory, variant), waypoint_period_s, seed, depth_filter,
                    system1.report)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_release_system2, release_model_id
 from openhelix_core.models.system2 import load_system2, plan_goal
+from openhelix_core.runtime import check_device
 
 #: What :meth:`GoalPlanner.warm_up` asks about.
 WARM_UP_INSTRUCTION = "open the drawer"
@@ -40,6 +42,7 @@ class GoalPlanner:
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", llava_path: str | None = None,
              device: str = "cpu", seed: int = 0) -> "GoalPlanner":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
+        check_device(device)
         planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
         return cls(planner, processor, goal_model_id(checkpoint, preset, seed))
 
@@ -49,8 +52,17 @@ class GoalPlanner:
         """System 2 of a published OpenHelix release (see
         :func:`~openhelix_core.checkpoints.load_release_system2`, which raises what fails);
         its goals carry :func:`~openhelix_core.checkpoints.release_model_id`."""
+        check_device(device)
         system2 = load_release_system2(directory, variant, architecture=architecture, device=device)
         return cls(system2.planner, system2.processor, release_model_id(directory, variant), system2.reports)
+
+    def ask(self, question: str | int) -> None:
+        """Which of System 2's questions calls use from now on: ``"random"`` (a seeded draw per
+        call, as OpenHelix's evaluation) or the index of one (the same prompt every call).
+        Raises ValueError for anything else."""
+        config = replace(self.processor.config, inference_question=question)
+        self.processor.config = config
+        self.planner.config = config
 
     def plan(self, image: np.ndarray, instruction: str) -> np.ndarray:
         """``image`` (H, W, 3) uint8 RGB -> goal ``(goal_dim,)`` float32."""

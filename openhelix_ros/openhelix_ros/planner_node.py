@@ -53,6 +53,14 @@ from openhelix_ros.parameters import (
 from openhelix_ros.qos import LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 
+
+def prompt_question(value: str) -> str | None:
+    """'' (the model's own setting), 'random' or a non-negative index."""
+    if value in ("", "random") or value.isdigit():
+        return None
+    return f"must be '', 'random' or a question index such as '0', got {value!r}"
+
+
 PARAMETERS = (
     ParameterSpec("autostart", True, "Configure and activate on start-up (false: wait for the lifecycle services)."),
     ParameterSpec("rate_hz", 2.0, "How often a goal is computed from the newest image (Hz).", positive),
@@ -72,6 +80,10 @@ PARAMETERS = (
                   "runs only).", one_of(*RELEASE_ARCHITECTURES)),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation when no checkpoint is given."),
+    ParameterSpec("prompt_question", "", "Which question the prompt asks: 'random' (a seeded draw per call, as "
+                  "OpenHelix's evaluation; the default of the OpenHelix configurations), a question's index ('0': "
+                  "'Can you <instruction>?', '1': 'Can you control the robot to <instruction>?'), or '' to keep "
+                  "what the loaded model's configuration says.", prompt_question),
     ParameterSpec("warm_up", True, "Run System 2 once on a black image at configure, so that the first real call "
                   "is not the slow first one."),
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
@@ -120,6 +132,8 @@ class PlannerNode(LifecycleNode):
         limit_cpu_threads(p["torch_threads"])
         try:
             planner = self._load_system2()
+            if p["prompt_question"]:
+                planner.ask(p["prompt_question"] if p["prompt_question"] == "random" else int(p["prompt_question"]))
             if p["warm_up"]:
                 self.get_logger().info(f"System 2 warm-up call: {planner.warm_up():.3f} s")
         except LOAD_ERRORS as error:

@@ -138,3 +138,34 @@ def test_planner_and_controller_each_load_their_system_of_a_release(tmp_path):
     chunk = controller.act(observation(0), goal)
     low, high = (np.array(bound) for bound in CALVIN_ACTION_POSITION_BOUNDS_ABC_D)
     assert np.all(chunk.positions >= low - 1e-6) and np.all(chunk.positions <= high + 1e-6)
+
+
+def test_planner_question_choice():
+    planner = GoalPlanner.load(preset="tiny")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    goals = {}
+    for question in (0, 1):
+        planner.ask(question)
+        goals[question] = planner.plan(image, "open the drawer")
+        np.testing.assert_array_equal(goals[question], planner.plan(image, "open the drawer"))
+    assert np.abs(goals[0] - goals[1]).max() > 1e-6  # the question is part of what System 2 reads
+    planner.ask("random")
+    drawn = [planner.plan(image, "open the drawer") for _ in range(12)]
+    matches = [next(q for q, goal in goals.items() if np.array_equal(goal, sample)) for sample in drawn]
+    assert set(matches) == {0, 1}
+    for bad in (2, "first", -1):
+        with pytest.raises(ValueError, match="inference_question"):
+            planner.ask(bad)
+
+
+@pytest.mark.parametrize("device, message", [("cuda:0", "CUDA"), ("tpu", "not a torch device"),
+                                             ("meta", "not supported")])
+def test_unusable_devices_are_refused_before_loading(device, message):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    for load in (lambda: GoalPlanner.load(preset="tiny", device=device),
+                 lambda: TrajectoryController.load(preset="tiny", device=device)):
+        with pytest.raises(ValueError, match=message):
+            load()

@@ -160,3 +160,13 @@ def test_release_arguments_reach_planner_and_controller(launch_file):
         validate_values(node_specs("openhelix_ros", "controller"), {"release_variant": "full"})
     with pytest.raises(ParameterError, match="'release_dir': ' /data/openhelix' starts or ends with whitespace"):
         validate_values(node_specs("openhelix_ros", "planner"), {"release_dir": " /data/openhelix"})
+
+
+def test_prompt_question_parameter():
+    specs = node_specs("openhelix_ros", "planner")
+    assert validate_values(specs, {})["prompt_question"] == ""
+    for value in ("random", "0", "1"):
+        assert validate_values(specs, {"prompt_question": value})["prompt_question"] == value
+    for value in ("first", "-1", " 1"):
+        with pytest.raises(ParameterError, match="'prompt_question': must be '', 'random' or a question index"):
+            validate_values(specs, {"prompt_question": value})
