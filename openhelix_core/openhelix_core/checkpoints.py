@@ -1,5 +1,6 @@
-"""Checkpoint loading for both systems: key-mapping reports, LLaVA key layouts, the
-published OpenHelix release.
+"""Checkpoint loading for both systems: tensor files, LLaVA key layouts, the published
+OpenHelix release. The key-mapping reports and :class:`CheckpointError` live in
+:mod:`openhelix_core.checkpoint_keys`, which the models use too.
 
 Nothing here unpickles arbitrary objects: tensors are read with safetensors, or with
 ``torch.load(weights_only=True)`` for ``.bin`` / ``.pth`` files.
@@ -49,11 +50,28 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+
+from .checkpoint_keys import CheckpointError, ConvertedState, KeyMapping, abbreviated_keys, strip_wrapper_prefixes
+from .models.system1 import DiffuserActor, Normalization, System1Config
+from .models.system1.modeling_system1 import map_original_state_dict
+from .models.system2 import System2Config, System2Planner, System2Processor, build_image_processor
+from .models.system2.modeling_system2 import (
+    _DTYPES,
+    ensure_act_token,
+    openhelix_head_state_dict,
+    resolve_attn_implementation,
+)
+from .models.system2.tiny_tokenizer import SPECIAL_TOKENS, TINY_VOCAB_SIZE
+from .models.system2.tokenization_system2 import (
+    LlamaSentencePieceTokenizer,
+    complete_lightning_vocabulary,
+    has_sentencepiece_model,
+)
 
 #: Vocabulary the published OpenHelix planner was trained with: the LLaVA-Lightning
 #: tokenizer plus ``<ACT>`` (OpenHelix hard-codes the ``<ACT>`` id as 32003).
@@ -67,151 +85,6 @@ SAFE_INDEX = "model.safetensors.index.json"
 BIN_WEIGHTS = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 LLAVA_LAYOUTS = ("transformers_new", "transformers_old", "lightning")
-
-_WRAPPER_PREFIXES = ("module.", "base_model.model.")
-_LIST_LIMIT = 10
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model: missing / unexpected keys, wrong shapes,
-    inconsistent shards or vocabulary."""
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in (value.shape if hasattr(value, "shape") else value))
-
-
-def _short(items: Iterable[str]) -> str:
-    items = list(items)
-    text = ", ".join(items[:_LIST_LIMIT])
-    if len(items) > _LIST_LIMIT:
-        text += f", ... ({len(items) - _LIST_LIMIT} more)"
-    return f"[{text}]"
-
-
-# ---------------------------------------------------------------------------- reports
-@dataclass
-class ConvertedState:
-    """Tensors renamed onto a model's names, with where each came from.
-
-    Attributes:
-        tensors: model key -> tensor.
-        origins: model key -> checkpoint key it was read from (or a description for a
-            derived tensor).
-        ignored: checkpoint key -> why it is deliberately not loaded (buffers recomputed
-            by the model, modules the model does not build, parts read elsewhere).
-        unmapped: checkpoint keys no rule knows; reported as *unexpected*.
-        derived: model key -> how it was computed instead of read.
-        layout: the key layout the checkpoint was read as.
-    """
-
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-    ignored: dict[str, str] = field(default_factory=dict)
-    unmapped: list[str] = field(default_factory=list)
-    derived: dict[str, str] = field(default_factory=dict)
-    layout: str = ""
-
-    def add(self, target: str, tensor: torch.Tensor, origin: str) -> None:
-        if target in self.tensors:
-            raise CheckpointError(f"checkpoint keys {self.origins[target]!r} and {origin!r} both map to {target!r}")
-        self.tensors[target] = tensor
-        self.origins[target] = origin
-
-
-@dataclass
-class KeyMapping:
-    """What loading a checkpoint into a model matched, and what it did not.
-
-    Attributes:
-        source: the checkpoint (path or description), used in messages.
-        matched: model key -> checkpoint key, for every tensor loaded with the right shape.
-        missing: model keys the checkpoint does not provide.
-        unexpected: checkpoint keys that map to nothing in the model (never loaded).
-        mismatched: model key -> (checkpoint shape, model shape) for shape conflicts.
-        ignored: checkpoint key -> reason, for keys deliberately skipped (e.g. CLIP's
-            ``attnpool``, which 3DDA never runs; recomputed buffers). Reported, not errors.
-        derived: model key -> how it was obtained without being read (not an error).
-
-    :meth:`raise_if_incomplete` turns missing, mismatched and (unless allowed) unexpected
-    keys into one :class:`CheckpointError` that names them.
-    """
-
-    source: str = "checkpoint"
-    matched: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    ignored: dict[str, str] = field(default_factory=dict)
-    derived: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def compare(
-        cls,
-        tensors: Mapping[str, Any],
-        expected: Mapping[str, Any],
-        *,
-        source: str = "checkpoint",
-        origins: Mapping[str, str] | None = None,
-        ignored: Mapping[str, str] | None = None,
-        unmapped: Iterable[str] = (),
-        derived: Mapping[str, str] | None = None,
-    ) -> "KeyMapping":
-        """Compare converted ``tensors`` (model names) with ``expected`` (model name ->
-        tensor or shape). ``unmapped`` checkpoint keys are added to ``unexpected``."""
-        origins = dict(origins or {})
-        report = cls(source=source, ignored=dict(ignored or {}), derived=dict(derived or {}))
-        for key in expected:
-            if key not in tensors:
-                report.missing.append(key)
-                continue
-            have, want = _shape(tensors[key]), _shape(expected[key])
-            if have != want:
-                report.mismatched[key] = (have, want)
-            else:
-                report.matched[key] = origins.get(key, key)
-        report.unexpected = sorted([origins.get(k, k) for k in tensors if k not in expected] + list(unmapped))
-        report.missing.sort()
-        return report
-
-    @property
-    def complete(self) -> bool:
-        """True when nothing is missing, mismatched or unexpected."""
-        return not (self.missing or self.mismatched or self.unexpected)
-
-    def problems(self, allow_unexpected: bool = False) -> list[str]:
-        """Human-readable problem list (empty when the checkpoint fits)."""
-        found = []
-        if self.missing:
-            found.append(f"missing key(s) {_short(self.missing)}")
-        if self.unexpected and not allow_unexpected:
-            found.append(f"unexpected key(s) {_short(self.unexpected)}")
-        if self.mismatched:
-            found.append("shape mismatch " + "; ".join(
-                f"{key}: checkpoint {have} vs model {want}" for key, (have, want) in list(self.mismatched.items())[:_LIST_LIMIT]
-            ) + (" ..." if len(self.mismatched) > _LIST_LIMIT else ""))
-        return found
-
-    def raise_if_incomplete(self, what: str = "the model", allow_unexpected: bool = False) -> None:
-        """Raise :class:`CheckpointError` naming every kind of problem (first keys of each)."""
-        found = self.problems(allow_unexpected)
-        if found:
-            raise CheckpointError(f"{self.source} does not match {what}: " + " | ".join(found))
-
-    def summary(self) -> str:
-        """One line: counts of each category."""
-        return (f"{self.source}: {len(self.matched)} matched, {len(self.missing)} missing, "
-                f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched, "
-                f"{len(self.ignored)} ignored, {len(self.derived)} derived")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "source": self.source, "matched": dict(self.matched), "missing": list(self.missing),
-            "unexpected": list(self.unexpected),
-            "mismatched": {k: [list(a), list(b)] for k, (a, b) in self.mismatched.items()},
-            "ignored": dict(self.ignored), "derived": dict(self.derived),
-        }
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -268,7 +141,7 @@ def _load_indexed(index_file: Path) -> dict[str, torch.Tensor]:
         listed = [key for key, shard in weight_map.items() if shard == name]
         lacking = [key for key in listed if key not in tensors]
         if lacking:
-            raise CheckpointError(f"shard {name!r} lacks key(s) {_short(lacking)} that {index_file.name} places in it")
+            raise CheckpointError(f"shard {name!r} lacks key(s) {abbreviated_keys(lacking)} that {index_file.name} places in it")
         for key in listed:
             state[key] = tensors[key]
     return state
@@ -319,17 +192,6 @@ def load_llava_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tenso
 
 
 # ---------------------------------------------------------------------------- LLaVA key layouts
-def strip_wrapper_prefixes(key: str) -> str:
-    """Remove leading ``module.`` (DistributedDataParallel) and ``base_model.model.`` (PEFT)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
 def detect_llava_layout(keys: Iterable[str]) -> str:
     """``"transformers_new"`` (5.x ``model.language_model.*``), ``"transformers_old"``
     (4.x ``language_model.model.*``) or ``"lightning"`` (LLaVA-Lightning / OpenHelix
@@ -342,7 +204,7 @@ def detect_llava_layout(keys: Iterable[str]) -> str:
     if any(k.startswith(("model.layers.", "model.embed_tokens.", "model.mm_projector.", "model.vision_tower.vision_tower."))
            for k in keys):
         return "lightning"
-    raise CheckpointError(f"cannot tell the LLaVA key layout from keys such as {_short(sorted(keys)[:5])}")
+    raise CheckpointError(f"cannot tell the LLaVA key layout from keys such as {abbreviated_keys(sorted(keys)[:5])}")
 
 
 _BUFFER = re.compile(r"(\.rotary_emb\.(inv_freq|original_inv_freq|_cos_cached|_sin_cached)|\.embeddings\.position_ids)$")
@@ -591,10 +453,6 @@ def release_architecture(name: str) -> ReleaseArchitecture:
     Raises:
         ValueError naming the known architectures.
     """
-    from .models.system1 import System1Config
-    from .models.system2 import System2Config
-    from .models.system2.tiny_tokenizer import SPECIAL_TOKENS, TINY_VOCAB_SIZE
-
     if name == "openhelix":
         return ReleaseArchitecture(name, System2Config.openhelix_lightning(), System1Config.openhelix_calvin(),
                                    OPENHELIX_VOCAB_SIZE, OPENHELIX_ACT_TOKEN_ID)
@@ -705,12 +563,6 @@ def _find_tokenizer(folder: Path):
     added first, so ``<ACT>`` gets id 32003 as in training. A folder with only a fast
     ``tokenizer.json`` is read with ``AutoTokenizer``.
     """
-    from .models.system2.tokenization_system2 import (
-        LlamaSentencePieceTokenizer,
-        complete_lightning_vocabulary,
-        has_sentencepiece_model,
-    )
-
     candidates = (folder, folder / PLANNER_SHARD_DIR, folder.parent)
     for candidate in candidates:
         if has_sentencepiece_model(candidate):
@@ -755,9 +607,6 @@ def load_release_system2(
         :class:`CheckpointError` (missing / unexpected / shape-mismatched keys, inconsistent
         shards); ValueError on a vocabulary mismatch or an unknown variant / architecture.
     """
-    from .models.system2 import System2Planner, System2Processor, build_image_processor
-    from .models.system2.modeling_system2 import ensure_act_token, openhelix_head_state_dict
-
     architecture = _architecture(architecture)
     folder = _variant_dir(Path(directory), variant)
     planner_source = _planner_source(folder)
@@ -787,8 +636,6 @@ def load_release_system2(
         goal_dim=int(heads["projection.weight"].shape[0]),
     )
     from transformers import LlavaConfig
-
-    from .models.system2.modeling_system2 import _DTYPES, resolve_attn_implementation
 
     dtype = _DTYPES[config.torch_dtype]
     llava, llava_report = llava_from_state(
@@ -843,9 +690,6 @@ def load_release_system1(
         (missing / unexpected / shape-mismatched keys); ValueError on an unknown variant /
         architecture.
     """
-    from .models.system1 import DiffuserActor, Normalization
-    from .models.system1.modeling_system1 import map_original_state_dict
-
     architecture = _architecture(architecture)
     folder = _variant_dir(Path(directory), variant)
     policy_path = folder / POLICY_FILE
@@ -900,11 +744,10 @@ def load_openhelix_release(
 
 
 __all__ = [
-    "BIN_INDEX", "BIN_WEIGHTS", "CheckpointError", "ConvertedState", "KeyMapping", "LLAVA_LAYOUTS", "LOAD_ERRORS",
+    "BIN_INDEX", "BIN_WEIGHTS", "LLAVA_LAYOUTS", "LOAD_ERRORS",
     "OPENHELIX_ACT_TOKEN_ID", "OPENHELIX_VARIANTS", "OPENHELIX_VOCAB_SIZE", "OpenHelixRelease", "PLANNER_SHARD_DIR",
     "POLICY_FILE", "RELEASE_ARCHITECTURES", "ReleaseArchitecture", "ReleaseSystem1", "ReleaseSystem2", "SAFE_INDEX",
     "SAFE_WEIGHTS", "check_vocabulary", "convert_llava_keys", "detect_llava_layout", "llava_from_state",
     "load_llava_state_dict", "load_openhelix_release", "load_release_system1", "load_release_system2",
     "read_policy_checkpoint", "read_tensor_file", "release_architecture", "release_model_id",
-    "strip_wrapper_prefixes",
 ]

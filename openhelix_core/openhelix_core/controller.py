@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_release_system1, release_model_id
+from openhelix_core.checkpoint_keys import KeyMapping
+from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system1, release_model_id
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter

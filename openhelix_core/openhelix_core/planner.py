@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from openhelix_core.checkpoints import KeyMapping, ReleaseArchitecture, load_release_system2, release_model_id
+from openhelix_core.checkpoint_keys import KeyMapping
+from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system2, release_model_id
 from openhelix_core.models.system2 import load_system2, plan_goal
 from openhelix_core.runtime import check_device
 

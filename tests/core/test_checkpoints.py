@@ -18,9 +18,8 @@ from release_layout import (
 )
 from safetensors.torch import save_file
 
+from openhelix_core.checkpoint_keys import CheckpointError, KeyMapping
 from openhelix_core.checkpoints import (
-    CheckpointError,
-    KeyMapping,
     check_vocabulary,
     convert_llava_keys,
     detect_llava_layout,

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openhelix_core import geometry
+from openhelix_core.checkpoint_keys import CheckpointError
 from openhelix_core.models.system1 import (
     CALVIN_REL_TRAJ_BOUNDS_ABC_D,
     CURRENT_GRIPPER,
@@ -17,7 +18,6 @@ from openhelix_core.models.system1 import (
     PCD,
     RGB,
     TRAJECTORY,
-    CheckpointError,
     DiffuserActor,
     Normalization,
     System1Config,

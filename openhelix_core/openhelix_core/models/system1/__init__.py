@@ -11,7 +11,6 @@ from .configuration_system1 import (
 )
 from .keys import CURRENT_GRIPPER, GOAL, PCD, RGB, TRAJECTORY
 from .modeling_system1 import (
-    CheckpointError,
     DiffuserActor,
     convert_original_state_dict,
     count_parameters,
@@ -21,7 +20,7 @@ from .modeling_system1 import (
 from .processor_system1 import System1Processor
 
 __all__ = [
-    "CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "CURRENT_GRIPPER", "CheckpointError", "DiffuserActor", "GOAL",
+    "CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "CURRENT_GRIPPER", "DiffuserActor", "GOAL",
     "Normalization", "PCD", "RGB", "SYSTEM1_PRESETS", "System1Config", "System1Processor", "TRAJECTORY",
     "convert_original_state_dict", "count_parameters", "load_original_checkpoint", "map_original_state_dict",
 ]

@@ -64,7 +64,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ... import geometry
-from ...checkpoints import CheckpointError, ConvertedState, KeyMapping
+from ...checkpoint_keys import CheckpointError, ConvertedState, KeyMapping
 from .clip_resnet import CLIPResNetFeatures
 from .configuration_system1 import Normalization, System1Config
 from .fpn import FeaturePyramidNetwork
@@ -544,11 +544,11 @@ class DiffuserActor(nn.Module):
             source: checkpoint description used in messages.
             ignore_unexpected: load even when ``state_dict`` holds keys the model lacks
                 (they stay listed in the report).
-            origins / ignored: from a :class:`~openhelix_core.checkpoints.ConvertedState`,
+            origins / ignored: from a :class:`~openhelix_core.checkpoint_keys.ConvertedState`,
                 so the report names the checkpoint's own keys and the deliberately skipped ones.
 
         Returns:
-            the :class:`~openhelix_core.checkpoints.KeyMapping` report.
+            the :class:`~openhelix_core.checkpoint_keys.KeyMapping` report.
 
         Raises:
             CheckpointError naming the missing / unexpected keys or the mismatched shapes.
@@ -667,7 +667,7 @@ def load_original_checkpoint(path: Union[str, Path], config: Optional[System1Con
             the original keeps them outside the state dict.
         ignore_unexpected: load even when the checkpoint holds keys the model does not have
             (they are still reported).
-        return_report: also return the :class:`~openhelix_core.checkpoints.KeyMapping`
+        return_report: also return the :class:`~openhelix_core.checkpoint_keys.KeyMapping`
             (``ignored`` lists the CLIP ``attnpool`` keys).
 
     Returns:
@@ -703,6 +703,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "CheckpointError", "DiffuserActor", "DiffusionHead", "Encoder", "convert_original_state_dict",
+    "DiffuserActor", "DiffusionHead", "Encoder", "convert_original_state_dict",
     "count_parameters", "load_original_checkpoint", "map_original_state_dict",
 ]

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checkpoint_keys import CheckpointError, KeyMapping, strip_wrapper_prefixes
 from .configuration_system2 import System2Config
 
 CONFIG_NAME = "config.json"
@@ -658,8 +659,6 @@ def openhelix_head_state_dict(
     Raises:
         CheckpointError naming missing required keys or shape conflicts within the heads.
     """
-    from ...checkpoints import CheckpointError, KeyMapping, strip_wrapper_prefixes
-
     stripped = {strip_wrapper_prefixes(key): (key, tensor) for key, tensor in state.items()}
     report = KeyMapping(source=source)
     tensors: dict[str, torch.Tensor] = {}
