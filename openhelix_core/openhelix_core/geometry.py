@@ -279,15 +279,23 @@ def pose_to_matrix(position: ArrayLike, quaternion: ArrayLike) -> np.ndarray:
     return matrix
 
 
-def quaternion_slerp(start: np.ndarray, end: np.ndarray, fraction: float) -> np.ndarray:
-    """Spherical interpolation between xyzw quaternions along the shorter arc (numpy)."""
+def quaternion_slerp(start: ArrayLike, end: ArrayLike, fraction: float | np.ndarray) -> np.ndarray:
+    """Spherical linear interpolation between xyzw quaternions along the shorter arc (numpy).
+
+    ``start`` and ``end`` are ``(..., 4)`` (normalised first); ``fraction`` is a number or an
+    array of their leading shape (0 gives ``start``, 1 gives ``end`` or ``-end``, whichever
+    is on ``start``'s side). Returns unit float64 quaternions, sign not canonicalised.
+    """
     start = np.asarray(normalize_quaternion(np.asarray(start, dtype=np.float64)))
     end = np.asarray(normalize_quaternion(np.asarray(end, dtype=np.float64)))
-    dot = float(np.dot(start, end))
-    if dot < 0.0:
-        end, dot = -end, -dot
-    if dot > 0.9995:
-        blended = start + fraction * (end - start)
-        return blended / np.linalg.norm(blended)
-    angle = math.acos(min(dot, 1.0))
-    return (math.sin((1 - fraction) * angle) * start + math.sin(fraction * angle) * end) / math.sin(angle)
+    fraction = np.asarray(fraction, dtype=np.float64)[..., None]
+    dot = np.sum(start * end, axis=-1, keepdims=True)
+    end = np.where(dot < 0.0, -end, end)
+    angle = np.arccos(np.clip(np.abs(dot), 0.0, 1.0))
+    # sin(angle) loses all precision near zero; there the linear weights are exact to rounding.
+    nearly_equal = angle < 1e-6
+    sin_angle = np.where(nearly_equal, 1.0, np.sin(angle))
+    start_weight = np.where(nearly_equal, 1.0 - fraction, np.sin((1.0 - fraction) * angle) / sin_angle)
+    end_weight = np.where(nearly_equal, fraction, np.sin(fraction * angle) / sin_angle)
+    blended = start_weight * start + end_weight * end
+    return blended / np.linalg.norm(blended, axis=-1, keepdims=True)

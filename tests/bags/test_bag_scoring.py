@@ -12,7 +12,6 @@ from openhelix_ros.bags.scoring import (
     ScalarTrack,
     episodes_from,
     evaluate,
-    rotation_error_deg,
     score_chunk,
     segments_of,
 )
@@ -61,10 +60,11 @@ def test_gripper_disagreement_and_waypoints_outside_the_recording():
 
 
 def test_rotation_error_is_sign_invariant():
-    q = yaw_quaternion(np.array([0.3]))
-    assert rotation_error_deg(q, -q)[0] == pytest.approx(0.0, abs=1e-4)
-    assert rotation_error_deg(yaw_quaternion(np.array([0.0])), yaw_quaternion(np.array([math.pi])))[0] == \
-        pytest.approx(180.0)
+    negated = chunk_from_truth(1.01)
+    negated.quaternions = -negated.quaternions       # the same rotations
+    np.testing.assert_allclose(score_chunk(negated, TRACK, GRIPPER).rotation_errors, 0.0, atol=1e-4)
+    turned = score_chunk(chunk_from_truth(1.01, yaw_offset=math.pi), TRACK, GRIPPER)
+    np.testing.assert_allclose(turned.rotation_errors, 180.0, atol=1e-4)
 
 
 def test_episodes_segments_and_rates():

@@ -141,6 +141,28 @@ def test_wrap_angle_and_multiply_and_angle():
     np.testing.assert_allclose(g.quaternion_to_matrix(prod), m1 @ m2, atol=1e-9)
 
 
+def test_slerp_follows_the_shorter_arc_at_constant_speed():
+    start, quarter_turn = np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, S, S])
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        blended = g.quaternion_slerp(start, quarter_turn, fraction)
+        np.testing.assert_allclose(g.quaternion_angle(blended, start), fraction * math.pi / 2, atol=1e-9)
+    # -quarter_turn is the same rotation: interpolation takes the short way, not the 270 degree one.
+    np.testing.assert_allclose(g.quaternion_slerp(start, -quarter_turn, 0.5), g.quaternion_slerp(start, quarter_turn, 0.5),
+                               atol=1e-12)
+    np.testing.assert_allclose(g.quaternion_slerp(start, start, 0.3), start, atol=1e-12)
+
+
+def test_slerp_of_a_batch_matches_slerp_of_each_pair():
+    starts, ends = _random_quaternions(50, seed=8), _random_quaternions(50, seed=9)
+    ends[:5] = starts[:5] + 1e-9     # nearly equal pairs take the linear weights
+    fractions = np.random.default_rng(10).uniform(size=50)
+    batch = g.quaternion_slerp(starts, ends, fractions)
+    assert batch.shape == (50, 4)
+    for start, end, fraction, blended in zip(starts, ends, fractions, batch):
+        np.testing.assert_allclose(g.quaternion_slerp(start, end, fraction), blended, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=-1), 1.0, atol=1e-12)
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="quaternion"):
         g.quaternion_to_matrix(np.zeros(3))

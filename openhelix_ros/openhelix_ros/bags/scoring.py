@@ -1,4 +1,4 @@
-"""Scores trajectory chunks against what a bag recorded afterwards (pure numpy, no ROS).
+"""Scores trajectory chunks against what a bag recorded afterwards (numpy and the core's geometry, no ROS).
 
 A chunk computed from the observation stamped ``t`` asks for waypoint ``i`` at
 ``t + time_from_start[i]``. The reference is the end-effector pose (and gripper openness) the
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from openhelix_core.geometry import quaternion_angle, quaternion_slerp
 
 GRIPPER_THRESHOLD = 0.5
 
@@ -49,7 +51,7 @@ class PoseTrack:
         index, alpha, valid = _bracket(self.times, np.asarray(times, dtype=np.float64), max_gap_s)
         p0, p1 = self.positions[index], self.positions[np.minimum(index + 1, len(self) - 1)]
         q0, q1 = self.quaternions[index], self.quaternions[np.minimum(index + 1, len(self) - 1)]
-        return p0 + alpha[:, None] * (p1 - p0), slerp(q0, q1, alpha), valid
+        return p0 + alpha[:, None] * (p1 - p0), quaternion_slerp(q0, q1, alpha), valid
 
 
 @dataclass
@@ -83,25 +85,6 @@ def _bracket(track: np.ndarray, times: np.ndarray, max_gap_s: float):
     inside = (times >= track[0]) & (times <= track[-1])
     valid = inside & (span <= max_gap_s)
     return index, np.clip(alpha, 0.0, 1.0), valid
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    dot = np.sum(q0 * q1, axis=1)
-    q1 = np.where(dot[:, None] < 0, -q1, q1)
-    dot = np.abs(dot)
-    theta = np.arccos(np.clip(dot, -1.0, 1.0))
-    small = theta < 1e-6
-    sin = np.where(small, 1.0, np.sin(theta))
-    w0 = np.where(small, 1.0 - alpha, np.sin((1.0 - alpha) * theta) / sin)
-    w1 = np.where(small, alpha, np.sin(alpha * theta) / sin)
-    out = w0[:, None] * q0 + w1[:, None] * q1
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def rotation_error_deg(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
-    """Angle of the rotation between unit quaternions (x y z w), degrees, in [0, 180]."""
-    dot = np.abs(np.sum(q0 * q1, axis=-1))
-    return np.degrees(2.0 * np.arccos(np.clip(dot, 0.0, 1.0)))
 
 
 @dataclass
@@ -156,18 +139,13 @@ def score_chunk(chunk: ChunkRecord, poses: PoseTrack, gripper: ScalarTrack | Non
     positions, quaternions, valid = poses.sample(times, max_gap_s)
     index = np.nonzero(valid)[0]
     position_errors = np.linalg.norm(chunk.positions[:steps][index] - positions[index], axis=1)
-    rotation_errors = rotation_error_deg(_unit(chunk.quaternions[:steps][index]), quaternions[index])
+    rotation_errors = np.degrees(quaternion_angle(chunk.quaternions[:steps][index], quaternions[index]))
     agree = np.zeros(0, dtype=bool)
     if gripper is not None and len(gripper):
         openness, gripper_valid = gripper.sample(times, max_gap_s)
         both = valid & gripper_valid
         agree = (chunk.gripper[:steps][both] >= gripper_threshold) == (openness[both] >= gripper_threshold)
     return ChunkScore(chunk, position_errors, rotation_errors, agree, index)
-
-
-def _unit(q: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(q, axis=-1, keepdims=True)
-    return q / np.where(norms > 0, norms, 1.0)
 
 
 def stats(values: Sequence[float], scale: float = 1.0) -> dict:
