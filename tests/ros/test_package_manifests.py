@@ -37,8 +37,3 @@ def test_every_imported_ros_package_is_declared(name):
     declared = {d.name for d in package.build_depends + package.exec_depends + package.build_export_depends}
     used = (imported_top_level_modules(REPO / name) & ROS_MODULES) - {name}
     assert used <= declared, f"{name}/package.xml does not declare {sorted(used - declared)}"
-
-
-def test_core_never_imports_ros():
-    used = imported_top_level_modules(REPO / "openhelix_core") & (ROS_MODULES - {"openhelix_core"})
-    assert not used, f"openhelix_core imports ROS packages {sorted(used)}"
