@@ -1,8 +1,5 @@
-"""Evaluation reports: results JSON, per-task table (markdown / plain text) and a PNG plot.
-
-The plot is drawn with matplotlib's Agg canvas directly (no pyplot, no global backend
-switch), so it renders without a display and does not disturb other matplotlib users in the
-process. matplotlib is imported only when a plot is requested.
+"""Evaluation reports: results JSON, per-task table (markdown / plain text) and a PNG plot
+(in the style of :mod:`openhelix_core.plotting`; matplotlib is needed only for the plot).
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..plotting import PRIMARY_COLOR, SECONDARY_COLOR, new_figure, save_png
 from .metrics import EvaluationSummary, SequenceResult
 
 RESULTS_FORMAT = "openhelix.calvin_eval/1"
@@ -90,24 +88,17 @@ def format_task_table(summary: EvaluationSummary, style: str = "markdown") -> st
     return "\n".join(parts)
 
 
-def plot_summary(path, summary: EvaluationSummary, title: Optional[str] = None, dpi: int = 100) -> Path:
+def plot_summary(path, summary: EvaluationSummary, title: Optional[str] = None) -> Path:
     """PNG with two panels: success rate for 1..5 chained instructions, and per-task success
     rates (horizontal bars, attempts in the labels)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from e
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tasks = sorted(summary.task_stats.items())
     task_h = max(3.0, 0.28 * len(tasks) + 1.0)
-    fig = Figure(figsize=(11, max(4.0, task_h)), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, (ax1, ax2) = new_figure(11, max(4.0, task_h), 1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
     xs = np.arange(1, summary.horizon + 1)
     rates = np.asarray(summary.success_rates, dtype=float) * 100
-    bars = ax1.bar(xs, rates, color="#3b75af")
+    bars = ax1.bar(xs, rates, color=PRIMARY_COLOR)
     for b, r in zip(bars, rates):
         ax1.text(b.get_x() + b.get_width() / 2, r + 1, f"{r:.1f}", ha="center", va="bottom", fontsize=8)
     ax1.set_xticks(xs)
@@ -119,7 +110,7 @@ def plot_summary(path, summary: EvaluationSummary, title: Optional[str] = None, 
         names = [f"{n} ({s.attempts})" for n, s in tasks]
         vals = [s.success_rate * 100 for _, s in tasks]
         ys = np.arange(len(tasks))
-        ax2.barh(ys, vals, color="#e1812c")
+        ax2.barh(ys, vals, color=SECONDARY_COLOR)
         ax2.set_yticks(ys)
         ax2.set_yticklabels(names, fontsize=7)
         ax2.invert_yaxis()
@@ -131,8 +122,7 @@ def plot_summary(path, summary: EvaluationSummary, title: Optional[str] = None, 
         ax2.text(0.5, 0.5, "no per-task records", ha="center", va="center")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    save_png(fig, path)
     return path
 
 

@@ -63,6 +63,7 @@ from ..models.system1 import (
     load_original_checkpoint,
 )
 from ..models.system2 import System2Config, System2Planner, System2Processor, compute_aux_loss, processor_for
+from ..plotting import new_figure, save_png
 from .configuration_training import TrainingConfig
 from .dataset import OpenHelixCalvinDataset, collate
 from .distributed import DistributedContext, all_reduce_mean, barrier, cleanup, init_distributed
@@ -670,13 +671,8 @@ def plot_loss_curve(metrics_csv, path, title: str = "training loss") -> Optional
         rows = list(csv.DictReader(handle))
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     steps = [int(r["step"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(7, 4)
     for key in ("loss", "diffusion", "aux"):
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
         if len(values) == len(steps):
@@ -688,12 +684,9 @@ def plot_loss_curve(metrics_csv, path, title: str = "training loss") -> Optional
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
     return path
 
 

@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+from openhelix_core.plotting import PRIMARY_COLOR, REFERENCE_COLOR, new_figure, save_png
+
 
 def _fmt(value, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
     if value is None:
@@ -30,15 +32,13 @@ def one_line_summary(report: dict) -> str:
 
 
 def plot_png(report: dict) -> bytes | None:
-    """Position / rotation error over time, error by waypoint index and latency histogram."""
+    """Position / rotation error over time, error by waypoint index and latency histogram;
+    None without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        figure, axes = new_figure(11, 7, 2, 2)
     except ImportError:
         return None
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
-    sections = [("replay", "tab:blue")] + ([("recorded", "tab:gray")] if report.get("recorded") else [])
+    sections = [("replay", PRIMARY_COLOR)] + ([("recorded", REFERENCE_COLOR)] if report.get("recorded") else [])
     for name, color in sections:
         rows = [c for c in report[name]["chunks"] if c["position_error_m"] is not None]
         axes[0, 0].plot([c["t_s"] for c in rows], [100 * c["position_error_m"] for c in rows], ".-", color=color,
@@ -50,7 +50,7 @@ def plot_png(report: dict) -> bytes | None:
                         "o-", color=color, label=name, markersize=3)
     latencies = [1000 * c["latency_s"] for c in report["replay"]["chunks"] if c["latency_s"] is not None]
     if latencies:
-        axes[1, 1].hist(latencies, bins=30, color="tab:blue")
+        axes[1, 1].hist(latencies, bins=30, color=PRIMARY_COLOR)
     for episode in report["replay"]["episodes"][1:]:
         for axis in (axes[0, 0], axes[0, 1]):
             axis.axvline(episode["start_s"], color="k", linestyle=":", linewidth=0.8)
@@ -59,12 +59,9 @@ def plot_png(report: dict) -> bytes | None:
     axes[1, 0].set(title="position error by waypoint index", xlabel="waypoint", ylabel="cm")
     axes[1, 1].set(title="latency: observation published -> chunk received", xlabel="ms", ylabel="chunks")
     for axis in (axes[0, 0], axes[0, 1], axes[1, 0]):
-        axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize=8)
-    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
+    save_png(figure, buffer)
     return buffer.getvalue()
 
 
