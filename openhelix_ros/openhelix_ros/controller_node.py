@@ -420,21 +420,21 @@ class ControllerNode(LifecycleNode):
         """
         queue_size, slop = self.params["sync_queue_size"], self.params["sync_slop_s"]
         keys = [key for key, _, _ in inputs]
-
-        def deliver(*messages) -> None:
-            self.on_synchronized(dict(zip(keys, messages, strict=True)))
-
         try:
             import message_filters
         except ImportError:
-            self.synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, deliver)
-            for index, (key, message_type, topic) in enumerate(inputs):
-                def on_message(msg, index=index, key=key):
+            self.synchronizer = ApproximateTimeSynchronizer(keys, queue_size, slop, self.on_synchronized)
+            for key, message_type, topic in inputs:
+                def on_message(msg, key=key):
                     if key[0] in ("color", "depth") and not self._image_size_ok(key, msg):
                         return
-                    self.synchronizer.add(index, stamp_to_seconds(msg.header.stamp), msg)
+                    self.synchronizer.add(key, stamp_to_seconds(msg.header.stamp), msg)
                 self._subscribe(message_type, topic, on_message, LATEST_SENSOR)
             return
+
+        def deliver(*messages) -> None:  # message_filters hands the set over in subscriber order
+            self.on_synchronized(dict(zip(keys, messages, strict=True)))
+
         subscribers = [message_filters.Subscriber(self, message_type, topic, qos_profile=LATEST_SENSOR)
                        for _, message_type, topic in inputs]
         self.data_path += [(self.destroy_subscription, subscriber.sub) for subscriber in subscribers]
@@ -466,6 +466,8 @@ class ControllerNode(LifecycleNode):
         return True
 
     def on_synchronized(self, messages: dict[tuple[str, str], object]) -> None:
+        """Takes one synchronized set, keyed by input name: ``("color", camera)``,
+        ``("depth", camera)`` for every camera and ``("ee_pose", "")``."""
         if not all(self._image_size_ok(key, msg) for key, msg in messages.items() if key[0] in ("color", "depth")):
             return
         now = self.now()
