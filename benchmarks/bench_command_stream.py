@@ -27,6 +27,7 @@ import rclpy
 from std_srvs.srv import Trigger
 
 from openhelix_ros.conversions import stamp_to_seconds
+from openhelix_ros.domains import isolated_domain_id
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -54,7 +55,7 @@ def main() -> None:
                         help="controller waypoint_period_s: a chunk arrives one call after its observation and must "
                         "still cover 'now' when the next one arrives, so its 19 waypoints must outlast two calls "
                         "(at 1/30 s they last 0.63 s, and nothing would be commanded)")
-    parser.add_argument("--domain", type=int, default=77)
+    parser.add_argument("--domain", type=int, default=isolated_domain_id(), help="ROS domain (default: an isolated one)")
     args = parser.parse_args()
     rclpy.init(domain_id=args.domain)
     log_directory = Path(tempfile.mkdtemp(prefix="bench_command_stream_"))

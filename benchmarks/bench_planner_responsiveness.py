@@ -26,6 +26,7 @@ from std_msgs.msg import String
 
 from openhelix_core.models.system2 import System2Config, System2Planner
 from openhelix_ros import topics
+from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.qos import LATCHED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--requests", type=int, default=40, help="get_state + get_parameters pairs while computing")
     parser.add_argument("--torch-threads", type=int, default=2)
-    parser.add_argument("--domain", type=int, default=78)
+    parser.add_argument("--domain", type=int, default=isolated_domain_id(), help="ROS domain (default: an isolated one)")
     args = parser.parse_args()
     torch.manual_seed(0)
     checkpoint = large_checkpoint(Path(tempfile.mkdtemp(prefix="bench_planner_")) / "system2", args.layers,

@@ -6,7 +6,6 @@ its topics renamed and in the other storage format, through the planner and cont
 processes. Each launch uses its own ROS domain; waits are event-driven and nothing is timed.
 """
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from openhelix_ros.bags.cli import main as bag_cli
 from openhelix_ros.bags.io import BagReader, BagWriter
+from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import LaunchedProcesses, parse_launch_file
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def sim_bag(tmp_path_factory):
     bag = directory / "sim_run"
     nodes = parse_launch_file(REPO / "launch" / "record.launch.xml",
                               {"output": str(bag), "storage": "mcap", "max_steps": str(STEPS)})
-    domain = 1 + (os.getpid() + time.monotonic_ns()) % 100
+    domain = isolated_domain_id()
     processes = LaunchedProcesses(nodes, log_directory=directory / "logs", environment={"ROS_DOMAIN_ID": str(domain)})
     try:
         deadline = time.monotonic() + TIMEOUT_S

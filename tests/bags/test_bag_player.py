@@ -3,7 +3,6 @@
 rclpy runs in a private context and ROS domain; waits are event-driven with generous timeouts.
 """
 import io
-import os
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from std_msgs.msg import Header, String
 from openhelix_ros.bags.io import BagReader, BagWriter, parse_remaps
 from openhelix_ros.bags.player_node import BagPlayback
 from openhelix_ros.conversions import image_to_depth, image_to_rgb
+from openhelix_ros.domains import isolated_domain_id
 
 START_NS = 1_700_000_000_000_000_000
 PERIOD_NS = 50_000_000
@@ -56,7 +56,7 @@ def make_bag(path):
 @pytest.fixture
 def ros_context():
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=101 + (os.getpid() + time.monotonic_ns()) % 100)
+    rclpy.init(context=context, domain_id=isolated_domain_id())
     yield context
     rclpy.try_shutdown(context=context)
 

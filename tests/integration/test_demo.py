@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from openhelix_ros.domains import isolated_domain_id
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_sim_planner_controller_loop(tmp_path):
-    environment = {**os.environ, "ROS_DOMAIN_ID": str(1 + os.getpid() % 100)}
+    environment = {**os.environ, "ROS_DOMAIN_ID": str(isolated_domain_id())}
     result = subprocess.run(
         [sys.executable, "-m", "openhelix_ros.cli", "demo", "--steps", "10", "--timeout", "400",
          "--log-dir", str(tmp_path)],
@@ -26,7 +28,7 @@ def test_demo_runs_sim_planner_controller_loop(tmp_path):
 
 def test_eval_calvin_runs_the_protocol_through_the_nodes_and_writes_the_report(tmp_path):
     environment = {**os.environ}
-    first_domain = str(1 + (os.getpid() + 50) % 90)
+    first_domain = str(isolated_domain_id())
     result = subprocess.run(
         [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--sequences", "2", "--workers", "1",
          "--max-steps", "12", "--output", str(tmp_path), "--timeout", "400", "--first-domain", first_domain],

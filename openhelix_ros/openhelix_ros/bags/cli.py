@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from openhelix_ros.bags.scoring import (
     episodes_from,
     evaluate,
 )
+from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import (
     LaunchedProcesses,
     LaunchError,
@@ -238,7 +238,7 @@ def replay(options, reader: BagReader, setup: PolicySetup, play_topics: list[str
 
     from openhelix_ros.bags.player_node import BagPlayback
 
-    domain = options.domain_id if options.domain_id is not None else 101 + random.randrange(100)
+    domain = options.domain_id if options.domain_id is not None else isolated_domain_id()
     processes = LaunchedProcesses(setup.nodes, log_directory=out / "logs", environment={"ROS_DOMAIN_ID": str(domain)})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
