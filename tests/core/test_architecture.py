@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Packages that must be found; guards against a discovery that silently finds nothing.
-EXPECTED_PACKAGES = {"openhelix_core", "openhelix_ros", "sim_bridge"}
+EXPECTED_PACKAGES = {"openhelix_core", "openhelix_ros"}
 #: Name endings of ROS interface packages (messages, services, actions), by ROS convention.
 ROS_INTERFACE_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
 
