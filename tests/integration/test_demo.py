@@ -61,7 +61,7 @@ def test_eval_tasks_protocol_runs_a_trainer_checkpoint_through_the_nodes(tmp_pat
         [sys.executable, "-m", "openhelix_ros.cli", "eval-calvin", "--protocol", "tasks", "--tasks", "open_drawer",
          "turn_on_led", "--episodes-per-task", "1", "--first-seed", "100007", "--max-steps", "8",
          "--static-size", "64", "--gripper-size", "48", "--execution-horizon", "4", "--checkpoint", str(checkpoint),
-         "--output", str(output), "--timeout", "400", "--first-domain", str(1 + (os.getpid() + 20) % 90)],
+         "--output", str(output), "--timeout", "400", "--first-domain", str(isolated_domain_id())],
         capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     records = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
@@ -89,7 +89,7 @@ def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
     paths = write_variant_checkpoints(tmp_path / "final", tmp_path / "variants", variants=("trained", "goal zeroed"))
     results = evaluate_variants_through_ros(paths, ["turn_on_led"], [100007, 100008], max_steps=8, execute_steps=4,
                                             static_size=64, gripper_size=48, out_dir=tmp_path / "ros", workers=1,
-                                            first_domain=1 + (os.getpid() + 70) % 90)
+                                            first_domain=isolated_domain_id())
     assert list(results) == ["trained", "goal zeroed"]
     for variant in results.values():
         assert list(variant) == ["turn_on_led"] and len(variant["turn_on_led"]) == 2
@@ -98,7 +98,8 @@ def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
     assert f"{tmp_path / 'variants' / 'goal_zeroed' / 'system2'}' loaded" in planner_log
     with pytest.raises(RuntimeError, match="ROS evaluation of 'broken' failed"):
         evaluate_variants_through_ros({"broken": tmp_path / "nowhere"}, ["turn_on_led"], [1], max_steps=8,
-                                      execute_steps=4, static_size=64, gripper_size=48, out_dir=tmp_path / "bad")
+                                      execute_steps=4, static_size=64, gripper_size=48, out_dir=tmp_path / "bad",
+                                      first_domain=isolated_domain_id())
 
 
 @pytest.mark.parametrize("execution", [["--execution", "servo", "--realtime", "--blend-mode", "rtc"],
@@ -110,7 +111,7 @@ def test_servo_execution_evaluates_the_command_stream_a_real_arm_would_get(tmp_p
          "--episodes-per-task", "1", "--first-seed", "100000", "--max-steps", "30", "--static-size", "64",
          "--gripper-size", "48", "--checkpoint", str(REPO / "sim_bridge" / "checkpoints" / "play_table_demo"),
          *execution, "--output", str(output), "--timeout", "400",
-         "--first-domain", str(1 + (os.getpid() + 40) % 90)],
+         "--first-domain", str(isolated_domain_id())],
         capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     [record] = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
