@@ -162,7 +162,6 @@ class KeyMapping:
         }
 
 
-
 def strip_wrapper_prefixes(key: str) -> str:
     """Remove leading ``module.`` (DistributedDataParallel) and ``base_model.model.`` (PEFT)."""
     changed = True
