@@ -28,18 +28,37 @@ MODES = ("ensemble", "replace", "rtc")
 
 @dataclass(frozen=True)
 class TimedChunk:
+    """A chunk on the clock of whoever executes it: waypoint ``i`` is due at ``start +
+    chunk.time_from_start[i]``, and only the first ``horizon`` waypoints are executed."""
+
     start: float  # observation stamp the waypoint times count from (s)
     chunk: TrajectoryChunk
     horizon: int
+
+    @classmethod
+    def executed(cls, chunk: TrajectoryChunk, start: float, execution_horizon: int) -> TimedChunk:
+        """``chunk`` timed from ``start``, of which the first ``execution_horizon`` waypoints (all,
+        if it has fewer) are executed."""
+        return cls(start, chunk, min(execution_horizon, len(chunk)))
 
     @property
     def end(self) -> float:
         return self.start + float(self.chunk.time_from_start[self.horizon - 1])
 
+    @property
+    def times(self) -> np.ndarray:
+        """When each executed waypoint is due."""
+        return self.start + self.chunk.time_from_start[:self.horizon]
+
+    def due_index(self, time: float) -> int:
+        """Index of the first waypoint not due before ``time`` (``horizon`` once every executed
+        waypoint is past): execution at ``time`` starts there and never replays the past."""
+        return int(np.searchsorted(self.times, time))
+
     def sample(self, time: float) -> tuple[np.ndarray, np.ndarray, float]:
         """Pose and openness at ``time``, interpolated between waypoints (held before the first)."""
-        times = self.start + self.chunk.time_from_start[:self.horizon]
-        index = int(np.searchsorted(times, time))
+        times = self.times
+        index = self.due_index(time)
         if index == 0:
             return self.chunk.positions[0], self.chunk.orientations[0], float(self.chunk.gripper_openness[0])
         index = min(index, self.horizon - 1)
@@ -85,7 +104,7 @@ class TrajectoryBlender:
             return False
         if self.mode in ("replace", "rtc"):
             self._chunks.clear()
-        self._chunks.append(TimedChunk(start, chunk, min(self.execution_horizon, len(chunk))))
+        self._chunks.append(TimedChunk.executed(chunk, start, self.execution_horizon))
         return True
 
     def sample(self, time: float) -> tuple[np.ndarray, np.ndarray, float] | None:

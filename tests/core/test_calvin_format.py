@@ -102,3 +102,25 @@ def test_writer_rejects_bad_input(tmp_path):
     w.add_frame(fake_obs(rng, 0), np.zeros(7))
     with pytest.raises(ValueError):
         w.annotate(0, 3, "open_drawer", "x")
+
+
+def test_parallel_writers_are_indexed_by_one(tmp_path):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "training"
+    workers = [CalvinEpisodeWriter(out, start_index=start) for start in (0, 1_000_000)]
+    for worker, task in zip(workers, ("open_drawer", "turn_on_led"), strict=True):
+        s = worker.start_episode()
+        for t in range(3):
+            worker.add_frame(fake_obs(rng, t), np.r_[0.1 * t, 0.0, 0.5, 3.1, 0.0, 1.5, 1.0])
+        worker.annotate(s, worker.last_index, task, f"do {task}")
+        worker.end_episode()
+    merged = CalvinEpisodeWriter(out)
+    for worker in workers:
+        merged.include(worker)
+    merged.close()
+    ds = CalvinDataset(out)
+    np.testing.assert_array_equal(ds.episodes(), [[0, 2], [1_000_000, 1_000_002]])
+    assert ds.annotated_segments() == [(0, 2, "open_drawer", "do open_drawer"),
+                                       (1_000_000, 1_000_002, "turn_on_led", "do turn_on_led")]
+    with pytest.raises(ValueError, match="cannot include"):
+        merged.include(CalvinEpisodeWriter(tmp_path / "elsewhere"))

@@ -91,7 +91,8 @@ class CalvinEpisodeWriter:
         w.close()                               # writes ep_start_end_ids.npy and auto_lang_ann.npy
 
     Frame indices are global and continue across episodes (and after existing files in the
-    directory when ``start_index`` is given)."""
+    directory when ``start_index`` is given). Writers working in parallel on one directory each
+    take their own ``start_index``; one writer then takes in the others (:meth:`include`) and closes."""
 
     def __init__(self, directory, start_index: int = 0, embedding_fn=None):
         self.directory = Path(directory)
@@ -163,6 +164,16 @@ class CalvinEpisodeWriter:
         self.indx.append((start, end))
         self.tasks.append(str(task))
         self.ann.append(str(annotation))
+
+    def include(self, other: CalvinEpisodeWriter) -> None:
+        """Index the episodes and annotations ``other`` wrote into this directory too, so that
+        :meth:`close` lists them (frames from parallel writers, e.g. worker processes)."""
+        if Path(other.directory).resolve() != self.directory.resolve():
+            raise ValueError(f"cannot include episodes written to {other.directory} in {self.directory}")
+        self.episodes += other.episodes
+        self.indx += other.indx
+        self.tasks += other.tasks
+        self.ann += other.ann
 
     def close(self) -> None:
         if self._closed:
