@@ -28,11 +28,13 @@ from openhelix_core.controller import TrajectoryController
 from openhelix_core.planner import GoalPlanner
 from openhelix_core.safety import SafetyLimits
 from openhelix_core.types import Goal
-from sim_bridge.chunk_executor import waypoint_to_absolute_action
-from sim_bridge.envs import PlayTableEnv
-from sim_bridge.envs.annotations import validation_annotation
-from sim_bridge.envs.tasks import SceneState, task_succeeded
-from sim_bridge.make_demos import DEFAULT_TASKS, EVAL_SEED_OFFSET, initial_state, observation_from_env
+from openhelix_sim.envs import PlayTableEnv
+from openhelix_sim.envs.annotations import validation_annotation
+from openhelix_sim.envs.tasks import SceneState, task_succeeded
+from openhelix_sim.execution import waypoint_to_absolute_action
+from openhelix_sim.observation import observation_from_env
+from openhelix_sim.start_states import initial_state
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_S = 1.0 / 30.0

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Per-step wall time of the PyBullet play table (sim_bridge.envs.PlayTableEnv).
+"""Per-step wall time of the PyBullet play table (openhelix_sim.envs.PlayTableEnv).
 
 One step = one 30 Hz control action: IK + 8 physics substeps at 240 Hz + observation
 (rendering with the CPU TinyRenderer where enabled). Prints mean / p50 / p95 in ms for
@@ -18,10 +18,10 @@ import time
 import numpy as np
 
 try:
-    from sim_bridge.envs import PlayTableEnv
+    from openhelix_sim.envs import PlayTableEnv
 except ImportError:  # running from a checkout without the workspace sourced
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim_bridge"))
-    from sim_bridge.envs import PlayTableEnv
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "openhelix_sim"))
+    from openhelix_sim.envs import PlayTableEnv
 
 CONFIGS = (
     ("static+gripper", True, True),

@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer="openhelix-ros maintainers",
     maintainer_email="maintainers@openhelix-ros.dev",
-    description="PyBullet play-table simulator bridge for OpenHelix.",
+    description="ROS node of the OpenHelix play-table simulator (openhelix_sim).",
     license="MIT",
     entry_points={
         "console_scripts": [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from openhelix_ros.bags.cli import add_bag_commands
 from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file, resolve_launch_file
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 SIM_NODE = "sim_bridge"
 
@@ -281,12 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     calvin.add_argument("--first-domain", type=int, default=40, help="ROS domain of worker 0")
     calvin.add_argument("--protocol", choices=("calvin", "tasks"), default="calvin",
                         help="'tasks': single-task episodes from the training demo's held-out start states")
-    calvin.add_argument("--tasks", nargs="+", default=["open_drawer", "close_drawer", "move_slider_left",
-                                                       "move_slider_right", "turn_on_led", "turn_on_lightbulb"],
-                        help="--protocol tasks: tasks to evaluate")
+    calvin.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="--protocol tasks: tasks to evaluate")
     calvin.add_argument("--episodes-per-task", type=int, default=5, help="--protocol tasks: seeds per task")
-    calvin.add_argument("--first-seed", type=int, default=100_000, help="--protocol tasks: first start-state seed")
-    calvin.add_argument("--scene-variation", choices=("task", "full"), default="task",
+    calvin.add_argument("--first-seed", type=int, default=EVAL_SEED_OFFSET,
+                        help="--protocol tasks: first start-state seed (the demos use the seeds below it)")
+    calvin.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
                         help="--protocol tasks: start scenes as the demos were generated")
     calvin.add_argument("--static-size", type=int, default=200, help="static camera image side (px)")
     calvin.add_argument("--gripper-size", type=int, default=84, help="gripper camera image side (px)")

@@ -1,1 +1,1 @@
-"""Simulator bridge: simulated environments (pure Python) and the ROS node around them."""
+"""Simulator bridge: the ROS node that shows the openhelix_sim play table through the topics of a real camera and arm."""

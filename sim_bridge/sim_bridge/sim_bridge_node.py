@@ -53,11 +53,11 @@ from openhelix_ros.parameters import (
 )
 from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
-from sim_bridge.chunk_executor import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
-from sim_bridge.envs.expert import SUPPORTED
-from sim_bridge.envs.play_table import PlayTableEnv
-from sim_bridge.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
-from sim_bridge.make_demos import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+from openhelix_sim.envs.expert import SUPPORTED
+from openhelix_sim.envs.play_table import PlayTableEnv
+from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
+from openhelix_sim.execution import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
 
@@ -112,7 +112,7 @@ PARAMETERS = (
                   one_of("calvin", "tasks")),
     ParameterSpec("tasks", ",".join(DEFAULT_TASKS), "evaluate/tasks: comma-separated task names.", task_list),
     ParameterSpec("task_first_seed", EVAL_SEED_OFFSET, "evaluate/tasks: start-state seed of each task's first "
-                  "episode (seeds below 100000 are the demos' own).", non_negative),
+                  f"episode (seeds below {EVAL_SEED_OFFSET} are the demos' own).", non_negative),
     ParameterSpec("task_episodes", 5, "evaluate/tasks: episodes (consecutive seeds) per task.", positive),
     ParameterSpec("task_scene_variation", "task", "evaluate/tasks: 'task' (fixed scene but the task's joint and the "
                   "arm) or 'full' (random scenes), as the demos were generated.", one_of(*SCENE_VARIATIONS)),
@@ -197,7 +197,7 @@ class SimBridgeNode(Node):
 
     def _make_env(self):
         if self.params["backend"] == "calvin":
-            from sim_bridge.envs.calvin_backend import CalvinPlayTableEnv, require_calvin_env
+            from openhelix_sim.envs.calvin_backend import CalvinPlayTableEnv, require_calvin_env
             require_calvin_env()
             return CalvinPlayTableEnv(dataset_path=self.params["calvin_dataset_path"] or None,
                                       scene=self.params["calvin_scene"] or None, seed=self.params["seed"])
@@ -226,7 +226,7 @@ class SimBridgeNode(Node):
         """This tick's absolute action from the chunk being executed or the command stream."""
         if self.params["execution"] == "servo":
             return self.servo.next_action(hold=hold)
-        return self.executor_logic.next_action()
+        return self.executor_logic.next_action(self.tick)
 
     def step(self) -> None:
         if self.finished:

@@ -81,7 +81,8 @@ def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
 
     from openhelix_core.models.system1 import DiffuserActor, System1Config
     from openhelix_core.models.system2 import System2Config, System2Planner
-    from sim_bridge.make_demos import evaluate_variants_through_ros, write_variant_checkpoints
+    from openhelix_sim.experiments.ros_evaluation import evaluate_variants_through_ros
+    from openhelix_sim.experiments.variants import write_variant_checkpoints
 
     torch.manual_seed(0)
     DiffuserActor(System1Config.tiny()).save_pretrained(tmp_path / "final" / "system1")

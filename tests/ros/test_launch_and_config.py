@@ -9,6 +9,7 @@ from openhelix_core.planner import goal_model_id
 from openhelix_ros.launching import LaunchError, parse_launch_file
 from openhelix_ros.parameters import ParameterError, validate_values
 from openhelix_ros.security import ENCLAVES
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
@@ -132,6 +133,19 @@ def test_launch_ros_args_reach_the_node_and_the_enclave_can_be_chosen(tmp_path):
                       'args="--extra" ros_args="--log-level $(var level) --enclave /a/b"/></launch>')
     command = parse_launch_file(custom)[0].command()
     assert command[1:8] == ["--extra", "--ros-args", "--log-level", "debug", "--enclave", "/a/b", "-r"]
+
+
+def test_evaluation_launch_repeats_the_task_set_exactly():
+    """An XML launch file cannot import openhelix_sim.task_set, and ros2 launch has no way to leave
+    a parameter unset when an argument is not given, so calvin_eval.launch.xml spells out the tasks
+    and the first held-out seed; they must be the sim bridge's defaults, which are the task set."""
+    [bridge] = [node for node in parse_launch_file(REPO / "launch" / "calvin_eval.launch.xml")
+                if node.name == "sim_bridge"]
+    launched = launched_values(bridge)
+    defaults = {spec.name: spec.default for spec in node_specs("sim_bridge", "sim_bridge")}
+    assert defaults["tasks"] == ",".join(DEFAULT_TASKS) and defaults["task_first_seed"] == EVAL_SEED_OFFSET
+    for name in ("tasks", "task_first_seed", "task_scene_variation"):
+        assert launched[name] == defaults[name], f"calvin_eval.launch.xml: {name} {launched[name]!r}"
 
 
 def test_robot_controller_accepts_only_the_robot_planner_goals():

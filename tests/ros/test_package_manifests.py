@@ -6,10 +6,11 @@ import pytest
 from catkin_pkg.package import parse_package
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON_PACKAGES = ("openhelix_core", "openhelix_ros", "sim_bridge")
+PYTHON_PACKAGES = ("openhelix_core", "openhelix_sim", "openhelix_ros", "sim_bridge")
 ROS_MODULES = {"rclpy", "rcl_interfaces", "ament_index_python", "builtin_interfaces", "std_msgs", "sensor_msgs",
                "geometry_msgs", "trajectory_msgs", "diagnostic_msgs", "lifecycle_msgs", "visualization_msgs",
-               "openhelix_msgs", "openhelix_core", "openhelix_ros", "sim_bridge", "message_filters", "tf2_ros",
+               "openhelix_msgs", "openhelix_core", "openhelix_sim", "openhelix_ros", "sim_bridge", "message_filters",
+               "tf2_ros",
                "cv_bridge", "rosbag2_py", "launch", "launch_ros"}
 
 
@@ -37,3 +38,14 @@ def test_every_imported_ros_package_is_declared(name):
     declared = {d.name for d in package.build_depends + package.exec_depends + package.build_export_depends}
     used = (imported_top_level_modules(REPO / name) & ROS_MODULES) - {name}
     assert used <= declared, f"{name}/package.xml does not declare {sorted(used - declared)}"
+
+
+def test_simulator_package_is_pure_python_on_top_of_core():
+    """openhelix_sim imports no ROS package and depends on openhelix_core alone: openhelix_ros's CLI
+    reads its task set and sim_bridge wraps it in a node, so a dependency back on either would be
+    a cycle colcon cannot order."""
+    used = imported_top_level_modules(REPO / "openhelix_sim") & ROS_MODULES
+    assert used == {"openhelix_core"}, f"openhelix_sim imports ROS packages {sorted(used - {'openhelix_core'})}"
+    package = parse_package(REPO / "openhelix_sim" / "package.xml")
+    declared = {d.name for d in package.build_depends + package.exec_depends + package.build_export_depends}
+    assert declared & ROS_MODULES == {"openhelix_core"}

@@ -1,7 +1,7 @@
 """A headless play-table shared by the simulator tests of one module."""
 import pytest
 
-from sim_bridge.envs import PlayTableEnv
+from openhelix_sim.envs import PlayTableEnv
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""calvin_env adapter (sim_bridge.envs.calvin_backend): what can be checked without calvin_env.
+"""calvin_env adapter (openhelix_sim.envs.calvin_backend): what can be checked without calvin_env.
 
 The adapter's camera maths is compared with the embedded PlayTableEnv's for the same camera
 parameters; building a real calvin_env environment is only exercised when calvin_env imports."""
@@ -11,8 +11,8 @@ from openhelix_core.geometry import quaternion_to_matrix
 p = pytest.importorskip("pybullet")
 
 from openhelix_core.evaluation.sequences import env_state_for_initial_state, initial_states  # noqa: E402
-from sim_bridge.envs import calvin_backend as cb  # noqa: E402
-from sim_bridge.envs import cameras as emb  # noqa: E402
+from openhelix_sim.envs import calvin_backend as cb  # noqa: E402
+from openhelix_sim.envs import cameras as emb  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -87,7 +87,7 @@ def test_gripper_camera_pose_matches_embedded_convention():
 
 
 def test_gripper_camera_pose_in_embedded_env():
-    from sim_bridge.envs import PlayTableEnv
+    from openhelix_sim.envs import PlayTableEnv
 
     env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
     try:

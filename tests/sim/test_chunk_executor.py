@@ -1,9 +1,9 @@
-"""How the sim bridge turns received chunks into per-tick absolute actions."""
+"""How the simulated arm (sim bridge and in-process evaluation) turns received chunks into per-tick absolute actions."""
 import numpy as np
 import pytest
 
 from openhelix_core.types import TrajectoryChunk
-from sim_bridge.chunk_executor import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
+from openhelix_sim.execution import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 
@@ -14,10 +14,12 @@ def chunk(steps: int, openness: float = 1.0) -> TrajectoryChunk:
                            time_from_start=np.arange(1, steps + 1) / 30.0, goal_sequence=3)
 
 
-def drain(executor: ChunkExecutor) -> list[np.ndarray]:
+def drain(executor: ChunkExecutor, tick: int) -> list[np.ndarray]:
+    """The actions of ticks ``tick``, ``tick + 1``, ... until the executor has none left."""
     actions = []
-    while (action := executor.next_action()) is not None:
+    while (action := executor.next_action(tick)) is not None:
         actions.append(action)
+        tick += 1
     return actions
 
 
@@ -33,10 +35,22 @@ def test_executes_up_to_the_horizon_then_holds():
     executor = ChunkExecutor(execution_horizon=5)
     executor.observation_published(stamp=10.0, tick=0)
     executor.receive(chunk(20), observation_stamp=10.0, current_tick=0)
-    actions = drain(executor)
+    actions = drain(executor, tick=0)
     assert len(actions) == 5
     np.testing.assert_allclose([a[0] for a in actions], [0.0, 0.01, 0.02, 0.03, 0.04])
     assert executor.goal_sequence == 3
+
+
+def test_one_waypoint_per_tick_whatever_the_chunks_waypoint_period():
+    """The simulated arm reaches one waypoint per tick (3DDA's CALVIN evaluation): a chunk timed
+    at 10 Hz is not stretched over three ticks per waypoint, nor interpolated."""
+    slow = chunk(6)
+    slow = TrajectoryChunk(positions=slow.positions, orientations=slow.orientations,
+                           gripper_openness=slow.gripper_openness, time_from_start=np.arange(1, 7) / 10.0)
+    executor = ChunkExecutor(execution_horizon=20)
+    executor.observation_published(stamp=10.0, tick=4)
+    executor.receive(slow, observation_stamp=10.0, current_tick=6)
+    np.testing.assert_array_equal([a[0] for a in drain(executor, tick=6)], slow.positions[2:, 0])
 
 
 def test_skips_the_waypoints_whose_time_passed_while_the_chunk_was_computed():
@@ -44,7 +58,7 @@ def test_skips_the_waypoints_whose_time_passed_while_the_chunk_was_computed():
     for tick in range(4):
         executor.observation_published(stamp=10.0 + tick / 30, tick=tick)
     executor.receive(chunk(20), observation_stamp=10.0 + 1 / 30, current_tick=3)
-    actions = drain(executor)
+    actions = drain(executor, tick=3)
     assert len(actions) == 18
     assert actions[0][0] == pytest.approx(0.02)
 
@@ -52,9 +66,9 @@ def test_skips_the_waypoints_whose_time_passed_while_the_chunk_was_computed():
 def test_newer_chunk_replaces_the_older_one():
     executor = ChunkExecutor(execution_horizon=20)
     executor.receive(chunk(20, openness=1.0), observation_stamp=1.0, current_tick=0)
-    executor.next_action()
+    executor.next_action(tick=0)
     executor.receive(chunk(3, openness=0.0), observation_stamp=2.0, current_tick=1)
-    actions = drain(executor)
+    actions = drain(executor, tick=1)
     assert len(actions) == 3 and all(a[6] == -1.0 for a in actions)
 
 
@@ -63,14 +77,14 @@ def test_replan_after_horizon_finishes_a_chunk_and_ignores_stale_ones():
     for tick in range(10):
         executor.observation_published(float(tick), tick)
     assert executor.receive(chunk(5), observation_stamp=2.0, current_tick=2)
-    first = executor.next_action()
+    first = executor.next_action(tick=2)
     assert not executor.receive(chunk(5, openness=0.0), observation_stamp=3.0, current_tick=3)  # still running
-    rest = drain(executor)
+    rest = drain(executor, tick=3)
     assert len([first, *rest]) == 3 and all(a[6] == 1.0 for a in rest)
     # the chunk ended at tick 5: one computed from tick 4 is stale, one from tick 5 is taken
     assert not executor.receive(chunk(5, openness=0.0), observation_stamp=4.0, current_tick=5)
     assert executor.receive(chunk(5, openness=0.0), observation_stamp=5.0, current_tick=5)
-    assert [a[6] for a in drain(executor)] == [-1.0, -1.0, -1.0]
+    assert [a[6] for a in drain(executor, tick=5)] == [-1.0, -1.0, -1.0]
 
 
 def test_clear_drops_chunks_computed_before_it():
@@ -79,9 +93,9 @@ def test_clear_drops_chunks_computed_before_it():
         executor.observation_published(float(tick), tick)
     executor.clear(current_tick=6)  # a new episode starts at tick 6
     assert not executor.receive(chunk(5), observation_stamp=5.0, current_tick=6)
-    assert executor.next_action() is None
+    assert executor.next_action(tick=6) is None
     assert executor.receive(chunk(5), observation_stamp=6.0, current_tick=6)
-    assert len(drain(executor)) == 3
+    assert len(drain(executor, tick=6)) == 3
 
 
 def test_clear_in_the_middle_of_a_chunk_lets_the_next_episode_start():
@@ -89,10 +103,10 @@ def test_clear_in_the_middle_of_a_chunk_lets_the_next_episode_start():
     for tick in range(10):
         executor.observation_published(float(tick), tick)
     assert executor.receive(chunk(5), observation_stamp=1.0, current_tick=1)
-    executor.next_action()  # the episode succeeds after one step: the rest of the chunk is dropped
+    executor.next_action(tick=1)  # the episode succeeds after one step: the rest of the chunk is dropped
     executor.clear(current_tick=2)
     assert executor.receive(chunk(5), observation_stamp=2.0, current_tick=2)
-    assert len(drain(executor)) == 5
+    assert len(drain(executor, tick=2)) == 5
 
 
 def test_servo_follower_drives_the_play_table_arm_to_a_commanded_pose(env):

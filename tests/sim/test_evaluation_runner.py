@@ -4,10 +4,10 @@ import numpy as np
 
 from openhelix_core.evaluation.sequences import sequence_at
 from openhelix_core.geometry import quaternion_to_euler
-from sim_bridge.envs.annotations import validation_annotation
-from sim_bridge.envs.expert import Expert
-from sim_bridge.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner
-from sim_bridge.make_demos import initial_state
+from openhelix_sim.envs.annotations import validation_annotation
+from openhelix_sim.envs.expert import Expert
+from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner
+from openhelix_sim.start_states import initial_state
 
 EXPERT_TASKS = {"open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
                 "turn_on_lightbulb", "turn_off_lightbulb"}

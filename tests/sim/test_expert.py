@@ -1,4 +1,4 @@
-"""Scripted expert (sim_bridge.envs.expert): success on sampled scenes, limits, demo files."""
+"""Scripted expert (openhelix_sim.envs.expert): success on sampled scenes, limits, demo files."""
 
 import numpy as np
 import pytest
@@ -8,10 +8,10 @@ pytest.importorskip("pybullet")
 from sim_helpers import settle  # noqa: E402
 
 from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter, to_relative_action  # noqa: E402
-from sim_bridge.envs import PlayTableEnv  # noqa: E402
-from sim_bridge.envs.annotations import validation_annotation  # noqa: E402
-from sim_bridge.envs.expert import MAX_STEPS, SUPPORTED, Expert  # noqa: E402
-from sim_bridge.envs.tasks import TASKS, SceneState, completed_tasks, task_succeeded  # noqa: E402
+from openhelix_sim.envs import PlayTableEnv  # noqa: E402
+from openhelix_sim.envs.annotations import validation_annotation  # noqa: E402
+from openhelix_sim.envs.expert import MAX_STEPS, SUPPORTED, Expert  # noqa: E402
+from openhelix_sim.envs.tasks import TASKS, SceneState, completed_tasks, task_succeeded  # noqa: E402
 
 
 def attempt(env, task):

@@ -1,4 +1,4 @@
-"""Behavioural tests of the CALVIN-like PyBullet play table (sim_bridge.envs.PlayTableEnv)."""
+"""Behavioural tests of the CALVIN-like PyBullet play table (openhelix_sim.envs.PlayTableEnv)."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from sim_bridge.envs import PlayTableEnv  # noqa: E402
+from openhelix_sim.envs import PlayTableEnv  # noqa: E402
 
 CALVIN_INITIAL_JOINTS = np.array([-1.21779206, 1.03987646, 2.11978261, -2.34205014, -0.87015947, 1.64119353, 0.55344866])
 # Canonical CALVIN start state (calvin_agent evaluation utils): TCP xyz + Euler xyz.
@@ -363,6 +363,9 @@ def test_bad_camera_name(env):
         env.camera_to_tcp("static")
 
 
-def test_env_module_does_not_import_rclpy():
-    code = "import sys, sim_bridge.envs; assert 'rclpy' not in sys.modules, 'rclpy imported'"
+def test_no_openhelix_sim_module_imports_rclpy():
+    code = ("import importlib, pkgutil, sys, openhelix_sim\n"
+            "for module in pkgutil.walk_packages(openhelix_sim.__path__, 'openhelix_sim.'):\n"
+            "    importlib.import_module(module.name)\n"
+            "assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,17 +9,14 @@ import pytest
 import torch
 
 from openhelix_core.training.trainer import load_models_from_checkpoint
-from sim_bridge.envs import PlayTableEnv
-from sim_bridge.envs.annotations import validation_annotation
-from sim_bridge.make_demos import (
-    EVAL_SEED_OFFSET,
-    build_parser,
-    dual_system_policy,
-    evaluate_in_process,
-    initial_state,
-    observation_from_env,
-    variant_models,
-)
+from openhelix_sim.envs import PlayTableEnv
+from openhelix_sim.envs.annotations import validation_annotation
+from openhelix_sim.experiments.cli import build_parser
+from openhelix_sim.experiments.in_process import dual_system_policy, evaluate_in_process
+from openhelix_sim.experiments.variants import variant_models
+from openhelix_sim.observation import observation_from_env
+from openhelix_sim.start_states import initial_state
+from openhelix_sim.task_set import EVAL_SEED_OFFSET
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "sim_bridge" / "checkpoints" / "play_table_demo"
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from openhelix_ros.observation import camera_mounts_from_parameters
-from sim_bridge.envs import PlayTableEnv
+from openhelix_sim.envs import PlayTableEnv
 
 REPO = Path(__file__).resolve().parents[2]
 

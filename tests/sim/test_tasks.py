@@ -1,4 +1,4 @@
-"""CALVIN task success checks (sim_bridge.envs.tasks): constructed states and expert motions."""
+"""CALVIN task success checks (openhelix_sim.envs.tasks): constructed states and expert motions."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ pytest.importorskip("pybullet")
 
 from sim_helpers import settle  # noqa: E402
 
-from sim_bridge.envs.annotations import ANNOTATIONS, validation_annotation  # noqa: E402
-from sim_bridge.envs.expert import Expert  # noqa: E402
-from sim_bridge.envs.tasks import (  # noqa: E402
+from openhelix_sim.envs.annotations import ANNOTATIONS, validation_annotation  # noqa: E402
+from openhelix_sim.envs.expert import Expert  # noqa: E402
+from openhelix_sim.envs.tasks import (  # noqa: E402
     TASKS,
     BlockState,
     SceneState,

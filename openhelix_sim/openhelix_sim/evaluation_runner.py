@@ -9,7 +9,7 @@ The caller steps the environment (the sim bridge node does, with the actions the
 sends over ROS) and calls :meth:`after_step`.
 
 Single tasks (:class:`TaskEpisodeRunner`): every ``(task, seed)`` episode starts from the
-randomised start state of ``sim_bridge.make_demos.initial_state`` and is one subtask long; it is
+randomised start state of :func:`openhelix_sim.start_states.initial_state` and is one subtask long; it is
 the protocol of the training demo's learning table, so the ROS evaluation and the in-process
 one score the same episodes.
 """
@@ -20,13 +20,14 @@ from typing import Sequence
 
 from openhelix_core.evaluation.metrics import SequenceResult
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, env_state_for_initial_state, sequence_at
-from sim_bridge.envs.annotations import validation_annotation
-from sim_bridge.envs.tasks import SceneState, task_succeeded
-from sim_bridge.make_demos import initial_state
+
+from .envs.annotations import validation_annotation
+from .envs.tasks import SceneState, task_succeeded
+from .start_states import initial_state
 
 
 class EmbeddedTaskOracle:
-    """CALVIN's success checks on the embedded play-table (:mod:`sim_bridge.envs.tasks`)."""
+    """CALVIN's success checks on the embedded play-table (:mod:`openhelix_sim.envs.tasks`)."""
 
     def capture(self, env) -> SceneState:
         return SceneState.capture(env)

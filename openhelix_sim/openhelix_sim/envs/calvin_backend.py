@@ -1,5 +1,5 @@
 """Adapter that runs CALVIN's own simulator (mees/calvin_env, scenes A-D) behind the public API
-of the embedded ``PlayTableEnv`` (``sim_bridge/envs/play_table.py``).
+of the embedded ``PlayTableEnv`` (``openhelix_sim/envs/play_table.py``).
 
 calvin_env is optional: ``calvin_env_available()`` says whether it imports, and building a
 ``CalvinPlayTableEnv`` without it raises ImportError with ``CALVIN_ENV_INSTALL``.
@@ -44,7 +44,8 @@ from typing import Mapping, Optional
 import numpy as np
 
 from openhelix_core.geometry import pose_to_matrix, quaternion_to_matrix
-from sim_bridge.envs.play_table import ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
+
+from .play_table import ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
 
 CALVIN_ENV_INSTALL = (
     "calvin_env (CALVIN's simulator) is not installed. Install it with:\n"

@@ -1,4 +1,5 @@
-"""sim_bridge.make_demos: expert demos as a CALVIN split, read back for training; in-process evaluation."""
+"""openhelix_sim.experiments: expert demos as a CALVIN split, read back for training; in-process
+evaluation; the ablation variants."""
 import numpy as np
 import pytest
 
@@ -7,21 +8,18 @@ pytest.importorskip("pybullet")
 from openhelix_core.models.system1 import PCD, TRAJECTORY, System1Config  # noqa: E402
 from openhelix_core.training.dataset import CameraCalibration, OpenHelixCalvinDataset  # noqa: E402
 from openhelix_core.types import TrajectoryChunk  # noqa: E402
-from sim_bridge.envs import PlayTableEnv  # noqa: E402
-from sim_bridge.envs.expert import Expert  # noqa: E402
-from sim_bridge.envs.tasks import SceneState, task_succeeded  # noqa: E402
-from sim_bridge.make_demos import (  # noqa: E402
+from openhelix_sim.envs import PlayTableEnv  # noqa: E402
+from openhelix_sim.envs.expert import Expert  # noqa: E402
+from openhelix_sim.experiments.demos import generate_demos  # noqa: E402
+from openhelix_sim.experiments.in_process import dual_system_policy, evaluate_in_process  # noqa: E402
+from openhelix_sim.experiments.report import success_table  # noqa: E402
+from openhelix_sim.experiments.variants import (  # noqa: E402
     UNTRAINED_SEED,
     VARIANTS,
-    dual_system_policy,
-    evaluate_in_process,
-    generate_demos,
-    initial_state,
-    observation_from_env,
-    success_table,
     variant_models,
     write_variant_checkpoints,
 )
+from openhelix_sim.start_states import initial_state  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,46 +28,6 @@ def demos(tmp_path_factory):
     info = generate_demos(out, tasks=("open_drawer", "turn_on_led"), episodes_per_task=1, static_size=48,
                           gripper_size=32, workers=1)
     return out, info
-
-
-def test_initial_states_enforce_the_task_precondition():
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
-    try:
-        for seed in range(3):
-            initial_state(env, "open_drawer", seed)
-            assert env.scene.observation()[1] < 0.031
-            initial_state(env, "close_drawer", seed)
-            assert env.scene.observation()[1] > 0.14
-            initial_state(env, "move_slider_right", seed)
-            assert env.scene.observation()[0] > 0.17
-            initial_state(env, "turn_on_led", seed)
-            assert env.scene.observation()[5] == 0.0
-        a = initial_state(env, "turn_on_lightbulb", 7)["robot_obs"]
-        b = initial_state(env, "turn_on_lightbulb", 7)["robot_obs"]
-        np.testing.assert_allclose(a, b)  # deterministic per (task, seed)
-    finally:
-        env.close()
-
-
-def test_task_scene_variation_leaves_only_the_instruction_to_tell_tasks_apart():
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
-    try:
-        led = initial_state(env, "turn_on_led", 1)
-        led_scene = env.scene.observation().copy()
-        bulb = initial_state(env, "turn_on_lightbulb", 2)
-        np.testing.assert_allclose(env.scene.observation(), led_scene, atol=1e-3)  # same scene (settled) ...
-        assert np.abs(led["robot_obs"][:3] - bulb["robot_obs"][:3]).max() > 1e-3  # ... the arm jittered
-        same_seed = initial_state(env, "turn_on_lightbulb", 1)
-        np.testing.assert_allclose(same_seed["robot_obs"], led["robot_obs"], atol=1e-9)  # one pose per seed
-        assert led["robot_obs"][14] < 0  # the expert presses buttons with a closed gripper: it starts closed
-        initial_state(env, "turn_on_led", 1, scene_variation="full")
-        full_1 = env.scene.observation().copy()
-        initial_state(env, "turn_on_led", 2, scene_variation="full")
-        assert np.abs(env.scene.observation()[6:] - full_1[6:]).max() > 0.01  # blocks moved between seeds
-        with pytest.raises(ValueError, match="scene_variation"):
-            initial_state(env, "turn_on_led", 1, scene_variation="some")
-    finally:
-        env.close()
 
 
 def test_generated_demos_read_back_with_the_simulator_calibration(demos):
@@ -124,16 +82,16 @@ class ExpertReplayPolicy:
 
 
 def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
-    import sim_bridge.make_demos as md
+    import openhelix_sim.experiments.in_process as in_process
 
     created = {}
-    original = md.PlayTableEnv
+    original = in_process.PlayTableEnv
 
     def capture_env(*args, **kwargs):
         created["env"] = original(*args, **kwargs)
         return created["env"]
 
-    monkeypatch.setattr(md, "PlayTableEnv", capture_env)
+    monkeypatch.setattr(in_process, "PlayTableEnv", capture_env)
 
     class Lazy:
         def __init__(self):
@@ -235,16 +193,3 @@ def test_variant_checkpoints_load_as_the_variants(tmp_path):
     np.testing.assert_allclose(_plan(*loaded["goal averaged"], image, "open the drawer"), np.full(512, 0.5))
     expected = variant_models(system1, system2, "untrained")[0].state_dict()
     assert all(torch.equal(v, loaded["untrained"][0].state_dict()[k]) for k, v in expected.items())
-
-
-def test_observation_matches_the_env():
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False, image_size_static=32, image_size_gripper=32)
-    try:
-        initial_state(env, "turn_on_led", 1)
-        start = SceneState.capture(env)
-        obs = observation_from_env(env, stamp=1.5)
-        assert obs.cameras["static"].rgb.shape == (32, 32, 3) and obs.stamp == 1.5
-        np.testing.assert_allclose(obs.ee_position, env.tcp_pose()[0])
-        assert not task_succeeded("turn_on_led", start, SceneState.capture(env))
-    finally:
-        env.close()

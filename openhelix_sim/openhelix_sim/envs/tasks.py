@@ -148,7 +148,7 @@ class SceneState:
 
     @classmethod
     def capture(cls, env) -> "SceneState":
-        """Read the state of a :class:`~sim_bridge.envs.PlayTableEnv` (contacts as computed by the
+        """Read the state of a :class:`~openhelix_sim.envs.PlayTableEnv` (contacts as computed by the
         last physics step, as in CALVIN)."""
         import pybullet as p  # only needed to read a live simulation
 

@@ -1,0 +1,17 @@
+"""The episodes of the training demo: which tasks, which seeds, which scenes.
+
+The demos, the in-process evaluation, the sim bridge's ``protocol: tasks`` and ``openhelix
+eval-calvin --protocol tasks`` all read these, so that they score the same episodes. This module
+imports nothing else (no simulator): the ``openhelix`` command reads it at start-up.
+"""
+
+#: The six tasks of the learning table: the scripted expert performs them and their start states
+#: leave only the instruction to tell them apart (see :mod:`openhelix_sim.start_states`).
+DEFAULT_TASKS = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led",
+                 "turn_on_lightbulb")
+
+#: First held-out start-state seed: demos use seeds below it, evaluations seeds from it on.
+EVAL_SEED_OFFSET = 100_000
+
+#: ``"task"``: a fixed scene but the task's joint and the arm; ``"full"``: random scenes.
+SCENE_VARIATIONS = ("task", "full")

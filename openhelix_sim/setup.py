@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+PACKAGE = "openhelix_sim"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="openhelix-ros maintainers",
+    maintainer_email="maintainers@openhelix-ros.dev",
+    description="PyBullet play-table simulator, evaluation protocols and the training-demo experiments of OpenHelix "
+                "(no ROS imports).",
+    license="MIT",
+)
