@@ -4,7 +4,7 @@
 Writes a small synthetic CALVIN split (random images, a moving arm) to a temporary folder,
 pre-processes it into the sample cache, then times ``Trainer.train_step`` for stage 1
 (``<ACT>`` + projection + aux head) and stage 2 (+ System 1) with the tiny System 2 and the
-System 1 settings of the CPU demo (``openhelix_sim.experiments.pipeline.tiny_policy_overrides``).
+System 1 settings of the CPU demo (``openhelix_sim.experiments.tiny_policy.tiny_policy_overrides``).
 Prints mean / p50 / p95 in ms and steps/s per stage.
 
     python benchmarks/bench_training.py [--batch-size 24] [--steps 10] [--warmup 2] [--threads 2]
@@ -22,7 +22,7 @@ import torch
 from openhelix_core.data import CalvinEpisodeWriter
 from openhelix_core.training import TrainingConfig, collate
 from openhelix_core.training.trainer import Trainer
-from openhelix_sim.experiments.pipeline import TINY_SYSTEM2_OVERRIDES, tiny_policy_overrides
+from openhelix_sim.experiments.tiny_policy import TINY_SYSTEM2_OVERRIDES, tiny_policy_overrides
 
 S1_OVERRIDES = tiny_policy_overrides()
 S2_OVERRIDES = dict(TINY_SYSTEM2_OVERRIDES)

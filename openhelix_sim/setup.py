@@ -11,6 +11,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
     ],
     install_requires=["setuptools"],
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="openhelix-ros maintainers",
     maintainer_email="maintainers@openhelix-ros.dev",

@@ -30,17 +30,6 @@ class LaunchError(ValueError):
     """A launch file that cannot be run as written; the text names the file and element."""
 
 
-def resolve_launch_file(name: str) -> Path:
-    """A path as given, or the name of a file installed in openhelix_ros's share/launch."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    installed = Path(get_package_share_directory("openhelix_ros")) / "launch" / name
-    if installed.is_file():
-        return installed
-    raise LaunchError(f"no launch file '{name}' here or in openhelix_ros/launch")
-
-
 def log_tail(path: Path, lines: int = 25) -> str:
     """The last lines of a node's log, for error messages."""
     try:

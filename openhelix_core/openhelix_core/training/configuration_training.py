@@ -41,7 +41,7 @@ class TrainingConfig:
 
     Attributes (groups):
         data: ``train_data`` / ``val_data`` CALVIN split folders (``training/``, ``validation/``
-            of a CALVIN download, or a folder written by ``sim_bridge.make_demos``); ``tasks``
+            of a CALVIN download, or a folder written by ``openhelix_sim.experiments``); ``tasks``
             keeps only these CALVIN task names (None = all annotated segments);
             ``max_segments`` caps the number of annotated segments read (debugging).
         sampling: ``frame_sampling`` ``"keypose"`` (3DDA's packaged CALVIN data: the segment

@@ -1,7 +1,7 @@
 """CALVIN-format data -> OpenHelix training samples (System 1 batch + System 2 inputs).
 
 Reads one CALVIN split folder (a real CALVIN ``training/`` / ``validation/`` split, the debug
-split included, or a folder written by ``sim_bridge.make_demos``) with
+split included, or a folder written by ``openhelix_sim.experiments``) with
 :class:`openhelix_core.data.CalvinDataset` and turns every annotated segment into samples:
 
 * **Keyposes** (3DDA ``utils/utils_with_calvin.keypoint_discovery``, re-implemented): on the
@@ -40,7 +40,7 @@ split included, or a folder written by ``sim_bridge.make_demos``) with
 * **System 2 input**: the static RGB image as recorded (uint8) and the instruction text.
 
 Camera calibration (:class:`CameraCalibration`): read from ``camera_info.json`` in the split
-folder when present (``sim_bridge.make_demos`` writes it from ``PlayTableEnv``); otherwise
+folder when present (``openhelix_sim.experiments`` writes it from ``PlayTableEnv``); otherwise
 CALVIN's own parameters are assumed:
 
 * static camera (``calvin_env/conf/cameras/cameras/static.yaml``): vertical fov 10 deg,

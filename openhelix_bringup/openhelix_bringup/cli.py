@@ -1,0 +1,348 @@
+"""The ``openhelix`` command.
+
+    openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
+    openhelix eval-calvin [--sequences N] CALVIN's evaluation protocol through the same nodes
+                          [--protocol tasks --checkpoint DIR]  single-task episodes, trained policy
+    openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
+    openhelix bag-record OUTPUT           record the policy's topics to a bag
+    openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
+    openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
+    openhelix security-keystore DIR       write an SROS2 keystore (planner / controller / sim_bridge /
+                          [--domain-id N]   operator enclaves) for the split deployment
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from openhelix_bringup.bag_commands import add_bag_commands
+from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_file
+from openhelix_bringup.learning_table import add_learning_table_command
+from openhelix_ros.domains import isolated_domain_id
+from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+
+SIM_NODE = "sim_bridge"
+
+
+def parse_launch_arguments(pairs: list[str]) -> dict[str, str]:
+    arguments = {}
+    for pair in pairs:
+        name, separator, value = pair.partition(":=")
+        if not separator or not name:
+            raise LaunchError(f"launch argument '{pair}' is not of the form name:=value")
+        arguments[name] = value
+    return arguments
+
+
+def run_demo(options: argparse.Namespace) -> int:
+    import rclpy
+
+    from openhelix_ros.monitor import FlowMonitor
+
+    log_dir = Path(options.log_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
+    nodes = parse_launch_file(resolve_launch_file("sim.launch.xml"),
+                              {"max_steps": str(options.steps), "instruction": options.instruction})
+    print(f"openhelix demo: starting {', '.join(n.name for n in nodes)} as separate processes "
+          f"(logs in {log_dir}); stopping after {options.steps} executed steps")
+    rclpy.init()
+    monitor = FlowMonitor()
+    processes = LaunchedProcesses(nodes, log_directory=log_dir)
+    started = time.monotonic()
+    next_progress = started + 5.0
+    failure = None
+    try:
+        while True:
+            rclpy.spin_once(monitor, timeout_sec=0.1)
+            exited = processes.exited()
+            if SIM_NODE in exited:
+                break
+            if exited:
+                name, code = next(iter(exited.items()))
+                failure = f"node '{name}' exited early with code {code}:\n{log_tail(processes.log_files[name])}"
+                break
+            now = time.monotonic()
+            if now - started > options.timeout:
+                failure = f"timed out after {options.timeout:.0f} s"
+                break
+            if now >= next_progress:
+                next_progress = now + 5.0
+                summary = monitor.summary
+                print(f"  [{now - started:5.0f} s] goals {summary.goals.count}, chunks {summary.chunks.count}, "
+                      f"steps executed {summary.sim_status.get('steps_executed', 0)}", flush=True)
+        for _ in range(5):
+            rclpy.spin_once(monitor, timeout_sec=0.1)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        codes = processes.stop()
+        summary = monitor.summary
+        monitor.destroy_node()
+        rclpy.try_shutdown()
+    print(f"\nopenhelix demo: what flowed through ROS in {time.monotonic() - started:.0f} s")
+    print(summary.report())
+    steps = int(summary.sim_status.get("steps_executed", 0))
+    if failure is None and codes.get(SIM_NODE) != 0:
+        failure = f"sim bridge exited with code {codes.get(SIM_NODE)}:\n{log_tail(processes.log_files[SIM_NODE])}"
+    if failure is None and steps < options.steps:
+        failure = f"only {steps} of {options.steps} steps were executed"
+    if failure is None and summary.chunks_with_published_goal == 0:
+        failure = "no trajectory chunk carried the sequence of a goal the planner published"
+    if failure:
+        print(f"\nFAILED: {failure}", file=sys.stderr)
+        return 1
+    print(f"\nOK: {steps} policy steps executed through sim -> planner -> controller -> sim")
+    return 0
+
+
+def run_eval_calvin(options: argparse.Namespace) -> int:
+    """One worker (sim bridge + planner + controller, own ROS domain) per --workers; merges the results."""
+    import json
+
+    from tqdm import tqdm
+
+    from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
+    from openhelix_core.evaluation.report import format_task_table, write_report
+
+    output = Path(options.output or time.strftime("runs/calvin-eval-%Y%m%d-%H%M%S"))
+    output.mkdir(parents=True, exist_ok=True)
+    tasks_protocol = options.protocol == "tasks"
+    total = len(options.tasks) * options.episodes_per_task if tasks_protocol else options.sequences
+    config_dir = options.config_dir
+    bridge = {"execution": options.execution, **({"realtime": True} if options.realtime else {}),
+              **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
+              **({"replan_after_horizon": True} if options.replan_after_horizon else {})}
+    controller = {**({"blend_mode": options.blend_mode} if options.blend_mode else {}),
+                  **({"inference_delay_s": options.inference_delay} if options.inference_delay else {}),
+                  **({"control_rate_hz": options.control_rate} if options.control_rate else {}),
+                  **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {})}
+    if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
+        config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
+                                                 bridge, controller))
+    workers = min(options.workers, total)
+    domains: list[int] = []
+    for _ in range(workers):
+        domains.append(options.first_domain + len(domains) if options.first_domain is not None
+                       else isolated_domain_id(avoid=domains))
+    launches, result_files = [], []
+    for worker in range(workers):
+        result_files.append(output / f"worker{worker}.jsonl")
+        result_files[-1].write_text("")
+        arguments = {"results_path": str(result_files[-1]), "sequence_count": str(options.sequences),
+                     "num_workers": str(workers), "worker_index": str(worker), "backend": options.backend,
+                     "max_steps_per_subtask": str(options.max_steps), "sequence_seed": str(options.seed),
+                     "protocol": options.protocol, "tasks": ",".join(options.tasks),
+                     "task_first_seed": str(options.first_seed), "task_episodes": str(options.episodes_per_task),
+                     "task_scene_variation": options.scene_variation,
+                     "static_image_size": str(options.static_size), "gripper_image_size": str(options.gripper_size)}
+        if config_dir:
+            arguments["config_dir"] = config_dir
+        nodes = parse_launch_file(resolve_launch_file("calvin_eval.launch.xml"), arguments)
+        launches.append(LaunchedProcesses(nodes, log_directory=output / f"logs-worker{worker}",
+                                          environment={"ROS_DOMAIN_ID": str(domains[worker])}))
+    what = f"{total} single-task episodes" if tasks_protocol else f"{total} sequences"
+    print(f"openhelix eval-calvin: {what} on {workers} worker(s) (ROS domains "
+          f"{', '.join(map(str, domains))}); logs and results in {output}")
+
+    def finished_sequences() -> list[SequenceResult]:
+        return [SequenceResult.from_dict(json.loads(line)) for path in result_files
+                for line in path.read_text().splitlines() if line.strip()]
+
+    failure = None
+    started = time.monotonic()
+    try:
+        with tqdm(total=total, unit="seq", desc=options.protocol, dynamic_ncols=True) as progress:
+            while True:
+                done = finished_sequences()
+                progress.update(len(done) - progress.n)
+                if done:
+                    progress.set_postfix(avg_len=f"{sum(r.completed for r in done) / len(done):.2f}")
+                sims_done = [launch.exited().get(SIM_NODE) for launch in launches]
+                if all(code is not None for code in sims_done):
+                    break
+                crashed = [(index, name, code) for index, launch in enumerate(launches)
+                           for name, code in launch.exited().items() if name != SIM_NODE or code != 0]
+                if crashed:
+                    index, name, code = crashed[0]
+                    failure = (f"worker {index}: node '{name}' exited with code {code}:\n"
+                               f"{log_tail(launches[index].log_files[name])}")
+                    break
+                if time.monotonic() - started > options.timeout:
+                    failure = f"timed out after {options.timeout:.0f} s"
+                    break
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        for launch in launches:
+            launch.stop()
+    results = sorted(finished_sequences(), key=lambda r: r.info["sequence_index"])
+    config = {"sequences": total, "workers": workers, "seed": options.seed, "backend": options.backend,
+              "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
+              "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
+              "execution": options.execution, "realtime": options.realtime,
+              "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
+              "control_rate_hz": options.control_rate or "(parameter files)"}
+    if tasks_protocol:
+        config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
+                      scene_variation=options.scene_variation)
+    report_files = write_report(output, results, config)
+    summary = EvaluationSummary.from_results(results)
+    print(format_task_table(summary, "text"))
+    if tasks_protocol:
+        successes = sum(r.completed for r in results)
+        print(f"\n{successes}/{len(results)} episodes succeeded", end="; ")
+    else:
+        print(f"\n{len(results)}/{total} sequences; average length {summary.average_length:.2f}", end="; ")
+    print(f"report: {', '.join(str(path) for path in report_files.values())}")
+    if failure or len(results) < total:
+        print(f"\nFAILED: {failure or 'not every sequence was evaluated'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
+                            bridge: dict | None = None, controller: dict | None = None) -> Path:
+    """Copies the simulation parameter files to ``directory``, pointing the planner and the
+    controller at a trainer checkpoint (``<checkpoint>/system2``, ``<checkpoint>/system1``) and
+    overriding the given bridge and controller parameters."""
+    import yaml
+
+    source = Path(source_dir) if source_dir else installed_config_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    system1 = {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}
+    edits = {"planner.yaml": ("planner", {"checkpoint": str(Path(checkpoint) / "system2")} if checkpoint else {}),
+             "controller_sim.yaml": ("controller", {**system1, **(controller or {})}),
+             "sim_bridge.yaml": ("sim_bridge", dict(bridge or {}))}
+    if checkpoint:
+        for part in ("system1", "system2"):
+            if not (Path(checkpoint) / part).is_dir():
+                raise LaunchError(f"checkpoint {checkpoint} has no {part}/ directory (expected a trainer "
+                                  f"checkpoint such as runs/x/stage2/final)")
+    for name, (node, values) in edits.items():
+        data = yaml.safe_load((source / name).read_text())
+        data[node]["ros__parameters"].update(values)
+        (directory / name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return directory
+
+
+def run_launch(options: argparse.Namespace) -> int:
+    nodes = parse_launch_file(resolve_launch_file(options.file), parse_launch_arguments(options.arguments))
+    processes = LaunchedProcesses(nodes)
+    try:
+        while len(processes.exited()) < len(nodes):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = processes.stop()
+    return max(codes.values(), default=0)
+
+
+def run_security_keystore(options: argparse.Namespace) -> int:
+    from openhelix_ros.security import KeystoreError, create_keystore
+
+    try:
+        written = create_keystore(options.directory, domain_id=options.domain_id, valid_days=options.valid_days,
+                                  heartbeat_topic=options.heartbeat_topic)
+    except KeystoreError as error:
+        print(f"openhelix: {error}", file=sys.stderr)
+        return 2
+    root = Path(options.directory).resolve()
+    print(f"keystore for ROS domain {options.domain_id} written to {root}")
+    for enclave, directory in written.items():
+        print(f"  {enclave:24s} {directory}")
+    print(f"CA private keys: {root / 'private'} (keep them off the robots)\n"
+          f"On each machine: copy only the enclaves it runs (keeping enclaves/openhelix/<name>), set\n"
+          f"ROS_SECURITY_KEYSTORE to the directory holding enclaves/, and source config/split_deployment_secure.env.")
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openhelix", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the embedded default end to end on CPU")
+    demo.add_argument("--steps", type=int, default=60, help="policy steps to execute (default 60)")
+    demo.add_argument("--instruction", default="open the drawer")
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    demo.add_argument("--log-dir", default="log/openhelix", help="where node logs are written")
+    demo.set_defaults(run=run_demo)
+    calvin = commands.add_parser("eval-calvin", help="CALVIN's evaluation protocol through the ROS nodes")
+    calvin.add_argument("--sequences", type=int, default=1000, help="first N of CALVIN's 1000 sequences")
+    calvin.add_argument("--workers", type=int, default=1, help="parallel sim bridge workers")
+    calvin.add_argument("--seed", type=int, default=0, help="sequence set seed (CALVIN's is 0)")
+    calvin.add_argument("--max-steps", type=int, default=360, help="environment steps per subtask")
+    calvin.add_argument("--backend", choices=("embedded", "calvin"), default="embedded")
+    calvin.add_argument("--config-dir", default="", help="directory with planner.yaml / controller_sim.yaml / "
+                        "sim_bridge.yaml to use instead of the installed ones")
+    calvin.add_argument("--output", default="", help="results directory (default runs/calvin-eval-<time>)")
+    calvin.add_argument("--timeout", type=float, default=24 * 3600.0)
+    calvin.add_argument("--first-domain", type=int, default=None,
+                        help="ROS domain of worker 0, the next ones for the other workers (default: a free "
+                        "domain per worker, see openhelix_ros.domains)")
+    calvin.add_argument("--protocol", choices=("calvin", "tasks"), default="calvin",
+                        help="'tasks': single-task episodes from the training demo's held-out start states")
+    calvin.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="--protocol tasks: tasks to evaluate")
+    calvin.add_argument("--episodes-per-task", type=int, default=5, help="--protocol tasks: seeds per task")
+    calvin.add_argument("--first-seed", type=int, default=EVAL_SEED_OFFSET,
+                        help="--protocol tasks: first start-state seed (the demos use the seeds below it)")
+    calvin.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
+                        help="--protocol tasks: start scenes as the demos were generated")
+    calvin.add_argument("--static-size", type=int, default=200, help="static camera image side (px)")
+    calvin.add_argument("--gripper-size", type=int, default=84, help="gripper camera image side (px)")
+    calvin.add_argument("--checkpoint", default="", help="trainer checkpoint directory (system1/ + system2/) for "
+                        "the controller and the planner, e.g. runs/play_table_demo/stage2/final")
+    calvin.add_argument("--execution-horizon", type=int, default=0,
+                        help="waypoints the bridge executes per chunk (0 = the parameter file's)")
+    calvin.add_argument("--execution", choices=("chunks", "servo"), default="chunks",
+                        help="chunks: the simulator executes System 1's trajectory chunks; servo: it follows the "
+                        "controller's blended, limited command stream, as a real arm's servo controller does")
+    calvin.add_argument("--realtime", action="store_true", help="the scene advances every tick, also while "
+                        "the policy computes (default: lockstep, the scene waits for the policy)")
+    calvin.add_argument("--blend-mode", choices=("ensemble", "replace", "rtc"), default="",
+                        help="controller's chunk blending (servo execution); default: the parameter file's")
+    calvin.add_argument("--control-rate", type=float, default=0.0,
+                        help="System 1 calls per second at most (controller control_rate_hz); default: the "
+                        "parameter file's")
+    calvin.add_argument("--inference-delay", type=float, default=0.0,
+                        help="seconds added to every System 1 call, to measure what latency costs")
+    calvin.add_argument("--replan-after-horizon", action="store_true",
+                        help="execute each chunk to its horizon before taking a newer one (3DDA's evaluation)")
+    calvin.set_defaults(run=run_eval_calvin)
+    launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
+    launch.add_argument("file", help="path, or name of a file in openhelix_bringup/launch")
+    launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
+    launch.set_defaults(run=run_launch)
+    keystore = commands.add_parser("security-keystore", help="write an SROS2 keystore for the split deployment")
+    keystore.add_argument("directory", help="new or empty directory to write the keystore into")
+    keystore.add_argument("--domain-id", type=int, default=42,
+                          help="ROS domain the permissions apply to (default 42, as config/split_deployment.env)")
+    keystore.add_argument("--valid-days", type=int, default=3650, help="lifetime of certificates and permissions")
+    keystore.add_argument("--heartbeat-topic", default="",
+                          help="the controller's heartbeat_topic: the operator may publish it, the controller reads it")
+    keystore.set_defaults(run=run_security_keystore)
+    add_bag_commands(commands)
+    add_learning_table_command(commands)
+    options = parser.parse_args(argv)
+    if getattr(options, "steps", 1) < 1:
+        parser.error("--steps must be at least 1")
+    try:
+        # `kill` / a CI timeout sends SIGTERM: stop the launched nodes as Ctrl-C does instead of
+        # leaving them running (and publishing into the next run's ROS domain).
+        signal.signal(signal.SIGTERM, _interrupt)
+        return options.run(options)
+    except LaunchError as error:
+        print(f"openhelix: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

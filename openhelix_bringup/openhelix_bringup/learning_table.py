@@ -1,0 +1,126 @@
+"""``openhelix learning-table``: demos -> train stage 1 -> train stage 2 -> every variant evaluated
+on the same held-out seeds, in process and then through the ROS nodes; writes ``results.json``
+and ``results.md`` and prints both tables (README: "A policy that learns on this machine")."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from openhelix_bringup.ros_evaluation import evaluate_variants_through_ros
+from openhelix_sim.experiments.cli import add_evaluation_arguments, add_scene_arguments
+from openhelix_sim.experiments.demos import DEMOS_INFO, generate_demos
+from openhelix_sim.experiments.in_process import evaluate_variants
+from openhelix_sim.experiments.report import success_table
+from openhelix_sim.experiments.tiny_policy import TINY_SYSTEM2_OVERRIDES, tiny_policy_overrides
+from openhelix_sim.experiments.variants import write_variant_checkpoints
+from openhelix_sim.task_set import EVAL_SEED_OFFSET
+
+
+def add_learning_table_command(commands) -> None:
+    """The ``learning-table`` subcommand and its options."""
+    pl = commands.add_parser("learning-table", help="demos -> stage 1 -> stage 2 -> evaluation table (CPU demo)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("--out", default="runs/play_table_demo")
+    pl.add_argument("--episodes", type=int, default=16, help="demos per task")
+    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    pl.add_argument("--batch-size", type=int, default=24)
+    pl.add_argument("--stage1-steps", type=int, default=150)
+    pl.add_argument("--stage2-steps", type=int, default=8000)
+    pl.add_argument("--stage1-system2-lr", type=float, default=1e-3,
+                    help="stage 1 lr of <ACT>/projection/aux (tiny LLaVA: higher than OpenHelix's 5e-5)")
+    pl.add_argument("--system1-lr", type=float, default=3e-4)
+    pl.add_argument("--system2-lr", type=float, default=5e-4)
+    pl.add_argument("--frame-sampling", default="all", choices=("all", "keypose"))
+    pl.add_argument("--keypose-neighbors", type=int, default=0)
+    pl.add_argument("--still-motion", type=float, default=0.01,
+                    help="frames where the arm holds still (moves < this, m) target the motion after the hold "
+                         "(0: every frame targets its next keypose, as 3DDA)")
+    pl.add_argument("--position-frame", choices=("relative", "absolute"), default="absolute",
+                    help="System 1 positions absolute (the CPU demo) or relative to the current gripper (CALVIN)")
+    pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
+    pl.add_argument("--execution", choices=("chunks", "servo"), default="chunks",
+                    help="ROS evaluation: the simulator executes chunks, or follows the controller's command stream")
+    pl.add_argument("--quiet", action="store_true")
+    pl.add_argument("--ros-eval", action=argparse.BooleanOptionalAction, default=True,
+                    help="also evaluate every variant through the ROS nodes")
+    add_scene_arguments(pl)
+    add_evaluation_arguments(pl)
+    pl.set_defaults(run=run_learning_table)
+
+
+def run_learning_table(args) -> int:
+    """Run the learning table with the parsed options; exit code 0 (a failed step raises)."""
+    run_pipeline(args)
+    return 0
+
+
+def run_pipeline(args) -> dict:
+    """Every step with ``args`` (see :func:`add_learning_table_command`); returns the in-process
+    results ``{variant: {task: [success per seed]}}``."""
+    import torch
+
+    from openhelix_core.training import TrainingConfig, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    timings = {}
+    demos = out / "demos" / "training"
+    t0 = time.perf_counter()
+    if (demos / DEMOS_INFO).is_file():
+        existing = json.loads((demos / DEMOS_INFO).read_text())
+        if existing.get("scene_variation", "full") != args.scene_variation:
+            raise ValueError(f"{demos} holds demos with scene_variation {existing.get('scene_variation', 'full')!r}, "
+                             f"this run asks for {args.scene_variation!r}: choose another --out")
+    if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
+        info = generate_demos(demos, args.tasks, args.episodes, seed=0, static_size=args.static_size,
+                              gripper_size=args.gripper_size, workers=args.workers,
+                              scene_variation=args.scene_variation)
+        print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
+              f"{info['seconds']:.0f} s", flush=True)
+    timings["demos_s"] = time.perf_counter() - t0
+    common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
+                  frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
+                  still_motion=args.still_motion,
+                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
+                  system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
+                  checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
+                  progress=not args.quiet)
+    t0 = time.perf_counter()
+    stage1 = TrainingConfig(stage=1, steps=args.stage1_steps, output_dir=str(out / "stage1"),
+                            system2_lr=args.stage1_system2_lr, **common)
+    train(stage1, resume="auto" if args.resume else None)
+    timings["stage1_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stage2 = TrainingConfig(stage=2, steps=args.stage2_steps, output_dir=str(out / "stage2"),
+                            init_from=str(out / "stage1" / "final"), standardize_goals=True, system1_lr=args.system1_lr,
+                            system2_lr=args.system2_lr, lr_schedule="cosine", warmup_steps=50, **common)
+    train(stage2, resume="auto" if args.resume else None)
+    timings["stage2_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
+    results = evaluate_variants(out / "stage2" / "final", args.tasks, seeds, args.max_steps, args.execute_steps,
+                                args.static_size, args.gripper_size, progress=not args.quiet,
+                                scene_variation=args.scene_variation)
+    timings["evaluation_s"] = time.perf_counter() - t0
+    report = {"results": results, "seeds": seeds, "timings": timings,
+              "args": {k: v for k, v in vars(args).items() if k != "run"}}
+    tables = ["In process (DualSystemPolicy in PlayTableEnv):\n\n" + success_table(results, seeds)]
+    if args.ros_eval:
+        t0 = time.perf_counter()
+        checkpoints = write_variant_checkpoints(out / "stage2" / "final", out / "variants")
+        report["ros_results"] = evaluate_variants_through_ros(
+            checkpoints, args.tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
+            out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
+            execution=args.execution)
+        timings["ros_evaluation_s"] = time.perf_counter() - t0
+        tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
+                      "tasks`):\n\n" + success_table(report["ros_results"], seeds))
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
+    print("\n\n".join(tables))
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    return results
