@@ -26,17 +26,19 @@ class GoalPlanner:
     """A loaded System 2 model with its processor.
 
     Attributes:
+        model: the :class:`~openhelix_core.models.system2.System2Planner`.
+        processor: its :class:`~openhelix_core.models.system2.System2Processor`.
         model_id: names the preset / checkpoint / release, carried in every goal message.
         goal_dim: length of the goal embedding (512 for OpenHelix).
         reports: how the checkpoint's keys mapped onto the model, by part (``"llava"``,
             ``"system2_heads"`` for a release; empty when nothing was mapped).
     """
 
-    def __init__(self, planner, processor, model_id: str, reports: dict[str, KeyMapping] | None = None) -> None:
-        self.planner = planner
+    def __init__(self, model, processor, model_id: str, reports: dict[str, KeyMapping] | None = None) -> None:
+        self.model = model
         self.processor = processor
         self.model_id = model_id
-        self.goal_dim = planner.config.goal_dim
+        self.goal_dim = model.config.goal_dim
         self.reports = dict(reports or {})
 
     @classmethod
@@ -44,8 +46,8 @@ class GoalPlanner:
              device: str = "cpu", seed: int = 0) -> "GoalPlanner":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
         check_device(device)
-        planner, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
-        return cls(planner, processor, goal_model_id(checkpoint, preset, seed))
+        model, processor = load_system2(checkpoint, preset=preset, llava_path=llava_path, device=device, seed=seed)
+        return cls(model, processor, goal_model_id(checkpoint, preset, seed))
 
     @classmethod
     def from_release(cls, directory: str | os.PathLike, variant: str,
@@ -63,17 +65,17 @@ class GoalPlanner:
         Raises ValueError for anything else."""
         config = replace(self.processor.config, inference_question=question)
         self.processor.config = config
-        self.planner.config = config
+        self.model.config = config
 
     def plan(self, image: np.ndarray, instruction: str) -> np.ndarray:
         """``image`` (H, W, 3) uint8 RGB -> goal ``(goal_dim,)`` float32."""
-        return plan_goal(self.planner, self.processor, image, instruction)
+        return plan_goal(self.model, self.processor, image, instruction)
 
     def warm_up(self) -> float:
         """One call on a black image, so that the first real call is not the slow first one
         (allocator, kernel selection); like any call it draws the prompt's question when the
         processor draws them at random. Returns the seconds it took."""
-        side = self.planner.config.image_size
+        side = self.model.config.image_size
         started = time.perf_counter()
         self.plan(np.zeros((side, side, 3), np.uint8), WARM_UP_INSTRUCTION)
         return time.perf_counter() - started
