@@ -586,7 +586,6 @@ OPENHELIX_KEY_MAP: dict[str, str] = {
     "model.pred_gripper_act.bias": "aux_head.gripper.bias",
 }
 OPENHELIX_EMBED_KEY = "model.embed_tokens.weight"
-_OPENHELIX_PREFIXES = ("module.", "base_model.model.")
 
 
 def load_openhelix_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -623,15 +622,7 @@ def convert_openhelix_state_dict(state: Mapping[str, torch.Tensor], act_token_ro
 
     Everything else (LLaVA, vision tower, projector, LoRA, lm_head) is ignored.
     """
-    stripped: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _OPENHELIX_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        stripped[key] = tensor
+    stripped = {strip_wrapper_prefixes(key): tensor for key, tensor in state.items()}
     missing = [key for key in (*OPENHELIX_KEY_MAP, OPENHELIX_EMBED_KEY) if key not in stripped]
     if missing:
         raise ValueError(f"not an OpenHelix planner checkpoint: missing {missing}")
