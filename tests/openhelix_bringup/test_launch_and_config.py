@@ -155,12 +155,15 @@ def test_robot_controller_accepts_only_the_robot_planner_goals():
     assert controller["expected_goal_model_id"] == expected == "system2/llava_7b//opt/openhelix/checkpoints/system2"
 
 
-@pytest.mark.parametrize("launch_file", ["robot.launch.xml", "sim.launch.xml"])
-def test_release_arguments_reach_planner_and_controller(launch_file):
+@pytest.mark.parametrize("launch_file, names", [("robot.launch.xml", ("planner", "controller")),
+                                               ("sim.launch.xml", ("planner", "controller")),
+                                               ("planner_server.launch.xml", ("planner",)),
+                                               ("robot_pc.launch.xml", ("controller",))])
+def test_release_arguments_reach_planner_and_controller(launch_file, names):
     by_default = {node.name: node for node in parse_launch_file(REPO / "launch" / launch_file)}
     given = {node.name: node for node in parse_launch_file(
         REPO / "launch" / launch_file, {"release_dir": "/data/openhelix", "release_variant": "prompt_tuning"})}
-    for name in ("planner", "controller"):
+    for name in names:
         specs = node_specs("openhelix_ros", name)
         default_values = validate_values(specs, launched_values(by_default[name]))
         assert (default_values["release_dir"], default_values["release_variant"]) == ("", "prompt_tuning_aux")
