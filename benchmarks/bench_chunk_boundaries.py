@@ -2,7 +2,7 @@
 """Chunk boundaries and inference latency, in process: the command stream a real arm gets.
 
 Runs the shipped play-table policy in the embedded play-table as the controller node runs it
-against a servo-driven arm -- the same :class:`~openhelix_core.chunking.CommandStream`
+against a servo-driven arm -- the same :class:`~openhelix_core.runtime.chunking.CommandStream`
 (blender + limiter) with the controller's default limits, one pose command per 30 Hz tick --
 but with simulated time, so that System 1's latency is exact and repeatable: a chunk computed
 from the observation of tick ``k`` is added at tick ``k + L``. For every blend mode
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openhelix_core.chunking import MODES, CommandStream
-from openhelix_core.controller import TrajectoryController
-from openhelix_core.planner import GoalPlanner
-from openhelix_core.safety import SafetyLimits
+from openhelix_core.runtime.chunking import MODES, CommandStream
+from openhelix_core.runtime.controller import TrajectoryController
+from openhelix_core.runtime.planner import GoalPlanner
+from openhelix_core.runtime.safety import SafetyLimits
 from openhelix_core.types import Goal
 from openhelix_sim.envs import PlayTableEnv
 from openhelix_sim.envs.annotations import validation_annotation

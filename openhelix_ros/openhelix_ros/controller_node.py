@@ -40,21 +40,21 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
-from openhelix_core.chunking import MODES, CommandStream
-from openhelix_core.controller import TrajectoryController
 from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
-from openhelix_core.runtime import limit_cpu_threads
-from openhelix_core.safety import (
+from openhelix_core.runtime.chunking import MODES, CommandStream
+from openhelix_core.runtime.controller import TrajectoryController
+from openhelix_core.runtime.devices import limit_cpu_threads
+from openhelix_core.runtime.safety import (
     EStopLatch,
     FrozenInputDetector,
     InputWatchdog,
     SafetyLimits,
     clip_chunk,
 )
+from openhelix_core.runtime.worker import LatestOnlyWorker
 from openhelix_core.types import Goal, Observation
 from openhelix_core.types import TrajectoryChunk as Chunk
-from openhelix_core.worker import LatestOnlyWorker
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (

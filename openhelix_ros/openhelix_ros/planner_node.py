@@ -27,10 +27,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
-from openhelix_core.planner import GoalPlanner
-from openhelix_core.runtime import limit_cpu_threads
+from openhelix_core.runtime.devices import limit_cpu_threads
+from openhelix_core.runtime.planner import GoalPlanner
+from openhelix_core.runtime.worker import LatestOnlyWorker
 from openhelix_core.types import Goal
-from openhelix_core.worker import LatestOnlyWorker
 from openhelix_msgs.msg import GoalEmbedding
 from openhelix_ros import topics
 from openhelix_ros.conversions import (

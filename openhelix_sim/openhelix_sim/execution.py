@@ -8,9 +8,9 @@ as in 3DDA's CALVIN evaluation, whatever the chunk's own waypoint period. A chun
 an observation published at some tick; by the time it arrives the simulator has moved on, so
 execution starts at the waypoint due at the ticks already elapsed (latency compensation in
 simulated time) and stops after ``execution_horizon`` waypoints, after which the arm holds its
-last target. The timing is :class:`~openhelix_core.chunking.TimedChunk`'s, the controller's chunk
+last target. The timing is :class:`~openhelix_core.runtime.chunking.TimedChunk`'s, the controller's chunk
 clock, with ticks for seconds. Unlike the controller's
-:class:`~openhelix_core.chunking.CommandStream`, which samples chunks at wall-clock times and
+:class:`~openhelix_core.runtime.chunking.CommandStream`, which samples chunks at wall-clock times and
 interpolates, blends and limits between waypoints, the executor executes the waypoints
 themselves: the robot's stream reaches the simulator through :class:`ServoFollower` instead.
 
@@ -26,8 +26,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from openhelix_core.chunking import TimedChunk
 from openhelix_core.models.system1 import System1Processor
+from openhelix_core.runtime.chunking import TimedChunk
 from openhelix_core.types import TrajectoryChunk
 
 

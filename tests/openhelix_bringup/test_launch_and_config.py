@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from openhelix_core.planner import goal_model_id
+from openhelix_core.runtime.planner import goal_model_id
 from openhelix_ros.launching import LaunchError, parse_launch_file
 from openhelix_ros.parameters import ParameterError, validate_values
 from openhelix_ros.security import ENCLAVES

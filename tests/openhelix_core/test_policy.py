@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from release_layout import tiny_release_actor, tiny_release_planner, write_release
 
-from openhelix_core.controller import TrajectoryController
 from openhelix_core.models.system1 import CALVIN_ACTION_POSITION_BOUNDS_ABC_D
-from openhelix_core.planner import GoalPlanner
-from openhelix_core.policy import DualSystemPolicy, NoGoalError
+from openhelix_core.runtime.controller import TrajectoryController
+from openhelix_core.runtime.planner import GoalPlanner
+from openhelix_core.runtime.policy import DualSystemPolicy, NoGoalError
 from openhelix_core.types import CameraFrame, Goal, Observation
 
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from openhelix_core.chunking import TrajectoryBlender
 from openhelix_core.geometry import quaternion_angle
-from openhelix_core.safety import (
+from openhelix_core.runtime.chunking import TrajectoryBlender
+from openhelix_core.runtime.safety import (
     CommandLimiter,
     EStopLatch,
     FrozenInputDetector,

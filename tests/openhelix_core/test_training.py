@@ -354,8 +354,8 @@ def test_exact_resume_and_outputs(split, tmp_path):
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("step,epoch,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     assert (out / "loss_curve.png").stat().st_size > 1000
-    from openhelix_core.controller import TrajectoryController
-    from openhelix_core.planner import GoalPlanner
+    from openhelix_core.runtime.controller import TrajectoryController
+    from openhelix_core.runtime.planner import GoalPlanner
 
     controller = TrajectoryController.load(str(out / "final" / "system1"))
     assert controller.model.config.trajectory_length == 19

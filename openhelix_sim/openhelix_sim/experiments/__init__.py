@@ -1,6 +1,6 @@
 """The training demo's experiments on the embedded play table: expert demonstrations written as a
 CALVIN split, an in-process evaluation of the OpenHelix
-:class:`~openhelix_core.policy.DualSystemPolicy` on the same tasks and its ablations. The
+:class:`~openhelix_core.runtime.policy.DualSystemPolicy` on the same tasks and its ablations. The
 evaluation through the ROS nodes and the learning table that chains everything are in
 ``openhelix_bringup`` (``openhelix learning-table``), which may start ROS processes.
 

@@ -1,4 +1,4 @@
-"""The OpenHelix :class:`~openhelix_core.policy.DualSystemPolicy` evaluated in process on the
+"""The OpenHelix :class:`~openhelix_core.runtime.policy.DualSystemPolicy` evaluated in process on the
 single-task episodes, without ROS: the same start states, success checks and chunk execution as
 the sim bridge's ``protocol: tasks``."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
                         max_steps: int = 240, execute_steps: int = 19, static_size: int = 64,
                         gripper_size: int = 48, progress: bool = False,
                         scene_variation: str = "task") -> Dict[str, List[bool]]:
-    """Run a :class:`~openhelix_core.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
+    """Run a :class:`~openhelix_core.runtime.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
 
     For every task and seed the table is put in :func:`initial_state` ``(task, seed)``, the
     policy is reset with the task's CALVIN evaluation sentence, and then, until the task's
@@ -87,10 +87,10 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
 
 def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained"):
     """A :class:`DualSystemPolicy` from loaded models (System 2 runs every ``goal_refresh_period`` calls)."""
-    from openhelix_core.controller import TrajectoryController
     from openhelix_core.models.system2 import processor_for
-    from openhelix_core.planner import GoalPlanner
-    from openhelix_core.policy import DualSystemPolicy
+    from openhelix_core.runtime.controller import TrajectoryController
+    from openhelix_core.runtime.planner import GoalPlanner
+    from openhelix_core.runtime.policy import DualSystemPolicy
 
     controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / CONTROL_RATE_HZ)
     planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")

@@ -10,7 +10,7 @@ import numpy as np
 from openhelix_core.checkpoint_keys import KeyMapping
 from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system2, release_model_id
 from openhelix_core.models.system2 import load_system2, plan_goal
-from openhelix_core.runtime import check_device
+from openhelix_core.runtime.devices import check_device
 
 #: What :meth:`GoalPlanner.warm_up` asks about.
 WARM_UP_INSTRUCTION = "open the drawer"

@@ -14,7 +14,7 @@ from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system1
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
-from openhelix_core.runtime import check_device
+from openhelix_core.runtime.devices import check_device
 from openhelix_core.types import CameraFrame, Goal, Observation, TrajectoryChunk
 
 

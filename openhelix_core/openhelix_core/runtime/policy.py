@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from openhelix_core.controller import TrajectoryController
-from openhelix_core.planner import GoalPlanner
+from openhelix_core.runtime.controller import TrajectoryController
+from openhelix_core.runtime.planner import GoalPlanner
 from openhelix_core.types import Goal, Observation, TrajectoryChunk
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from openhelix_core.geometry import quaternion_slerp
-from openhelix_core.safety import CommandLimiter, LimitedCommand, SafetyLimits
+from openhelix_core.runtime.safety import CommandLimiter, LimitedCommand, SafetyLimits
 from openhelix_core.types import TrajectoryChunk
 
 MODES = ("ensemble", "replace", "rtc")
