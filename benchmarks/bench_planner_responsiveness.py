@@ -30,7 +30,7 @@ from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.qos import LATCHED
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests" / "openhelix_bringup"))
 from ros_test_harness import launched_with_robot, logs  # noqa: E402  (the tests' robot and recorder)
 
 
