@@ -57,12 +57,34 @@ def run_learning_table(args) -> int:
     return 0
 
 
+def training_configs(args, demos: Path, out: Path):
+    """The two training stages of the learning table: stage 1 (``<ACT>``, projection, auxiliary
+    head) and stage 2 (+ System 1) on the demos in ``demos``, writing below ``out``."""
+    from openhelix_core.training import TrainingConfig
+
+    common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
+                  frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
+                  still_motion=args.still_motion,
+                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
+                  system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
+                  checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
+                  progress=not args.quiet)
+    # The shipped play-table checkpoint was trained with the auxiliary loss in stage 1 too (the
+    # default before it became stage 2 only, as OpenHelix): kept so this command reproduces it.
+    stage1 = TrainingConfig(stage=1, steps=args.stage1_steps, output_dir=str(out / "stage1"),
+                            system2_lr=args.stage1_system2_lr, aux_loss_stages=[1, 2], **common)
+    stage2 = TrainingConfig(stage=2, steps=args.stage2_steps, output_dir=str(out / "stage2"),
+                            init_from=str(out / "stage1" / "final"), standardize_goals=True, system1_lr=args.system1_lr,
+                            system2_lr=args.system2_lr, lr_schedule="cosine", warmup_steps=50, **common)
+    return stage1, stage2
+
+
 def run_pipeline(args) -> dict:
     """Every step with ``args`` (see :func:`add_learning_table_command`); returns the in-process
     results ``{variant: {task: [success per seed]}}``."""
     import torch
 
-    from openhelix_core.training import TrainingConfig, train
+    from openhelix_core.training import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,22 +104,11 @@ def run_pipeline(args) -> dict:
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
-    common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
-                  frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
-                  still_motion=args.still_motion,
-                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
-                  system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
-                  checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
-                  progress=not args.quiet)
+    stage1, stage2 = training_configs(args, demos, out)
     t0 = time.perf_counter()
-    stage1 = TrainingConfig(stage=1, steps=args.stage1_steps, output_dir=str(out / "stage1"),
-                            system2_lr=args.stage1_system2_lr, **common)
     train(stage1, resume="auto" if args.resume else None)
     timings["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stage2 = TrainingConfig(stage=2, steps=args.stage2_steps, output_dir=str(out / "stage2"),
-                            init_from=str(out / "stage1" / "final"), standardize_goals=True, system1_lr=args.system1_lr,
-                            system2_lr=args.system2_lr, lr_schedule="cosine", warmup_steps=50, **common)
     train(stage2, resume="auto" if args.resume else None)
     timings["stage2_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()

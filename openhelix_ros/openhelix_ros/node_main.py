@@ -1,12 +1,23 @@
 """The ``main()`` every node of the suite shares: init, spin, clean shutdown."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+
+
+def _context_shuts_down(within_s: float) -> bool:
+    """Whether rclpy's default context is (or within ``within_s`` becomes) shut down."""
+    deadline = time.monotonic() + within_s
+    while rclpy.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
@@ -27,9 +38,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
         pass
     except RuntimeError:
         # SIGINT arriving while rclpy converts a taken message surfaces as a pybind11
-        # RuntimeError instead of an interrupt; once the context is shut down that is the
-        # requested shutdown, not a failure.
-        if rclpy.ok():
+        # RuntimeError instead of an interrupt. rclpy's signal handler shuts the context down
+        # from its own thread, possibly a moment after this exception: wait for that before
+        # calling it a failure.
+        if not _context_shuts_down(within_s=1.0):
             raise
     finally:
         if node is not None:

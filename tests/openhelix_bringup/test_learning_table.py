@@ -1,0 +1,32 @@
+"""`openhelix learning-table` is the command that trained the shipped play-table policy
+(sim_bridge/checkpoints/play_table_demo, README: "A policy that learns on this machine")."""
+import argparse
+import json
+from pathlib import Path
+
+from openhelix_bringup.learning_table import add_learning_table_command, training_configs
+from openhelix_core.training.trainer import load_models_from_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+CHECKPOINT = REPO / "sim_bridge" / "checkpoints" / "play_table_demo"
+#: Where the run wrote (paths differ per machine) and what the configuration gained since.
+NOT_COMPARED = {"train_data", "output_dir", "cache_dir", "init_from", "aux_loss_stages"}
+
+
+def _defaults() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_learning_table_command(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["learning-table"])
+
+
+def test_the_shipped_checkpoint_was_trained_by_the_documented_command(tmp_path):
+    shipped = json.loads((CHECKPOINT / "training_config.json").read_text())
+    stage1, stage2 = training_configs(_defaults(), tmp_path / "demos", tmp_path)
+    ours = stage2.to_dict()
+    differing = {key: (shipped[key], ours[key]) for key in shipped if key not in NOT_COMPARED and shipped[key] != ours[key]}
+    assert not differing, f"the learning table's stage 2 differs from the shipped run: {differing}"
+    assert set(ours) - set(shipped) <= NOT_COMPARED
+    assert stage1.stage == 1 and stage1.aux_loss_stages == [1, 2]  # as the shipped run's stage 1
+    system1, _ = load_models_from_checkpoint(CHECKPOINT)
+    assert system1.config.prediction_type == "sample" and not system1.config.freeze_backbone
+    assert system1.normalization.goal_mean is not None
