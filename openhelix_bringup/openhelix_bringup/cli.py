@@ -23,7 +23,7 @@ from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_
 from openhelix_bringup.learning_table import add_learning_table_command
 from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file
-from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 SIM_NODE = "sim_bridge"
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     calvin.add_argument("--protocol", choices=("calvin", "tasks"), default="calvin",
                         help="'tasks': single-task episodes from the training demo's held-out start states")
     calvin.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="--protocol tasks: tasks to evaluate")
-    calvin.add_argument("--episodes-per-task", type=int, default=5, help="--protocol tasks: seeds per task")
+    calvin.add_argument("--episodes-per-task", type=int, default=EVAL_EPISODES_PER_TASK, help="--protocol tasks: seeds per task")
     calvin.add_argument("--first-seed", type=int, default=EVAL_SEED_OFFSET,
                         help="--protocol tasks: first start-state seed (the demos use the seeds below it)")
     calvin.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",

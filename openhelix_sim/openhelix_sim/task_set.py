@@ -13,5 +13,8 @@ DEFAULT_TASKS = ("open_drawer", "close_drawer", "move_slider_left", "move_slider
 #: First held-out start-state seed: demos use seeds below it, evaluations seeds from it on.
 EVAL_SEED_OFFSET = 100_000
 
+#: Held-out episodes (consecutive seeds from :data:`EVAL_SEED_OFFSET`) per task in an evaluation.
+EVAL_EPISODES_PER_TASK = 5
+
 #: ``"task"``: a fixed scene but the task's joint and the arm; ``"full"``: random scenes.
 SCENE_VARIATIONS = ("task", "full")

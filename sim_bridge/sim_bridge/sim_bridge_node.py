@@ -57,7 +57,7 @@ from openhelix_sim.envs.expert import SUPPORTED
 from openhelix_sim.envs.play_table import PlayTableEnv
 from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
 from openhelix_sim.execution import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
-from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
 
@@ -113,7 +113,7 @@ PARAMETERS = (
     ParameterSpec("tasks", ",".join(DEFAULT_TASKS), "evaluate/tasks: comma-separated task names.", task_list),
     ParameterSpec("task_first_seed", EVAL_SEED_OFFSET, "evaluate/tasks: start-state seed of each task's first "
                   f"episode (seeds below {EVAL_SEED_OFFSET} are the demos' own).", non_negative),
-    ParameterSpec("task_episodes", 5, "evaluate/tasks: episodes (consecutive seeds) per task.", positive),
+    ParameterSpec("task_episodes", EVAL_EPISODES_PER_TASK, "evaluate/tasks: episodes (consecutive seeds) per task.", positive),
     ParameterSpec("task_scene_variation", "task", "evaluate/tasks: 'task' (fixed scene but the task's joint and the "
                   "arm) or 'full' (random scenes), as the demos were generated.", one_of(*SCENE_VARIATIONS)),
     ParameterSpec("static_image_size", 200, "embedded backend: static camera image side (CALVIN: 200).", positive),

@@ -9,7 +9,7 @@ from openhelix_core.runtime.planner import goal_model_id
 from openhelix_ros.launching import LaunchError, parse_launch_file
 from openhelix_ros.parameters import ParameterError, validate_values
 from openhelix_ros.security import ENCLAVES
-from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET
+from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.xml"))
@@ -144,7 +144,8 @@ def test_evaluation_launch_repeats_the_task_set_exactly():
     launched = launched_values(bridge)
     defaults = {spec.name: spec.default for spec in node_specs("sim_bridge", "sim_bridge")}
     assert defaults["tasks"] == ",".join(DEFAULT_TASKS) and defaults["task_first_seed"] == EVAL_SEED_OFFSET
-    for name in ("tasks", "task_first_seed", "task_scene_variation"):
+    assert defaults["task_episodes"] == EVAL_EPISODES_PER_TASK
+    for name in ("tasks", "task_first_seed", "task_episodes", "task_scene_variation"):
         assert launched[name] == defaults[name], f"calvin_eval.launch.xml: {name} {launched[name]!r}"
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ..task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+from ..task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 from .demos import generate_demos
 from .in_process import evaluate_variants
 from .report import success_table
@@ -50,7 +50,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Held-out seeds and episode length of an evaluation."""
-    parser.add_argument("--eval-seeds", type=int, default=5, help="held-out start states per task")
+    parser.add_argument("--eval-seeds", type=int, default=EVAL_EPISODES_PER_TASK, help="held-out start states per task")
     parser.add_argument("--max-steps", type=int, default=240, help="30 Hz steps per episode")
     parser.add_argument("--execute-steps", type=int, default=19,
                         help="waypoints executed per System 1 call (19: the whole trajectory to the next keypose)")
