@@ -51,12 +51,6 @@ def add_learning_table_command(commands) -> None:
     pl.set_defaults(run=run_learning_table)
 
 
-def run_learning_table(args) -> int:
-    """Run the learning table with the parsed options; exit code 0 (a failed step raises)."""
-    run_pipeline(args)
-    return 0
-
-
 def training_configs(args, demos: Path, out: Path):
     """The two training stages of the learning table: stage 1 (``<ACT>``, projection, auxiliary
     head) and stage 2 (+ System 1) on the demos in ``demos``, writing below ``out``."""
@@ -79,9 +73,9 @@ def training_configs(args, demos: Path, out: Path):
     return stage1, stage2
 
 
-def run_pipeline(args) -> dict:
-    """Every step with ``args`` (see :func:`add_learning_table_command`); returns the in-process
-    results ``{variant: {task: [success per seed]}}``."""
+def run_learning_table(args) -> int:
+    """Every step with ``args`` (see :func:`add_learning_table_command`), the results written to
+    ``results.json`` / ``results.md`` under ``--out``; exit code 0 (a failed step raises)."""
     import torch
 
     from openhelix_core.training import train
@@ -134,4 +128,4 @@ def run_pipeline(args) -> dict:
     (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
     print("\n\n".join(tables))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    return results
+    return 0

@@ -213,10 +213,6 @@ def ensure_act_token(tokenizer, act_token: str):
 
 def reserved_token_texts(tokenizer) -> set[str]:
     """Texts an instruction must not contain: the tokenizer's special and added tokens."""
-    from .tokenization_system2 import LlamaSentencePieceTokenizer
-
-    if isinstance(tokenizer, LlamaSentencePieceTokenizer):
-        return set(tokenizer.added_tokens) | set(tokenizer.all_special_tokens)
     return set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
 
 

@@ -68,7 +68,8 @@ class LlamaSentencePieceTokenizer:
 
     Offers the part of the transformers tokenizer interface System 2 uses: calling it,
     ``encode``, ``decode``, ``convert_tokens_to_ids`` / ``convert_ids_to_tokens``, ``len()``,
-    ``add_tokens``, the ``*_token_id`` attributes and ``save_pretrained``.
+    ``add_tokens``, ``get_added_vocab``, ``all_special_tokens``, the ``*_token_id`` attributes
+    and ``save_pretrained``.
 
     Args:
         model_proto: the serialized sentencepiece model (``tokenizer.model``'s bytes).
@@ -202,8 +203,8 @@ class LlamaSentencePieceTokenizer:
         vocab.update(self._added)
         return vocab
 
-    @property
-    def added_tokens(self) -> dict[str, int]:
+    def get_added_vocab(self) -> dict[str, int]:
+        """The tokens added after the sentencepiece vocabulary, with their ids."""
         return dict(self._added)
 
     def _token_to_id(self, token: str) -> int | None:
@@ -267,7 +268,6 @@ class LlamaSentencePieceTokenizer:
             text = SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " ")
         pieces = self._split_at_added_tokens(text)
         keeps_spaces = set(self.all_special_tokens)
-        boundaries = set(self._added) | keeps_spaces
         for index in range(1, len(pieces), 2):  # odd positions hold the tokens
             if pieces[index] in keeps_spaces:
                 continue
@@ -278,7 +278,7 @@ class LlamaSentencePieceTokenizer:
         for index, piece in enumerate(pieces):
             if not piece:
                 continue
-            if index % 2 == 1 and piece in boundaries:
+            if index % 2 == 1:  # an added or special token, never split
                 tokens.append(piece)
             else:
                 tokens += self._sentencepiece_tokens(piece)
