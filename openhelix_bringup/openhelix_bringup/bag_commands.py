@@ -22,7 +22,7 @@ import numpy as np
 from openhelix_bringup.launch_files import resolve_launch_file
 from openhelix_ros import topics
 from openhelix_ros.bags.io import COMPRESSED_IMAGE, IMAGE, BagError, BagReader, BagWriter, parse_remaps
-from openhelix_ros.bags.scoring import (
+from openhelix_core.evaluation.bag_scoring import (
     ChunkRecord,
     GoalRecord,
     PoseTrack,
@@ -340,7 +340,7 @@ def run_bag_eval(options: argparse.Namespace) -> int:
             "outputs_bag": str(out / "outputs"),
             "wall_time_s": time.monotonic() - started,
         }
-    from openhelix_ros.bags.report import one_line_summary, text_report, write_report
+    from openhelix_core.evaluation.bag_report import one_line_summary, text_report, write_report
     paths = write_report(report, out)
     print(text_report(report).split("\n", 1)[1])
     print(f"report: {paths['html']} (json: {paths['json']})")

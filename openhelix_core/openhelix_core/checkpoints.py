@@ -480,12 +480,12 @@ class ReleaseSystem2:
     """System 2 read from a release.
 
     Attributes:
-        planner: the :class:`~openhelix_core.models.system2.System2Planner` (eval mode).
+        model: the :class:`~openhelix_core.models.system2.System2Planner` (eval mode).
         processor: its :class:`~openhelix_core.models.system2.System2Processor`.
         reports: ``{"llava", "system2_heads"}`` :class:`KeyMapping` reports.
     """
 
-    planner: Any
+    model: Any
     processor: Any
     reports: dict[str, KeyMapping]
 
@@ -495,13 +495,13 @@ class ReleaseSystem1:
     """System 1 read from a release.
 
     Attributes:
-        actor: the :class:`~openhelix_core.models.system1.DiffuserActor` (eval mode).
+        model: the :class:`~openhelix_core.models.system1.DiffuserActor` (eval mode).
         report: the :class:`KeyMapping` of ``policy.pth``.
         metadata: entries of ``policy.pth`` besides ``weight`` (``iter``, ``best_loss``; the
             optimizer state is dropped).
     """
 
-    actor: Any
+    model: Any
     report: KeyMapping
     metadata: dict[str, Any]
 
@@ -656,7 +656,7 @@ def load_release_system2(
     planner = planner.to(device).eval()
     processor = System2Processor(config, planner.tokenizer, build_image_processor(config),
                                  num_image_tokens=planner.num_image_tokens)
-    return ReleaseSystem2(planner=planner, processor=processor,
+    return ReleaseSystem2(model=planner, processor=processor,
                           reports={"llava": llava_report, "system2_heads": head_report})
 
 
@@ -702,7 +702,7 @@ def load_release_system1(
         policy_state.tensors, source=str(policy_path), ignore_unexpected=allow_unexpected,
         origins=policy_state.origins, ignored=policy_state.ignored)
     actor = actor.to(device).eval()
-    return ReleaseSystem1(actor=actor, report=report, metadata={k: v for k, v in extra.items() if k != "optimizer"})
+    return ReleaseSystem1(model=actor, report=report, metadata={k: v for k, v in extra.items() if k != "optimizer"})
 
 
 def load_openhelix_release(
@@ -738,7 +738,7 @@ def load_openhelix_release(
     system2 = load_release_system2(directory, variant, architecture=architecture, tokenizer=tokenizer,
                                    allow_unexpected=allow_unexpected, device=device)
     return OpenHelixRelease(
-        variant=variant, system2=system2.planner, processor=system2.processor, system1=system1.actor,
+        variant=variant, system2=system2.model, processor=system2.processor, system1=system1.model,
         reports={**system2.reports, "system1": system1.report}, policy_metadata=system1.metadata,
     )
 

@@ -40,6 +40,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S, CALVIN_CONTROL_RATE_HZ
 from openhelix_core.models.system1 import SYSTEM1_PRESETS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.runtime.chunking import MODES, CommandStream
@@ -95,8 +96,8 @@ PARAMETERS = (
     ParameterSpec("autostart", True, "Configure and activate on start-up (false: wait for the lifecycle services)."),
     ParameterSpec("control_rate_hz", 10.0, "Most System 1 inferences per second; each needs a new observation.",
                   positive),
-    ParameterSpec("command_rate_hz", 30.0, "Rate of the blended pose / gripper command stream (Hz).", positive),
-    ParameterSpec("waypoint_period_s", 1.0 / 30.0, "Time between successive waypoints of a chunk (s).", positive),
+    ParameterSpec("command_rate_hz", CALVIN_CONTROL_RATE_HZ, "Rate of the blended pose / gripper command stream (Hz).", positive),
+    ParameterSpec("waypoint_period_s", CALVIN_CONTROL_PERIOD_S, "Time between successive waypoints of a chunk (s).", positive),
     ParameterSpec("preset", "tiny", "Model architecture when no checkpoint is given: 'tiny' (random "
                   "weights, for tests) or 'openhelix_calvin'.", one_of(*SYSTEM1_PRESETS)),
     ParameterSpec("checkpoint", "", "Directory of a trained System 1 checkpoint ('' = untrained preset)."),

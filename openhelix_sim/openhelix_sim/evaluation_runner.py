@@ -1,5 +1,11 @@
-"""Evaluation protocols driven on a simulator, without ROS: CALVIN's long-horizon chains and
-single-task episodes.
+"""Evaluation on a simulator, without ROS: the protocols (CALVIN's long-horizon chains and
+single-task episodes) and :func:`run`, which rolls a policy out through one of them.
+
+Every closed-loop evaluation uses these protocol objects: :func:`run` in process (the policy
+computes while the world waits), and the sim bridge node with the policy behind ROS topics
+(the node is :func:`run`'s loop with messages in between). Both execute chunks through
+:class:`~openhelix_sim.execution.ChunkExecutor`. Scoring recorded bags is open-loop and lives in
+:mod:`openhelix_core.evaluation.bag_scoring`.
 
 CALVIN (:class:`CalvinEvaluationRunner`), for each sequence: reset the scene to its initial state, then for each of its 5 subtasks give
 the instruction (CALVIN's validation annotation) and check the subtask after every
@@ -16,13 +22,17 @@ one score the same episodes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.evaluation.metrics import SequenceResult
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, env_state_for_initial_state, sequence_at
+from openhelix_core.types import Observation, TrajectoryChunk
 
 from .envs.annotations import validation_annotation
 from .envs.tasks import SceneState, task_succeeded
+from .execution import ChunkExecutor, waypoint_to_absolute_action
+from .observation import observation_from_env
 from .start_states import initial_state
 
 
@@ -67,6 +77,56 @@ class StepOutcome(Enum):
     SEQUENCE_ENDED = "sequence_ended"
 
 
+class Policy(Protocol):
+    """What :func:`run` evaluates (e.g. :class:`~openhelix_core.runtime.policy.DualSystemPolicy`)."""
+
+    def reset(self, instruction: str, seed: int | None = None) -> None: ...
+
+    def act(self, observation: Observation) -> TrajectoryChunk: ...
+
+
+def run(policy: Policy, env, protocol: CalvinEvaluationRunner, execution_horizon: int,
+        on_sequence_end: Callable[[SequenceResult], None] | None = None) -> list[SequenceResult]:
+    """Rolls ``policy`` out in ``env`` through every episode of ``protocol``; returns its results.
+
+    Lockstep, as 3DDA's CALVIN evaluation: observe, ``policy.act``, execute the first
+    ``execution_horizon`` waypoints of the chunk (a :class:`ChunkExecutor` with
+    ``replan_after_horizon``), check the subtask after every step, repeat. The policy is reset
+    with each subtask's instruction and with the protocol's :attr:`~CalvinEvaluationRunner.episode_seed`,
+    so that policies compared on the same episodes draw the same diffusion noise.
+
+    Args:
+        env: the environment ``protocol`` was built on (embedded play-table).
+        on_sequence_end: called with each sequence's result as it ends (progress, streaming).
+    """
+    executor = ChunkExecutor(execution_horizon, replan_after_horizon=True)
+    tick = 0
+    instruction = protocol.start_next_sequence()
+    while instruction is not None:
+        policy.reset(instruction, seed=protocol.episode_seed)
+        executor.clear(tick)
+        outcome = StepOutcome.RUNNING
+        while outcome is StepOutcome.RUNNING:
+            stamp = tick * CALVIN_CONTROL_PERIOD_S
+            executor.observation_published(stamp, tick)
+            executor.receive(policy.act(observation_from_env(env, stamp=stamp)), stamp, tick)
+            action = executor.next_action(tick)
+            if action is None:  # a chunk with nothing to do now: the arm holds for a step
+                action = waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
+            while outcome is StepOutcome.RUNNING and action is not None:
+                env.step(action, action_type="absolute")
+                tick += 1
+                outcome = protocol.after_step()
+                action = executor.next_action(tick)
+        if outcome is StepOutcome.SUBTASK_SUCCEEDED:
+            instruction = protocol.instruction
+            continue
+        if on_sequence_end is not None:
+            on_sequence_end(protocol.results[-1])
+        instruction = protocol.start_next_sequence()
+    return protocol.results
+
+
 class CalvinEvaluationRunner:
     def __init__(self, env, sequence_indices: Sequence[int], num_sequences: int = 1000, seed: int = 0,
                  max_steps_per_subtask: int = STEPS_PER_SUBTASK, settle_steps: int = 1, oracle=None) -> None:
@@ -103,6 +163,11 @@ class CalvinEvaluationRunner:
     @property
     def instruction(self) -> str:
         return validation_annotation(self.task)
+
+    @property
+    def episode_seed(self) -> int:
+        """Seeds the policy's noise for the current sequence (its index in CALVIN's set)."""
+        return self.sequence_index
 
     def start_next_sequence(self) -> str | None:
         """Resets the scene for the next sequence; returns its first instruction (None when done)."""
@@ -162,6 +227,11 @@ class TaskEpisodeRunner(CalvinEvaluationRunner):
         self.scene_variation = scene_variation
         indices = range(len(self.episodes)) if indices is None else indices
         super().__init__(env, list(indices), max_steps_per_subtask=max_steps_per_subtask)
+
+    @property
+    def episode_seed(self) -> int:
+        """The current episode's start-state seed, which also seeds the policy's noise."""
+        return self.episodes[self.sequence_index][1]
 
     def _set_up_scene(self) -> tuple[dict, tuple[str, ...]]:
         task, seed = self.episodes[self.sequence_index]

@@ -16,5 +16,15 @@ EVAL_SEED_OFFSET = 100_000
 #: Held-out episodes (consecutive seeds from :data:`EVAL_SEED_OFFSET`) per task in an evaluation.
 EVAL_EPISODES_PER_TASK = 5
 
+#: Camera image sides (px) of the demos and of the evaluations of policies trained on them.
+DEMO_IMAGE_SIZES = {"static": 64, "gripper": 48}
+
+#: Simulator steps (30 Hz) an episode may take before it counts as failed.
+EPISODE_MAX_STEPS = 240
+
+#: Waypoints executed per System 1 call: the whole trajectory to the next keypose (the demos'
+#: trajectories are interpolated to 20 waypoints, the first of which is the current pose).
+EXECUTION_HORIZON = 19
+
 #: ``"task"``: a fixed scene but the task's joint and the arm; ``"full"``: random scenes.
 SCENE_VARIATIONS = ("task", "full")

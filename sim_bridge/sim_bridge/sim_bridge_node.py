@@ -29,6 +29,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header, String
 
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_RATE_HZ
 from openhelix_msgs.msg import TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
@@ -75,7 +76,8 @@ def task_list(value) -> str | None:
     return f"unknown or unscripted task(s) {unknown}; choose from {sorted(SUPPORTED)}" if unknown else None
 
 PARAMETERS = (
-    ParameterSpec("rate_hz", 30.0, "Control ticks per second (CALVIN: 30 Hz, 8 physics substeps each).", positive),
+    ParameterSpec("rate_hz", CALVIN_CONTROL_RATE_HZ, "Control ticks per wall-clock second; each tick is one 1/30 s "
+                  "simulator step (CALVIN: 30 Hz, 8 physics substeps each).", positive),
     ParameterSpec("max_steps", 0, "Exit after executing this many policy waypoints (0 = run forever).",
                   non_negative),
     ParameterSpec("seed", 0, "Scene seed (block poses)."),

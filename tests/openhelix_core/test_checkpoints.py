@@ -390,14 +390,14 @@ def test_each_system_loads_from_the_release_without_the_other_ones_files(tmp_pat
     folder = root / "prompt_tuning_aux"
     (folder / "policy.pth").rename(tmp_path / "policy.pth")  # a planner node never reads System 1
     system2 = load_release_system2(root, "prompt_tuning_aux", architecture="tiny")
-    _assert_same_s2(_s2_outputs(*reference), _s2_outputs(system2.planner, system2.processor))
+    _assert_same_s2(_s2_outputs(*reference), _s2_outputs(system2.model, system2.processor))
     assert set(system2.reports) == {"llava", "system2_heads"} and system2.reports["llava"].complete
     assert system2.reports["system2_heads"].matched["act_embedding"] == f"model.embed_tokens.weight[{ACT_ROW}]"
 
     (tmp_path / "policy.pth").rename(folder / "policy.pth")
     (folder / "llava_ckpt_safetensors").rename(tmp_path / "shards")  # a controller never reads System 2
     system1 = load_release_system1(root, "prompt_tuning_aux", architecture="tiny")
-    _assert_same_s1(actor, system1.actor)
+    _assert_same_s1(actor, system1.model)
     assert system1.report.complete and system1.metadata == {"iter": 65000, "best_loss": 0.125}
     assert system1.report.summary().startswith(f"{folder / 'policy.pth'}: ")
 
@@ -405,19 +405,19 @@ def test_each_system_loads_from_the_release_without_the_other_ones_files(tmp_pat
 def test_release_clips_absolute_positions_to_calvin_bounds(tmp_path, reference, actor):
     root = _release(tmp_path, reference, actor)
     system1 = load_release_system1(root, architecture="tiny")
-    normalization = system1.actor.normalization
+    normalization = system1.model.normalization
     assert normalization.action_position_bounds == CALVIN_ACTION_POSITION_BOUNDS_ABC_D
     assert normalization.gripper_loc_bounds == CALVIN_REL_TRAJ_BOUNDS_ABC_D
     low, high = (torch.tensor(bound) for bound in CALVIN_ACTION_POSITION_BOUNDS_ABC_D)
-    batch = _s1_batch(system1.actor.config)
+    batch = _s1_batch(system1.model.config)
     batch[CURRENT_GRIPPER][..., :3] = torch.tensor([0.8, -0.9, 0.1])  # outside CALVIN's box on every axis
     batch[PCD] = batch[PCD] + torch.tensor([0.75, -0.8, -0.45]).view(1, 1, 3, 1, 1)
-    positions = system1.actor.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
+    positions = system1.model.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
     assert torch.all(positions >= low) and torch.all(positions <= high)
     assert torch.equal(positions[..., 0].max(), high[0]) and torch.equal(positions[..., 2].min(), low[2])
 
     unclipped = load_release_system1(root, architecture="tiny", normalization=Normalization())
-    free = unclipped.actor.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
+    free = unclipped.model.predict_trajectory(batch, generator=torch.Generator().manual_seed(0))[..., :3]
     assert free[..., 0].max() > high[0], "without the bounds the prediction leaves CALVIN's box"
 
 

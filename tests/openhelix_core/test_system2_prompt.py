@@ -238,7 +238,7 @@ def test_release_with_lightning_tokenizer_model_only(tmp_path):
     (folder / "tokenizer.model").write_bytes((tokenizer_dir / "tokenizer.model").read_bytes())
 
     loaded = load_release_system2(tmp_path / "release", "prompt_tuning_aux", architecture=architecture)
-    planner, processor = loaded.planner, loaded.processor
+    planner, processor = loaded.model, loaded.processor
     assert isinstance(planner.tokenizer, LlamaSentencePieceTokenizer) and planner.act_token_id == act_id
     case = next(case for case in PROMPT_CASES if case["layout"] == "lightning" and case["image"]
                 and case["question_index"] == 0 and case["instruction"] == "open the drawer")

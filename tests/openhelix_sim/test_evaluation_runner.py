@@ -2,11 +2,13 @@
 instead of a policy."""
 import numpy as np
 
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.evaluation.sequences import sequence_at
-from openhelix_core.geometry import quaternion_to_euler
+from openhelix_core.geometry import euler_to_quaternion, quaternion_to_euler
+from openhelix_core.types import TrajectoryChunk
 from openhelix_sim.envs.annotations import validation_annotation
 from openhelix_sim.envs.expert import Expert
-from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner
+from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner, run
 from openhelix_sim.start_states import initial_state
 
 EXPERT_TASKS = {"open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
@@ -91,3 +93,41 @@ def test_task_episodes_start_from_the_demo_start_states_and_score_one_subtask(en
         {"task": "open_drawer", "seed": 100_000, "scene_variation": "task"},
         {"task": "move_slider_left", "seed": 100_002, "scene_variation": "task"}]
     assert [r.info["sequence_index"] for r in runner.results] == [0, 2]
+
+
+class ExpertByInstruction:
+    """A policy that performs whatever subtask it is instructed to with the scripted expert,
+    ten actions per chunk, and records how it was reset."""
+
+    def __init__(self, env):
+        self.env, self.plan, self.resets = env, None, []
+        self.task_of = {validation_annotation(task): task for task in EXPERT_TASKS}
+
+    def reset(self, instruction, seed=None):
+        self.resets.append((instruction, seed))
+        self.plan = Expert().plan(self.task_of[instruction], self.env) if instruction in self.task_of else iter(())
+
+    def act(self, observation):
+        actions = [a for _, a in zip(range(10), self.plan)] or [hold_action(self.env)]
+        actions = np.array(actions)
+        return TrajectoryChunk(positions=actions[:, :3], orientations=euler_to_quaternion(actions[:, 3:6], "xyz"),
+                               gripper_openness=(actions[:, 6] > 0).astype(float),
+                               time_from_start=np.arange(1, len(actions) + 1) * CALVIN_CONTROL_PERIOD_S)
+
+
+def test_run_rolls_a_policy_through_calvin_chains(env):
+    """The in-process runner: the policy is reset with each subtask's instruction and the
+    sequence's seed, its chunks are executed step by step, and the chain ends at the first
+    subtask it cannot do."""
+    index = first_sequence_starting_with(EXPERT_TASKS)
+    tasks = sequence_at(index)[1]
+    policy = ExpertByInstruction(env)
+    finished = []
+    results = run(policy, env, CalvinEvaluationRunner(env, [index], max_steps_per_subtask=360), execution_horizon=10,
+                  on_sequence_end=finished.append)
+    assert results == finished and len(results) == 1
+    done = results[0].completed
+    assert done >= 2 and results[0].tasks == tasks
+    assert policy.resets == [(validation_annotation(task), index) for task in tasks[:min(done + 1, 5)]]
+    steps = results[0].info["steps_per_subtask"]
+    assert len(steps) == min(done + 1, 5) and (done == 5 or steps[-1] == 360)

@@ -64,7 +64,7 @@ class ExpertReplayPolicy:
     def __init__(self, env, task):
         self.env, self.task, self.plan = env, task, None
 
-    def reset(self, instruction):
+    def reset(self, instruction, seed=None):
         self.plan = None
 
     def act(self, observation):
@@ -97,7 +97,7 @@ def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
         def __init__(self):
             self.inner = None
 
-        def reset(self, instruction):
+        def reset(self, instruction, seed=None):
             assert instruction == "pull the handle to open the drawer"
             self.inner = ExpertReplayPolicy(created["env"], "open_drawer")
 
@@ -109,7 +109,7 @@ def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
     assert ok == {"open_drawer": [True]}
 
     class Still:
-        def reset(self, instruction):
+        def reset(self, instruction, seed=None):
             pass
 
         def act(self, observation):

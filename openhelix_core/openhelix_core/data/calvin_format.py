@@ -55,6 +55,11 @@ FRAME_KEYS = ("actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", 
               "depth_gripper")
 _FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
 
+#: CALVIN's frames are recorded, and its simulator is stepped, at this rate: one absolute action
+#: per step. Policies trained on CALVIN-format data time their waypoints with it by default.
+CALVIN_CONTROL_RATE_HZ = 30.0
+CALVIN_CONTROL_PERIOD_S = 1.0 / CALVIN_CONTROL_RATE_HZ
+
 
 def angle_between_angles(a, b) -> np.ndarray:
     """b - a wrapped to [-pi, pi)."""

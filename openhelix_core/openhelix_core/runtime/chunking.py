@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.geometry import quaternion_slerp
 from openhelix_core.runtime.safety import CommandLimiter, LimitedCommand, SafetyLimits
 from openhelix_core.types import TrajectoryChunk
@@ -91,6 +92,11 @@ class TrajectoryBlender:
     def clear(self) -> None:
         self._chunks.clear()
 
+    @property
+    def newest(self) -> TimedChunk | None:
+        """The chunk added last (None when nothing is planned)."""
+        return self._chunks[-1] if self._chunks else None
+
     def add(self, chunk: TrajectoryChunk, start: float, now: float) -> bool:
         """Adds a chunk whose waypoint times count from ``start`` (its observation stamp).
 
@@ -139,7 +145,7 @@ class CommandStream:
     """
 
     def __init__(self, limits: SafetyLimits, blend_mode: str = "ensemble", execution_horizon: int = 20,
-                 decay: float = 0.01, command_period_s: float = 1.0 / 30.0, future_tolerance_s: float = 0.1) -> None:
+                 decay: float = 0.01, command_period_s: float = CALVIN_CONTROL_PERIOD_S, future_tolerance_s: float = 0.1) -> None:
         if not command_period_s > 0:
             raise ValueError("command_period_s must be positive")
         self.blender = TrajectoryBlender(blend_mode, execution_horizon, decay, future_tolerance_s=future_tolerance_s)

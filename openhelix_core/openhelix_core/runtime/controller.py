@@ -11,6 +11,7 @@ import torch
 
 from openhelix_core.checkpoint_keys import KeyMapping
 from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system1, release_model_id
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
@@ -43,7 +44,7 @@ class TrajectoryController:
 
     @classmethod
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", device: str = "cpu", seed: int = 0,
-             waypoint_period_s: float = 1.0 / 30.0, depth_filter: DepthFilter | None = None) -> "TrajectoryController":
+             waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S, depth_filter: DepthFilter | None = None) -> "TrajectoryController":
         """Loads a trained checkpoint, or builds the preset with seeded random weights."""
         check_device(device)
         if checkpoint:
@@ -60,14 +61,14 @@ class TrajectoryController:
     @classmethod
     def from_release(cls, directory: str | os.PathLike, variant: str,
                      architecture: str | ReleaseArchitecture = "openhelix", device: str = "cpu", seed: int = 0,
-                     waypoint_period_s: float = 1.0 / 30.0,
+                     waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S,
                      depth_filter: DepthFilter | None = None) -> "TrajectoryController":
         """System 1 of a published OpenHelix release (see
         :func:`~openhelix_core.checkpoints.load_release_system1`, which raises what fails), named
         :func:`~openhelix_core.checkpoints.release_model_id` like the goals of the release's System 2."""
         check_device(device)
         system1 = load_release_system1(directory, variant, architecture=architecture, device=device)
-        return cls(system1.actor, release_model_id(directory, variant), waypoint_period_s, seed, depth_filter,
+        return cls(system1.model, release_model_id(directory, variant), waypoint_period_s, seed, depth_filter,
                    system1.report)
 
     def reset(self) -> None:

@@ -57,7 +57,7 @@ class GoalPlanner:
         its goals carry :func:`~openhelix_core.checkpoints.release_model_id`."""
         check_device(device)
         system2 = load_release_system2(directory, variant, architecture=architecture, device=device)
-        return cls(system2.planner, system2.processor, release_model_id(directory, variant), system2.reports)
+        return cls(system2.model, system2.processor, release_model_id(directory, variant), system2.reports)
 
     def ask(self, question: str | int) -> None:
         """Which of System 2's questions calls use from now on: ``"random"`` (a seeded draw per

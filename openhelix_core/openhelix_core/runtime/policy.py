@@ -34,9 +34,13 @@ class DualSystemPolicy:
         self.steps_since_goal = 0
         self._goal_sequence = 0
 
-    def reset(self, instruction: str | None = None) -> None:
-        """Starts an episode: forgets the goal and System 1's history, sets the instruction."""
+    def reset(self, instruction: str | None = None, seed: int | None = None) -> None:
+        """Starts an episode: forgets the goal and System 1's history, sets the instruction and,
+        with ``seed``, re-seeds System 1's diffusion noise (policies compared on the same episodes
+        then draw the same noise)."""
         self.controller.reset()
+        if seed is not None:
+            self.controller.generator.manual_seed(int(seed))
         self.goal = None
         self.instruction = instruction
         self.steps_since_goal = 0

@@ -14,7 +14,15 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ..task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
+from ..task_set import (
+    DEFAULT_TASKS,
+    DEMO_IMAGE_SIZES,
+    EPISODE_MAX_STEPS,
+    EVAL_EPISODES_PER_TASK,
+    EVAL_SEED_OFFSET,
+    EXECUTION_HORIZON,
+    SCENE_VARIATIONS,
+)
 from .demos import generate_demos
 from .in_process import evaluate_variants
 from .report import success_table
@@ -42,8 +50,8 @@ def _cmd_evaluate(args) -> int:
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """Tasks, image sizes and scene variation, shared by every learning-demo command."""
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
-    parser.add_argument("--static-size", type=int, default=64, help="static camera image size (px)")
-    parser.add_argument("--gripper-size", type=int, default=48, help="gripper camera image size (px)")
+    parser.add_argument("--static-size", type=int, default=DEMO_IMAGE_SIZES["static"], help="static camera image size (px)")
+    parser.add_argument("--gripper-size", type=int, default=DEMO_IMAGE_SIZES["gripper"], help="gripper camera image size (px)")
     parser.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
                         help="'task': fixed scene but the task's joint and the arm; 'full': random scenes")
 
@@ -51,9 +59,9 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Held-out seeds and episode length of an evaluation."""
     parser.add_argument("--eval-seeds", type=int, default=EVAL_EPISODES_PER_TASK, help="held-out start states per task")
-    parser.add_argument("--max-steps", type=int, default=240, help="30 Hz steps per episode")
-    parser.add_argument("--execute-steps", type=int, default=19,
-                        help="waypoints executed per System 1 call (19: the whole trajectory to the next keypose)")
+    parser.add_argument("--max-steps", type=int, default=EPISODE_MAX_STEPS, help="30 Hz steps per episode")
+    parser.add_argument("--execute-steps", type=int, default=EXECUTION_HORIZON,
+                        help="waypoints executed per System 1 call (default: the whole trajectory to the next keypose)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from ..envs.annotations import ANNOTATIONS, validation_annotation
 from ..envs.expert import SUPPORTED, Expert
 from ..envs.tasks import SceneState, task_succeeded
 from ..start_states import initial_state
-from ..task_set import DEFAULT_TASKS
+from ..task_set import DEFAULT_TASKS, DEMO_IMAGE_SIZES
 
 #: Written beside the demos: what was asked for and what was kept.
 DEMOS_INFO = "demos_info.json"
@@ -88,8 +88,8 @@ def _demo_worker(args) -> dict:
 
 
 def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_task: int = 16, seed: int = 0,
-                   static_size: int = 64, gripper_size: int = 48, workers: int = 1,
-                   paraphrases: bool = False, scene_variation: str = "task") -> dict:
+                   static_size: int = DEMO_IMAGE_SIZES["static"], gripper_size: int = DEMO_IMAGE_SIZES["gripper"],
+                   workers: int = 1, paraphrases: bool = False, scene_variation: str = "task") -> dict:
     """Write a CALVIN split of successful expert demos to ``out_dir`` (see the module doc); seeds
     ``seed .. seed + episodes_per_task - 1`` of every task.
 

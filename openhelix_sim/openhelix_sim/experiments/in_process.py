@@ -1,6 +1,7 @@
 """The OpenHelix :class:`~openhelix_core.runtime.policy.DualSystemPolicy` evaluated in process on the
-single-task episodes, without ROS: the same start states, success checks and chunk execution as
-the sim bridge's ``protocol: tasks``."""
+single-task episodes, without ROS: :func:`openhelix_sim.evaluation_runner.run` through the same
+:class:`~openhelix_sim.evaluation_runner.TaskEpisodeRunner` protocol as the sim bridge's
+``protocol: tasks``."""
 from __future__ import annotations
 
 import time
@@ -8,32 +9,27 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-from ..envs import PlayTableEnv
-from ..envs.annotations import validation_annotation
-from ..envs.tasks import SceneState, task_succeeded
-from ..execution import ChunkExecutor
-from ..observation import observation_from_env
-from ..start_states import initial_state
-from .variants import VARIANTS, variant_models, variants_to_run
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 
-CONTROL_RATE_HZ = 30.0  # the play table's steps per second
+from ..envs import PlayTableEnv
+from ..evaluation_runner import TaskEpisodeRunner, run
+from ..task_set import DEMO_IMAGE_SIZES, EPISODE_MAX_STEPS, EXECUTION_HORIZON
+from .variants import VARIANTS, variant_models, variants_to_run
 
 
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
-                        max_steps: int = 240, execute_steps: int = 19, static_size: int = 64,
-                        gripper_size: int = 48, progress: bool = False,
-                        scene_variation: str = "task") -> Dict[str, List[bool]]:
+                        max_steps: int = EPISODE_MAX_STEPS, execute_steps: int = EXECUTION_HORIZON,
+                        static_size: int = DEMO_IMAGE_SIZES["static"], gripper_size: int = DEMO_IMAGE_SIZES["gripper"],
+                        progress: bool = False, scene_variation: str = "task") -> Dict[str, List[bool]]:
     """Run a :class:`~openhelix_core.runtime.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
 
-    For every task and seed the table is put in :func:`initial_state` ``(task, seed)``, the
-    policy is reset with the task's CALVIN evaluation sentence, and then, until the task's
-    success check passes or ``max_steps`` 30 Hz steps have run: observe (both cameras rendered
-    with the given sizes), ``policy.act`` (System 2 runs when its goal is due), execute the
-    first ``execute_steps`` waypoints of the chunk through a
-    :class:`~openhelix_sim.execution.ChunkExecutor`, as the sim bridge does with
-    ``replan_after_horizon`` (the policy computes while the world waits: no latency). The
-    controller's noise generator is re-seeded with the seed, so variants compared on the same
-    seeds start from the same scene and draw the same diffusion noise.
+    Every ``(task, seed)`` episode of :class:`~openhelix_sim.evaluation_runner.TaskEpisodeRunner`
+    (start state :func:`~openhelix_sim.start_states.initial_state`, the task's CALVIN evaluation
+    sentence, ``max_steps`` steps at most) is rolled out by
+    :func:`~openhelix_sim.evaluation_runner.run`, with both cameras rendered at the given sizes
+    and ``execute_steps`` waypoints executed per chunk. System 1's noise is re-seeded with the
+    seed, so variants compared on the same seeds start from the same scene and draw the same
+    diffusion noise.
 
     Args:
         policy_factory: returns the policy (called once; reset before every episode).
@@ -44,45 +40,29 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     policy = policy_factory()
     env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
                        image_size_static=static_size, image_size_gripper=gripper_size)
-    results: Dict[str, List[bool]] = {task: [] for task in tasks}
+    protocol = TaskEpisodeRunner(env, [(task, seed) for task in tasks for seed in seeds],
+                                 max_steps_per_subtask=max_steps, scene_variation=scene_variation)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks) * len(seeds), desc="evaluating", unit="episode")
+        bar = tqdm(total=len(protocol.episodes), desc="evaluating", unit="episode")
+
+    def episode_done(result) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(task=result.tasks[0], ok=bool(result.completed))
+
     try:
-        for task in tasks:
-            instruction = validation_annotation(task)
-            for seed in seeds:
-                initial_state(env, task, seed, scene_variation=scene_variation)
-                start = SceneState.capture(env)
-                policy.reset(instruction)
-                controller = getattr(policy, "controller", None)
-                if controller is not None and hasattr(controller, "generator"):
-                    controller.generator.manual_seed(int(seed))
-                executor = ChunkExecutor(execute_steps, replan_after_horizon=True)
-                steps, success = 0, False
-                while steps < max_steps and not success:
-                    stamp = steps / CONTROL_RATE_HZ
-                    executor.observation_published(stamp, steps)
-                    executor.receive(policy.act(observation_from_env(env, stamp=stamp)), stamp, steps)
-                    while (action := executor.next_action(steps)) is not None:
-                        env.step(action)
-                        steps += 1
-                        if task_succeeded(task, start, SceneState.capture(env)):
-                            success = True
-                            break
-                        if steps >= max_steps:
-                            break
-                results[task].append(success)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(task=task, ok=success)
+        results = run(policy, env, protocol, execute_steps, on_sequence_end=episode_done)
     finally:
         if bar is not None:
             bar.close()
         env.close()
-    return results
+    outcomes: Dict[str, List[bool]] = {task: [] for task in tasks}
+    for result in results:
+        outcomes[result.initial_state["task"]].append(result.completed == 1)
+    return outcomes
 
 
 def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained"):
@@ -92,7 +72,7 @@ def dual_system_policy(system1, system2, processor=None, goal_refresh_period: in
     from openhelix_core.runtime.planner import GoalPlanner
     from openhelix_core.runtime.policy import DualSystemPolicy
 
-    controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=1.0 / CONTROL_RATE_HZ)
+    controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=CALVIN_CONTROL_PERIOD_S)
     planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
     return DualSystemPolicy(controller=controller, planner=planner, goal_refresh_period=goal_refresh_period)
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from openhelix_ros.bags.scoring import (
+from openhelix_core.evaluation.bag_scoring import (
     ChunkRecord,
     Episode,
     GoalRecord,
