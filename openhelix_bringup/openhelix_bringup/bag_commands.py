@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from openhelix_bringup.launch_files import resolve_launch_file
-from openhelix_ros import topics
-from openhelix_ros.bags.io import COMPRESSED_IMAGE, IMAGE, BagError, BagReader, BagWriter, parse_remaps
 from openhelix_core.evaluation.bag_scoring import (
     ChunkRecord,
     GoalRecord,
@@ -31,6 +29,8 @@ from openhelix_core.evaluation.bag_scoring import (
     episodes_from,
     evaluate,
 )
+from openhelix_ros import topics
+from openhelix_ros.bags.io import COMPRESSED_IMAGE, IMAGE, BagError, BagReader, BagWriter, parse_remaps
 from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import (
     LaunchedProcesses,
