@@ -34,8 +34,10 @@ from openhelix_core.models.system1 import System1Processor
 from openhelix_core.runtime.chunking import TrajectoryBlender
 from openhelix_core.types import TrajectoryChunk
 
-#: Waypoint times closer than this to a whole tick are on it (float error of ``k / 30``).
-_TICK_SNAP = 1e-6
+#: Waypoint times closer than this (in ticks) to a whole tick are on it: the float error of
+#: ``k / 30``, and periods written with a few digits (``waypoint_period_s: 0.0333333`` is 20
+#: waypoints 2e-5 ticks short of tick 20).
+_TICK_SNAP = 1e-3
 
 
 def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, openness: float) -> np.ndarray:
@@ -47,7 +49,7 @@ def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, o
 
 def on_tick_clock(chunk: TrajectoryChunk, tick_period_s: float) -> TrajectoryChunk:
     """``chunk`` with its waypoint times in ticks of ``tick_period_s`` (snapped to whole ticks
-    within float error, so that a waypoint due at a tick is reached exactly at it)."""
+    within :data:`_TICK_SNAP`, so that a waypoint due at a tick is reached exactly at it)."""
     ticks = np.asarray(chunk.time_from_start, dtype=float) / tick_period_s
     whole = np.round(ticks)
     ticks = np.where(np.abs(ticks - whole) < _TICK_SNAP, whole, ticks)
@@ -104,13 +106,18 @@ class ChunkExecutor:
         self._cleared_tick = self._done_tick = current_tick
 
     def next_action(self, tick: int) -> np.ndarray | None:
-        """The action to execute during ``tick``, or None when the running chunk has none left."""
-        target = self._plan.sample(float(tick + 1))
+        """The action to execute during ``tick``, or None when the running chunk has none left.
+
+        A chunk whose last waypoint falls between ticks ends on the tick after it, aiming at
+        that waypoint, so every chunk ends on its last waypoint, at ``ceil(end)``."""
+        if not self._running(tick):
+            return None
+        target = self._plan.sample(min(float(tick + 1), self._plan.newest.end))
         return None if target is None else waypoint_to_absolute_action(*target)
 
     def _running(self, tick: int) -> bool:
         newest = self._plan.newest
-        return newest is not None and tick + 1 <= newest.end
+        return newest is not None and tick < newest.end
 
 
 class ServoFollower:

@@ -131,3 +131,35 @@ def test_servo_follower_drives_the_play_table_arm_to_a_commanded_pose(env):
     assert env.gripper_openness() < 0.5
     follower.clear(env.gripper_openness())
     assert follower.next_action(hold=True) is None
+
+
+def test_a_period_written_with_few_digits_executes_whole_chunks_and_takes_the_next():
+    """``waypoint_period_s: 0.0333333`` (as a YAML file writes 1/30) puts waypoint 20 a hair
+    before tick 20: it is still reached at tick 20, and with ``replan_after_horizon`` a chunk
+    computed from the observation at the tick the last one ended is taken (not refused as stale,
+    which would leave a lockstep simulation waiting forever)."""
+    rounded = chunk(20)
+    rounded = TrajectoryChunk(positions=rounded.positions, orientations=rounded.orientations,
+                              gripper_openness=rounded.gripper_openness, time_from_start=np.arange(1, 21) * 0.0333333)
+    executor = ChunkExecutor(execution_horizon=20, replan_after_horizon=True)
+    for tick in range(40):
+        executor.observation_published(float(tick), tick)
+    assert executor.receive(rounded, observation_stamp=0.0, current_tick=0)
+    actions = drain(executor, tick=0)
+    assert len(actions) == 20
+    np.testing.assert_allclose([a[0] for a in actions], rounded.positions[:, 0], atol=1e-12)
+    assert executor.receive(rounded, observation_stamp=20.0, current_tick=20)
+    assert len(drain(executor, tick=20)) == 20
+
+
+def test_a_chunk_ending_between_ticks_ends_on_its_last_waypoint():
+    uneven = chunk(3)
+    uneven = TrajectoryChunk(positions=uneven.positions, orientations=uneven.orientations,
+                             gripper_openness=uneven.gripper_openness, time_from_start=np.array([1, 2, 2.5]) / 30)
+    executor = ChunkExecutor(execution_horizon=20, replan_after_horizon=True)
+    for tick in range(5):
+        executor.observation_published(float(tick), tick)
+    assert executor.receive(uneven, observation_stamp=0.0, current_tick=0)
+    x = [a[0] for a in drain(executor, tick=0)]
+    np.testing.assert_allclose(x, uneven.positions[:, 0], atol=1e-12)
+    assert executor.receive(uneven, observation_stamp=3.0, current_tick=3)
