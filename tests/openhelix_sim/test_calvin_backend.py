@@ -243,3 +243,46 @@ def test_close_leaves_nothing_for_del(monkeypatch):
     del env
     gc.collect()
     assert unraisable == []
+
+
+@needs_calvin_env
+def test_single_task_start_states_on_calvin(calvin_env_after_embedded):
+    """The tasks protocol's start states drive the calvin env through the embedded env's API,
+    and CALVIN's own oracle scores them: the task is not done at the start."""
+    from openhelix_sim.evaluation_runner import CalvinTaskOracle, TaskEpisodeRunner
+    from openhelix_sim.start_states import initial_state
+
+    _, env = calvin_env_after_embedded
+    obs = initial_state(env, "open_drawer", 100000)
+    assert 0.0 <= obs["scene_obs"][1] <= 0.035  # drawer shut
+    again = initial_state(env, "open_drawer", 100000)
+    np.testing.assert_allclose(again["robot_obs"][:3], obs["robot_obs"][:3], atol=1e-3)
+    obs = initial_state(env, "turn_off_led", 100000)
+    assert obs["scene_obs"][5] == 1.0  # LED on
+    runner = TaskEpisodeRunner(env, [("turn_off_led", 100000)], oracle=CalvinTaskOracle(str(cb.default_tasks_config())))
+    assert runner.start_next_sequence() == runner.instruction
+    assert not runner.oracle.succeeded("turn_off_led", runner._start_state, runner.oracle.capture(env))
+    env.reset(scene_obs=np.r_[obs["scene_obs"][:5], 0.0, obs["scene_obs"][6:]])
+    assert runner.oracle.succeeded("turn_off_led", runner._start_state, runner.oracle.capture(env))
+
+
+@needs_calvin_env
+def test_calvin_sequence_start_info_is_read_before_any_step(calvin_env_after_embedded):
+    from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle
+
+    _, env = calvin_env_after_embedded
+    steps = []
+
+    class CountingEnv:
+        def __getattr__(self, name):
+            return getattr(env, name)
+
+        def step(self, *args, **kwargs):
+            steps.append(args)
+            return env.step(*args, **kwargs)
+
+    runner = CalvinEvaluationRunner(CountingEnv(), [0], settle_steps=0,
+                                    oracle=CalvinTaskOracle(str(cb.default_tasks_config())))
+    runner.start_next_sequence()
+    assert steps == []
+    assert set(runner._start_state) == {"robot_info", "scene_info"}

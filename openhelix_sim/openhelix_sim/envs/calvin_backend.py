@@ -226,6 +226,12 @@ def calvin_env_source_dir() -> Path:
         f"reinstall calvin_env from a clone (pip install -e <clone>)")
 
 
+def default_tasks_config() -> Path:
+    """calvin_env's ``conf/tasks/new_playtable_tasks.yaml``: the task oracle's config, the same
+    file as calvin's ``calvin_models/conf/callbacks/rollout/tasks/new_playtable_tasks.yaml``."""
+    return calvin_env_source_dir() / "conf" / "tasks" / "new_playtable_tasks.yaml"
+
+
 def compose_rendering_config(conf_dir, scene: str = "D", data_path=None):
     """The config CALVIN's rendering step writes to a dataset's ``merged_config.yaml``, composed
     from calvin_env's ``conf`` directory: hydra's ``config_data_collection`` (the recording's
@@ -347,6 +353,34 @@ def _remove_stray_base_cylinder(bodies_before: set) -> None:
 
 
 # --------------------------------------------------------------------------------- the adapter
+class CalvinRobotView:
+    """calvin_env's ``Robot`` (every attribute passes through) with the embedded robot's
+    ``observation()``: the 15-D ``robot_obs``. ``target_pos`` / ``target_orn`` (Euler) are calvin's own."""
+
+    def __init__(self, robot) -> None:
+        self._robot = robot
+
+    def __getattr__(self, name: str):
+        return getattr(self._robot, name)
+
+    def observation(self) -> np.ndarray:
+        return np.asarray(self._robot.get_observation()[0], dtype=np.float64)
+
+
+class CalvinSceneView:
+    """calvin_env's ``PlayTableScene`` (every attribute passes through) with the embedded scene's
+    ``observation()``: the 24-D ``scene_obs`` (same layout in both)."""
+
+    def __init__(self, scene) -> None:
+        self._scene = scene
+
+    def __getattr__(self, name: str):
+        return getattr(self._scene, name)
+
+    def observation(self) -> np.ndarray:
+        return np.asarray(self._scene.get_obs(), dtype=np.float64)
+
+
 class CalvinPlayTableEnv:
     """calvin_env behind ``PlayTableEnv``'s API (see the module docstring).
 
@@ -368,7 +402,8 @@ class CalvinPlayTableEnv:
                                       image_size_static=image_size_static, image_size_gripper=image_size_gripper)
         self.env = env
         self.cid = env.cid
-        self.robot = env.robot
+        self.robot = CalvinRobotView(env.robot)
+        self.scene = CalvinSceneView(env.scene)
         self.cameras = {cam.name: cam for cam in env.cameras}
         self.reset(seed=seed)
 
