@@ -3,6 +3,8 @@
     openhelix demo [--steps N]          sim bridge + planner + controller through ROS topics
     openhelix eval-calvin [--sequences N] CALVIN's evaluation protocol through the same nodes
                           [--protocol tasks --checkpoint DIR]  single-task episodes, trained policy
+                          [--backend calvin] [--shard I/N]      CALVIN's simulator; one job of an array
+    openhelix eval-calvin-merge DIR... --output OUT   one report from the shards' outputs
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
     openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
@@ -104,13 +106,16 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
-    from openhelix_core.evaluation.report import format_task_table, write_report
+    from openhelix_core.evaluation.metrics import SequenceResult
 
     output = Path(options.output or time.strftime("runs/calvin-eval-%Y%m%d-%H%M%S"))
     output.mkdir(parents=True, exist_ok=True)
     tasks_protocol = options.protocol == "tasks"
     total = len(options.tasks) * options.episodes_per_task if tasks_protocol else options.sequences
+    shard_index, shard_count = options.shard
+    shard_total = len(shard_indices(total, shard_index, shard_count))
+    if shard_total == 0:
+        raise LaunchError(f"--shard {shard_index}/{shard_count} holds no sequence of {total}")
     config_dir = options.config_dir
     bridge = {"execution": options.execution, **({"realtime": True} if options.realtime else {}),
               **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
@@ -122,7 +127,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
                                                  bridge, controller))
-    workers = min(options.workers, total)
+    workers = min(options.workers, shard_total)
     domains: list[int] = []
     for _ in range(workers):
         domains.append(options.first_domain + len(domains) if options.first_domain is not None
@@ -131,8 +136,11 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     for worker in range(workers):
         result_files.append(output / f"worker{worker}.jsonl")
         result_files[-1].write_text("")
+        stride, offset = bridge_stride(shard_index, shard_count, worker, workers)
         arguments = {"results_path": str(result_files[-1]), "sequence_count": str(options.sequences),
-                     "num_workers": str(workers), "worker_index": str(worker), "backend": options.backend,
+                     "num_workers": str(stride), "worker_index": str(offset),
+                     "backend": options.backend, "calvin_scene": options.calvin_scene,
+                     "calvin_dataset_path": options.calvin_dataset,
                      "max_steps_per_subtask": str(options.max_steps), "sequence_seed": str(options.seed),
                      "protocol": options.protocol, "tasks": ",".join(options.tasks),
                      "task_first_seed": str(options.first_seed), "task_episodes": str(options.episodes_per_task),
@@ -143,7 +151,9 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
         nodes = parse_launch_file(resolve_launch_file("calvin_eval.launch.xml"), arguments)
         launches.append(LaunchedProcesses(nodes, log_directory=output / f"logs-worker{worker}",
                                           environment={"ROS_DOMAIN_ID": str(domains[worker])}))
-    what = f"{total} single-task episodes" if tasks_protocol else f"{total} sequences"
+    what = f"{shard_total} single-task episodes" if tasks_protocol else f"{shard_total} sequences"
+    if shard_count > 1:
+        what += f" (shard {shard_index}/{shard_count} of {total})"
     print(f"openhelix eval-calvin: {what} on {workers} worker(s) (ROS domains "
           f"{', '.join(map(str, domains))}); logs and results in {output}")
 
@@ -154,21 +164,20 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     failure = None
     started = time.monotonic()
     try:
-        with tqdm(total=total, unit="seq", desc=options.protocol, dynamic_ncols=True) as progress:
+        with tqdm(total=shard_total, unit="seq", desc=options.protocol, dynamic_ncols=True) as progress:
             while True:
                 done = finished_sequences()
                 progress.update(len(done) - progress.n)
                 if done:
                     progress.set_postfix(avg_len=f"{sum(r.completed for r in done) / len(done):.2f}")
-                sims_done = [launch.exited().get(SIM_NODE) for launch in launches]
-                if all(code is not None for code in sims_done):
-                    break
-                crashed = [(index, name, code) for index, launch in enumerate(launches)
-                           for name, code in launch.exited().items() if name != SIM_NODE or code != 0]
+                exits = [launch.exited() for launch in launches]
+                # A crashed sim bridge has exited too: look for crashes before calling the run done.
+                crashed = [(index, name, code) for index, codes in enumerate(exits)
+                           for name, code in codes.items() if name != SIM_NODE or code != 0]
                 if crashed:
-                    index, name, code = crashed[0]
-                    failure = (f"worker {index}: node '{name}' exited with code {code}:\n"
-                               f"{log_tail(launches[index].log_files[name])}")
+                    failure = crash_report(launches, *crashed[0])
+                    break
+                if all(SIM_NODE in codes for codes in exits):
                     break
                 if time.monotonic() - started > options.timeout:
                     failure = f"timed out after {options.timeout:.0f} s"
@@ -177,10 +186,16 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         failure = "interrupted"
     finally:
-        for launch in launches:
-            launch.stop()
+        final_codes = [launch.stop() for launch in launches]
+    if failure is None:
+        sim_failures = [(index, SIM_NODE, codes.get(SIM_NODE)) for index, codes in enumerate(final_codes)
+                        if codes.get(SIM_NODE) != 0]
+        if sim_failures:
+            failure = crash_report(launches, *sim_failures[0])
     results = sorted(finished_sequences(), key=lambda r: r.info["sequence_index"])
     config = {"sequences": total, "workers": workers, "seed": options.seed, "backend": options.backend,
+              "calvin_scene": options.calvin_scene or "(dataset's, else D)",
+              "calvin_dataset": options.calvin_dataset or "(none: calvin_env's rendering config)",
               "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
               "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
               "execution": options.execution, "realtime": options.realtime,
@@ -189,6 +204,37 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     if tasks_protocol:
         config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
                       scene_variation=options.scene_variation)
+    if shard_count > 1:
+        config["shard"] = {"index": shard_index, "count": shard_count}
+    print_report(output, results, config, tasks_protocol, shard_total)
+    if failure or len(results) < shard_total:
+        print(f"\nFAILED: {failure or 'not every sequence was evaluated'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def crash_report(launches: list, worker: int, node: str, code) -> str:
+    how = "did not exit when stopped" if code is None else f"exited with code {code}"
+    return (f"worker {worker}: node '{node}' {how}; the end of its log "
+            f"({launches[worker].log_files[node]}):\n{log_tail(launches[worker].log_files[node], lines=40)}")
+
+
+def shard_indices(total: int, index: int, count: int) -> list[int]:
+    """The sequence indices shard ``index`` of ``count`` evaluates: every ``count``-th, from ``index``
+    (strided, so that each shard gets early and late sequences alike)."""
+    return list(range(index, total, count))
+
+
+def bridge_stride(shard_index: int, shard_count: int, worker: int, workers: int) -> tuple[int, int]:
+    """The sim bridge's ``(num_workers, worker_index)`` for one worker of a shard: worker w of shard
+    I/N takes i = I + N * (w + k * workers), i.e. i % (N * workers) == I + N * w."""
+    return shard_count * workers, shard_index + shard_count * worker
+
+
+def print_report(output: Path, results: list, config: dict, tasks_protocol: bool, expected: int) -> None:
+    from openhelix_core.evaluation.metrics import EvaluationSummary
+    from openhelix_core.evaluation.report import format_task_table, write_report
+
     report_files = write_report(output, results, config)
     summary = EvaluationSummary.from_results(results)
     print(format_task_table(summary, "text"))
@@ -196,12 +242,72 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
         successes = sum(r.completed for r in results)
         print(f"\n{successes}/{len(results)} episodes succeeded", end="; ")
     else:
-        print(f"\n{len(results)}/{total} sequences; average length {summary.average_length:.2f}", end="; ")
+        print(f"\n{len(results)}/{expected} sequences; average length {summary.average_length:.2f}", end="; ")
     print(f"report: {', '.join(str(path) for path in report_files.values())}")
-    if failure or len(results) < total:
-        print(f"\nFAILED: {failure or 'not every sequence was evaluated'}", file=sys.stderr)
-        return 1
+
+
+# Differ between the shards of one evaluation without changing what is evaluated.
+PER_SHARD_SETTINGS = ("shard", "workers")
+
+
+def merge_shards(directories: list[Path]) -> tuple[list, dict]:
+    """Results and config of the evaluation whose shards ``directories`` hold; LaunchError when
+    they come from different settings, overlap, miss a shard or a sequence."""
+    from openhelix_core.evaluation.report import load_results_json
+
+    shards = {}
+    for directory in directories:
+        report = Path(directory) / "calvin_eval.json"
+        if not report.is_file():
+            raise LaunchError(f"{directory} holds no calvin_eval.json (not an eval-calvin output directory)")
+        config, results, _ = load_results_json(report)
+        shard = config.get("shard") or {"index": 0, "count": 1}
+        if shard["index"] in shards:
+            raise LaunchError(f"{directory} and {shards[shard['index']][0]} are both shard "
+                              f"{shard['index']}/{shard['count']}")
+        shards[shard["index"]] = (directory, shard, config, results)
+    first_dir, first_shard, first_config, _ = shards[min(shards)]
+    settings = {k: v for k, v in first_config.items() if k not in PER_SHARD_SETTINGS}
+    for directory, shard, config, results in shards.values():
+        if shard["count"] != first_shard["count"]:
+            raise LaunchError(f"{directory} is shard {shard['index']}/{shard['count']}, {first_dir} is shard "
+                              f"{first_shard['index']}/{first_shard['count']}: not the same split")
+        for key in sorted(set(settings) | set(config) - set(PER_SHARD_SETTINGS)):
+            if config.get(key) != settings.get(key):
+                raise LaunchError(f"{directory} and {first_dir} were evaluated with different {key}: "
+                                  f"{config.get(key)!r} and {settings.get(key)!r}")
+        expected = shard_indices(settings["sequences"], shard["index"], shard["count"])
+        found = sorted(r.info["sequence_index"] for r in results)
+        if found != expected:
+            raise LaunchError(f"{directory} (shard {shard['index']}/{shard['count']}) is incomplete or foreign: "
+                              f"{len(found)} of its {len(expected)} sequences, missing "
+                              f"{sorted(set(expected) - set(found))[:10]}, unexpected {sorted(set(found) - set(expected))[:10]}")
+    missing = sorted(set(range(first_shard["count"])) - set(shards))
+    if missing:
+        raise LaunchError(f"shards {missing} of {first_shard['count']} are missing")
+    results = sorted((r for _, _, _, rs in shards.values() for r in rs), key=lambda r: r.info["sequence_index"])
+    config = {**settings, "workers": sum(c.get("workers", 1) for _, _, c, _ in shards.values()),
+              "merged_from": [str(d) for d, _, _, _ in shards.values()]}
+    return results, config
+
+
+def run_eval_calvin_merge(options: argparse.Namespace) -> int:
+    results, config = merge_shards([Path(d) for d in options.directories])
+    output = Path(options.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print_report(output, results, config, config.get("protocol") == "tasks", config["sequences"])
     return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, separator, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        index = count = -1
+    if not separator or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"'{text}' is not I/N with 0 <= I < N (e.g. 3/10)")
+    return index, count
 
 
 def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
@@ -316,7 +422,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds added to every System 1 call, to measure what latency costs")
     calvin.add_argument("--replan-after-horizon", action="store_true",
                         help="execute each chunk to its horizon before taking a newer one (3DDA's evaluation)")
+    calvin.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                        help="evaluate only sequences i with i %% N == I (one job of an array of N; combine the "
+                        "outputs with eval-calvin-merge)")
+    calvin.add_argument("--calvin-scene", default="", choices=("", "A", "B", "C", "D"),
+                        help="--backend calvin: scene (default: the dataset's, else D)")
+    calvin.add_argument("--calvin-dataset", default="",
+                        help="--backend calvin: a CALVIN dataset split (e.g. task_ABC_D/validation) whose "
+                        ".hydra/merged_config.yaml builds the env, as CALVIN does (default: none, the same config "
+                        "composed from calvin_env's conf/)")
     calvin.set_defaults(run=run_eval_calvin)
+    merge = commands.add_parser("eval-calvin-merge", help="combine the outputs of eval-calvin --shard I/N runs "
+                                "into the report one run writes")
+    merge.add_argument("directories", nargs="+", help="the --output directories of every shard")
+    merge.add_argument("--output", required=True, help="directory for the merged report")
+    merge.set_defaults(run=run_eval_calvin_merge)
     launch = commands.add_parser("launch", help="run a launch file without ros2 launch")
     launch.add_argument("file", help="path, or name of a file in openhelix_bringup/launch")
     launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")

@@ -218,15 +218,15 @@ class CalvinEvaluationRunner:
 
 
 class TaskEpisodeRunner(CalvinEvaluationRunner):
-    """Single-task episodes ``(task, seed)`` on the embedded play-table, each recorded as a
+    """Single-task episodes ``(task, seed)`` on the play-table (either backend), each recorded as a
     one-subtask :class:`SequenceResult` whose ``initial_state`` names the task and the seed."""
 
     def __init__(self, env, episodes: Sequence[tuple[str, int]], indices: Sequence[int] | None = None,
-                 max_steps_per_subtask: int = 240, scene_variation: str = "task") -> None:
+                 max_steps_per_subtask: int = 240, scene_variation: str = "task", oracle=None) -> None:
         self.episodes = [(str(task), int(seed)) for task, seed in episodes]
         self.scene_variation = scene_variation
         indices = range(len(self.episodes)) if indices is None else indices
-        super().__init__(env, list(indices), max_steps_per_subtask=max_steps_per_subtask)
+        super().__init__(env, list(indices), max_steps_per_subtask=max_steps_per_subtask, oracle=oracle)
 
     @property
     def episode_seed(self) -> int:

@@ -99,7 +99,8 @@ PARAMETERS = (
     ParameterSpec("calvin_dataset_path", "", "calvin backend: a CALVIN dataset split (e.g. task_ABC_D/validation) "
                   "whose .hydra config selects the scene."),
     ParameterSpec("calvin_scene", "", "calvin backend: scene A, B, C or D ('' = the dataset's)."),
-    ParameterSpec("calvin_tasks_config", "", "calvin backend: CALVIN's new_playtable_tasks.yaml (task oracle)."),
+    ParameterSpec("calvin_tasks_config", "", "calvin backend: CALVIN's new_playtable_tasks.yaml (task oracle; "
+                  "'' = calvin_env's conf/tasks copy of it)."),
     ParameterSpec("mode", "free", "'free': run until max_steps; 'evaluate': CALVIN's evaluation protocol.",
                   one_of("free", "evaluate")),
     ParameterSpec("num_sequences", 1000, "evaluate: size of the CALVIN sequence set the sequences come from.",
@@ -110,7 +111,7 @@ PARAMETERS = (
                   non_negative),
     ParameterSpec("num_workers", 1, "evaluate: number of parallel bridge workers.", positive),
     ParameterSpec("protocol", "calvin", "evaluate: 'calvin' (chains of 5 from CALVIN's sequences) or 'tasks' "
-                  "(single-task episodes from the training demo's start states; embedded backend).",
+                  "(single-task episodes from the training demo's start states).",
                   one_of("calvin", "tasks")),
     ParameterSpec("tasks", ",".join(DEFAULT_TASKS), "evaluate/tasks: comma-separated task names.", task_list),
     ParameterSpec("task_first_seed", EVAL_SEED_OFFSET, "evaluate/tasks: start-state seed of each task's first "
@@ -137,8 +138,6 @@ class SimBridgeNode(Node):
         p = self.params
         if p["mode"] == "evaluate" and not p["results_path"]:
             raise ValueError("mode 'evaluate' needs results_path")
-        if p["mode"] == "evaluate" and p["protocol"] == "tasks" and p["backend"] != "embedded":
-            raise ValueError("protocol 'tasks' needs the embedded backend (its start states are the play-table's)")
         if p["worker_index"] >= p["num_workers"]:
             raise ValueError(f"worker_index {p['worker_index']} must be below num_workers {p['num_workers']}")
         self.env = self._make_env()
@@ -170,14 +169,16 @@ class SimBridgeNode(Node):
                         for k in range(p["task_episodes"])]
             mine = [i for i in range(len(episodes)) if i % p["num_workers"] == p["worker_index"]]
             self.runner = TaskEpisodeRunner(self.env, episodes, mine, p["max_steps_per_subtask"],
-                                            p["task_scene_variation"])
+                                            p["task_scene_variation"], oracle=self._calvin_oracle())
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(mine)} single-task episodes -> {p['results_path']}")
         elif p["mode"] == "evaluate":
             indices = [i for i in range(p["sequence_count"]) if i % p["num_workers"] == p["worker_index"]]
-            oracle = CalvinTaskOracle(p["calvin_tasks_config"]) if p["backend"] == "calvin" else None
+            # CALVIN reads the oracle's start info right after the reset; the embedded oracle needs
+            # one physics step for contacts.
             self.runner = CalvinEvaluationRunner(self.env, indices, p["num_sequences"], p["sequence_seed"],
-                                                 p["max_steps_per_subtask"], oracle=oracle)
+                                                 p["max_steps_per_subtask"], oracle=self._calvin_oracle(),
+                                                 settle_steps=0 if p["backend"] == "calvin" else 1)
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(indices)} CALVIN sequences -> {p['results_path']}")
         self.instruction_publisher.publish(String(data=self.instruction or ""))
@@ -194,8 +195,15 @@ class SimBridgeNode(Node):
         self.get_logger().info(f"{p['backend']} play-table ready (seed {p['seed']}); instruction: '{self.instruction}'")
 
     def destroy_node(self) -> None:
-        self.env.close()
+        if hasattr(self, "env"):  # absent when the constructor failed before building it
+            self.env.close()
         super().destroy_node()
+
+    def _calvin_oracle(self):
+        if self.params["backend"] != "calvin":
+            return None
+        from openhelix_sim.envs.calvin_backend import default_tasks_config
+        return CalvinTaskOracle(self.params["calvin_tasks_config"] or str(default_tasks_config()))
 
     def _make_env(self):
         if self.params["backend"] == "calvin":
