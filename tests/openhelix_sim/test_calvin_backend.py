@@ -140,35 +140,106 @@ def test_config_helpers(tmp_path):
     (split / "merged_config.yaml").write_text("env: {}\n")
     assert cb.resolve_dataset_config(tmp_path / "task_D_D") == split / "merged_config.yaml"
     assert cb.resolve_dataset_config(tmp_path / "task_D_D" / "validation") == split / "merged_config.yaml"
-    # a minimal fake calvin_env conf tree
-    conf = tmp_path / "calvin_env" / "conf"
-    for rel, text in {"robot/panda.yaml": "tcp_link_id: 13\n", "scene/calvin_scene_B.yaml": "global_scaling: 0.8\n",
-                      "cameras/cameras/static.yaml": "fov: 10\nwidth: 400\n",
-                      "cameras/cameras/gripper.yaml": "fov: 75\nwidth: 200\n"}.items():
-        (conf / rel).parent.mkdir(parents=True, exist_ok=True)
-        (conf / rel).write_text(text)
-    cfg = cb.conf_dir_env_config(conf, scene="B", robot="panda_longer_finger")
-    assert cfg["robot"] == {"tcp_link_id": 13}  # falls back to panda.yaml
-    assert cfg["scene"] == {"global_scaling": 0.8}
-    assert cfg["cameras"]["gripper"]["fov"] == 75
-    assert cfg["data_path"] == str(tmp_path / "calvin_env" / "data")
-    assert cfg["env"]["_target_"] == "calvin_env.envs.play_table_env.PlayTableSimEnv"
-    assert cfg["env"]["bullet_time_step"] == 240 and cfg["env"]["control_freq"] == 30
-    with pytest.raises(FileNotFoundError):
-        cb.conf_dir_env_config(conf, scene="C")
+    with pytest.raises(FileNotFoundError, match="config_data_collection.yaml"):
+        cb.compose_rendering_config(tmp_path, scene="B")
 
 
-@pytest.mark.skipif(not cb.calvin_env_available(), reason="calvin_env is not installed")
-def test_real_calvin_env_smoke():  # pragma: no cover - only where calvin_env is installed
-    env = cb.CalvinPlayTableEnv(scene="D", image_size_static=200, image_size_gripper=84)
-    try:
-        obs = env.get_obs()
-        assert obs["robot_obs"].shape == (15,) and obs["scene_obs"].shape == (24,)
-        assert obs["rgb_static"].shape == (200, 200, 3)
-        assert env.camera_intrinsics("static").shape == (3, 3)
-        T = env.camera_to_tcp("gripper")
-        np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6)
-        obs = env.step(np.zeros(7), "relative")
-        assert len(env.joint_names()) == 9
-    finally:
-        env.close()
+needs_calvin_env = pytest.mark.skipif(not cb.calvin_env_available(),
+                                      reason="calvin_env is not installed (scripts/setup installs it)")
+
+
+@needs_calvin_env
+@pytest.mark.parametrize("scene", cb.SCENES)
+def test_rendering_config_without_dataset(scene):
+    """The config CALVIN's rendering step composes: robot defaults resolved (``euler_obs`` comes
+    from panda.yaml through panda_longer_finger's hydra defaults), the scene's own table, the
+    evaluation cameras, data files that exist."""
+    cfg = cb.load_calvin_config(scene=scene)
+    assert cfg.robot_cfg.filename == "franka_panda/panda_longer_finger.urdf"
+    assert cfg.robot_cfg.euler_obs is True and cfg.scene_cfg.euler_obs is True
+    table = cfg.scene_cfg.objects.fixed_objects.table.file
+    assert table == f"calvin_table_{scene}/urdf/calvin_table_{scene}.urdf"
+    data = cb.calvin_env_source_dir() / "data"
+    assert cfg.scene_cfg.data_path == str(data) and (data / table).is_file()
+    assert sorted(cfg.cameras) == ["gripper", "static"]
+    assert (cfg.cameras.static.width, cfg.cameras.gripper.width) == (200, 84)
+    assert cfg.use_vr is False and cfg.show_gui is False and cfg.control_freq == 30
+    with pytest.raises(FileNotFoundError, match="calvin_scene_E"):
+        cb.compose_rendering_config(cb.calvin_env_source_dir() / "conf", scene="calvin_scene_E")
+
+
+@needs_calvin_env
+def test_dataset_config_keeps_its_env_and_finds_the_data(tmp_path):
+    """With a dataset its merged_config.yaml is used as it is; a relative data_path (calvin_env
+    reads it next to its package, which a non-editable install lacks) becomes the checkout's."""
+    from omegaconf import OmegaConf
+
+    root = cb.compose_rendering_config(cb.calvin_env_source_dir() / "conf", scene="D")
+    root.data_path = "data"
+    root.env.cameras.static.width = 123
+    split = tmp_path / "validation" / ".hydra"
+    split.mkdir(parents=True)
+    OmegaConf.save(root, split / "merged_config.yaml")
+    cfg = cb.load_calvin_config(dataset_path=tmp_path, scene="B")
+    assert cfg.cameras.static.width == 123
+    assert cfg.scene_cfg.objects.fixed_objects.table.file == "calvin_table_B/urdf/calvin_table_B.urdf"
+    assert cfg.scene_cfg.data_path == str(cb.calvin_env_source_dir() / "data")
+
+
+@pytest.fixture(scope="module")
+def calvin_env_after_embedded():
+    """A scene-D env built while an embedded PlayTableEnv owns pybullet's client 0."""
+    from openhelix_sim.envs import PlayTableEnv
+
+    embedded = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    env = cb.CalvinPlayTableEnv(scene="D")
+    yield embedded, env
+    env.close()
+    embedded.close()
+
+
+@needs_calvin_env
+def test_real_calvin_env_smoke(calvin_env_after_embedded):
+    _, env = calvin_env_after_embedded
+    obs = env.get_obs()
+    assert obs["robot_obs"].shape == (15,) and obs["scene_obs"].shape == (24,)
+    assert obs["rgb_static"].shape == (200, 200, 3) and obs["rgb_gripper"].shape == (84, 84, 3)
+    assert env.camera_intrinsics("static").shape == (3, 3)
+    T = env.camera_to_tcp("gripper")
+    np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6)
+    before = env.tcp_pose()[0]
+    obs = env.step(np.r_[before + [0.0, 0.0, 0.05], obs["robot_obs"][3:6], 1.0])
+    assert obs["robot_obs"][2] > before[2] + 0.005  # the arm moved up towards the target
+    assert len(env.joint_names()) == 9
+
+
+@needs_calvin_env
+def test_embedded_env_survives_a_calvin_env(calvin_env_after_embedded):
+    """calvin_env's base cylinder would land in the embedded env's client and break its reset."""
+    embedded, _ = calvin_env_after_embedded
+    obs = embedded.reset(seed=3)
+    assert obs["scene_obs"].shape == (24,)
+
+
+@needs_calvin_env
+def test_reset_seed_decides_the_block_poses(calvin_env_after_embedded):
+    _, env = calvin_env_after_embedded
+    first = env.reset(seed=3)["scene_obs"]
+    other = env.reset(seed=4)["scene_obs"]
+    again = env.reset(seed=3)["scene_obs"]
+    np.testing.assert_allclose(again, first, atol=1e-3)  # one physics step after the reset
+    assert np.abs(other[6:] - first[6:]).max() > 0.01
+
+
+@needs_calvin_env
+def test_close_leaves_nothing_for_del(monkeypatch):
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    env = cb.CalvinPlayTableEnv(scene="A", render_static=False, render_gripper=False)
+    env.close()
+    del env
+    gc.collect()
+    assert unraisable == []

@@ -12,10 +12,12 @@ Building the environment (two ways, as CALVIN does it)
   (cameras 200 x 200 static, 84 x 84 gripper there). ``scene="A".."D"`` swaps in calvin_env's
   ``conf/scene/calvin_scene_<X>.yaml`` (``get_env(scene=...)`` intends this but drops the merge
   result, so it is done here).
-* ``conf_dir``: calvin_env's ``conf`` directory (default: the one next to the installed
-  package); the env config is assembled from ``robot/<robot>.yaml``, ``scene/<scene>.yaml`` and
-  ``cameras/cameras/{static,gripper}.yaml`` with ``PlayTableSimEnv``'s arguments (240 Hz
-  physics, 30 Hz control, no VR, no EGL).
+* no dataset: the same configuration composed from calvin_env's ``conf`` directory
+  (``conf_dir``; default: the calvin_env checkout it was installed from, see
+  ``calvin_env_source_dir``) as CALVIN's rendering step composes it -- hydra's
+  ``config_data_collection`` with ``scene=calvin_scene_<X>``, ``robot=panda_longer_finger``,
+  ``cameras=static_and_gripper``, merged with ``config_rendering`` -- and ``data_path`` = the
+  checkout's ``data/`` (``compose_rendering_config``).
 
 Either way the env is instantiated like ``get_env`` does: ``hydra.utils.instantiate(cfg.env,
 show_gui=..., use_vr=False, use_scene_info=True)``.
@@ -37,7 +39,11 @@ Conventions (same as ``PlayTableEnv``)
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import math
+import urllib.parse
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -62,6 +68,8 @@ CALVIN_ENV_INSTALL = (
 PHYSICS_HZ = 240
 CONTROL_HZ = 30
 SCENES = ("A", "B", "C", "D")
+# pybullet's client for calls that name none
+DEFAULT_CLIENT = 0
 
 # OpenGL eye frame (x right, y up, z backwards) -> OpenCV optical frame (x right, y down, z forward)
 _GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -195,68 +203,81 @@ def resolve_dataset_config(dataset_path) -> Path:
                             "pass a CALVIN dataset split such as task_D_D/validation")
 
 
-def conf_dir_env_config(conf_dir, scene: str = "D", robot: str = "panda_longer_finger", seed: int = 0,
-                        data_path=None) -> dict:
-    """Plain-dict env config assembled from a calvin_env ``conf`` directory (YAML read with
-    PyYAML; hydra-style ``${...}`` interpolations are kept for OmegaConf to resolve)."""
-    import yaml
+def calvin_env_source_dir() -> Path:
+    """The calvin_env checkout holding ``conf/`` and ``data/`` (neither is part of the installed
+    package): the package's parent after ``pip install -e`` of a clone, or the local folder a
+    ``pip install <folder>`` recorded in the distribution's ``direct_url.json``."""
+    calvin_env = require_calvin_env()
+    package_parent = Path(calvin_env.__file__).resolve().parents[1]
+    if (package_parent / "conf").is_dir():
+        return package_parent
+    import importlib.metadata
 
-    conf_dir = Path(conf_dir)
+    try:
+        direct_url = json.loads(importlib.metadata.distribution("calvin_env").read_text("direct_url.json") or "{}")
+    except importlib.metadata.PackageNotFoundError:
+        direct_url = {}
+    url = urllib.parse.urlparse(direct_url.get("url", ""))
+    if url.scheme == "file" and (Path(url.path) / "conf").is_dir():
+        return Path(url.path)
+    raise FileNotFoundError(
+        f"cannot find calvin_env's conf/ and data/ folders: the installed package {package_parent} has none and it "
+        f"was not installed from a local folder that has them; pass conf_dir=<calvin_env checkout>/conf, or "
+        f"reinstall calvin_env from a clone (pip install -e <clone>)")
 
-    def load(rel: str) -> dict:
-        path = conf_dir / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"calvin_env config {path} not found")
-        return yaml.safe_load(path.read_text()) or {}
 
-    robot_file = conf_dir / "robot" / f"{robot}.yaml"
-    if not robot_file.is_file():
-        robot = "panda"  # older calvin_env checkouts only ship panda.yaml
-    return {
-        "seed": int(seed),
-        "data_path": str(Path(data_path) if data_path is not None else conf_dir.parent / "data"),
-        "robot": load(f"robot/{robot}.yaml"),
-        "scene": load(f"scene/{scene_config_name(scene)}.yaml"),
-        "cameras": {"static": load("cameras/cameras/static.yaml"), "gripper": load("cameras/cameras/gripper.yaml")},
-        "env": {
-            "_target_": "calvin_env.envs.play_table_env.PlayTableSimEnv",
-            "_recursive_": False,
-            "robot_cfg": "${robot}",
-            "seed": "${seed}",
-            "use_vr": False,
-            "bullet_time_step": PHYSICS_HZ,
-            "cameras": "${cameras}",
-            "show_gui": False,
-            "scene_cfg": "${scene}",
-            "use_scene_info": True,
-            "use_egl": False,
-            "control_freq": CONTROL_HZ,
-        },
-    }
+def compose_rendering_config(conf_dir, scene: str = "D", data_path=None):
+    """The config CALVIN's rendering step writes to a dataset's ``merged_config.yaml``, composed
+    from calvin_env's ``conf`` directory: hydra's ``config_data_collection`` (the recording's
+    config) with scene ``calvin_scene_<scene>``, robot ``panda_longer_finger`` and cameras
+    ``static_and_gripper``, merged with ``config_rendering`` (its ``env`` overrides: no VR, no GUI;
+    cameras 200 px static, 84 px gripper); ``data_path`` defaults to ``<conf_dir>/../data``."""
+    require_calvin_env()
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf_dir = Path(conf_dir).expanduser().resolve()
+    for name in ("config_data_collection.yaml", "config_rendering.yaml"):
+        if not (conf_dir / name).is_file():
+            raise FileNotFoundError(f"{conf_dir} is not calvin_env's conf directory: it has no {name}")
+    scene_name = scene_config_name(scene)
+    if not (conf_dir / "scene" / f"{scene_name}.yaml").is_file():
+        raise FileNotFoundError(f"calvin_env's conf directory {conf_dir} has no scene/{scene_name}.yaml")
+    choices = ["robot=panda_longer_finger", "cameras=static_and_gripper"]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None), warnings.catch_warnings():
+        # config_rendering predates hydra 1.1's `_self_` entry; hydra's default for it is what CALVIN gets too.
+        warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`", category=UserWarning)
+        recording = compose("config_data_collection", overrides=[f"scene={scene_name}", *choices])
+        rendering = compose("config_rendering", overrides=choices[1:])
+    # CALVIN merges the two as plain YAML files (hydra's struct flag would refuse rendering-only keys).
+    root = OmegaConf.merge(*(OmegaConf.create(OmegaConf.to_container(c)) for c in (recording, rendering)))
+    root.data_path = str(Path(data_path) if data_path is not None else conf_dir.parent / "data")
+    return root
 
 
 def load_calvin_config(dataset_path=None, conf_dir=None, scene: Optional[str] = None,
                        image_size_static: Optional[int] = None, image_size_gripper: Optional[int] = None,
-                       robot: str = "panda_longer_finger", seed: int = 0,
                        keep_cameras: Optional[tuple] = ("static", "gripper")):
     """Resolved OmegaConf config of the env (the ``env`` node of CALVIN's config tree).
 
     ``keep_cameras`` drops the other cameras (e.g. the tactile one, which needs tacto), as
     ``get_env(obs_space=...)`` does; None keeps all."""
-    calvin_env = require_calvin_env()
     from omegaconf import OmegaConf
 
-    package_conf = Path(calvin_env.__file__).resolve().parents[1] / "conf"
+    if conf_dir is None:
+        conf_dir = calvin_env_source_dir() / "conf"
     if dataset_path is not None:
         root = OmegaConf.load(resolve_dataset_config(dataset_path))
         if scene is not None:
-            scene_dir = Path(conf_dir) if conf_dir is not None else package_conf
-            root.scene = OmegaConf.load(scene_dir / "scene" / f"{scene_config_name(scene)}.yaml")
+            root.scene = OmegaConf.load(Path(conf_dir) / "scene" / f"{scene_config_name(scene)}.yaml")
             if "scene_cfg" in root.env:
                 root.env.scene_cfg = root.scene
+        # calvin_env reads a relative data_path from next to its package, which a non-editable
+        # install does not ship: take the checkout's data/ instead.
+        if not Path(str(root.get("data_path", ""))).is_absolute():
+            root.data_path = str(Path(conf_dir).parent / "data")
     else:
-        root = OmegaConf.create(conf_dir_env_config(conf_dir if conf_dir is not None else package_conf,
-                                                    scene or "D", robot=robot, seed=seed))
+        root = compose_rendering_config(conf_dir, scene or "D")
     camera_nodes = [node for node in (root.get("cameras"), root.env.get("cameras")) if OmegaConf.is_dict(node)]
     if keep_cameras is not None:
         for node in camera_nodes:
@@ -271,7 +292,7 @@ def load_calvin_config(dataset_path=None, conf_dir=None, scene: Optional[str] = 
         for node in hits:
             node[name].width = int(size)
             node[name].height = int(size)
-    # Resolve only the env subtree (the dataset config's hydra section uses hydra-only resolvers).
+    # Resolve only the env subtree (the hydra section uses hydra-only resolvers such as ${now:}).
     return OmegaConf.create(OmegaConf.to_container(root.env, resolve=True))
 
 
@@ -282,7 +303,47 @@ def make_calvin_sim_env(dataset_path=None, conf_dir=None, scene: Optional[str] =
     import hydra
 
     cfg = load_calvin_config(dataset_path=dataset_path, conf_dir=conf_dir, scene=scene, **config_kwargs)
-    return hydra.utils.instantiate(cfg, show_gui=show_gui, use_vr=False, use_scene_info=True)
+    bodies_before = _default_client_bodies()
+    env = hydra.utils.instantiate(cfg, show_gui=show_gui, use_vr=False, use_scene_info=True)
+    if env.cid != DEFAULT_CLIENT:
+        _remove_stray_base_cylinder(bodies_before)
+        # The scene's block sampler steps the physics without physicsClientId, i.e. client 0's,
+        # and then reads contacts from its own, never updated, client.
+        env.scene.p = _PybulletOnClient(env.cid)
+    return env
+
+
+class _PybulletOnClient:
+    """The pybullet module with ``physicsClientId`` defaulting to one client (calls that name a
+    client keep it). Unlike pybullet_utils' BulletClient it neither connects nor disconnects."""
+
+    def __init__(self, client: int) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        import pybullet as p
+
+        attribute = getattr(p, name)
+        return functools.partial(attribute, physicsClientId=self._client) if inspect.isbuiltin(attribute) else attribute
+
+
+def _default_client_bodies() -> set:
+    import pybullet as p
+
+    if not p.isConnected(physicsClientId=DEFAULT_CLIENT):
+        return set()
+    return {p.getBodyUniqueId(i, physicsClientId=DEFAULT_CLIENT)
+            for i in range(p.getNumBodies(physicsClientId=DEFAULT_CLIENT))}
+
+
+def _remove_stray_base_cylinder(bodies_before: set) -> None:
+    """calvin_env's ``Robot.add_base_cylinder`` creates its body without ``physicsClientId``, so
+    it lands in client 0 when another simulation (e.g. an embedded ``PlayTableEnv``) owns that
+    one; the extra body then breaks that simulation's ``restoreState``. Take it out again."""
+    import pybullet as p
+
+    for body in _default_client_bodies() - bodies_before:
+        p.removeBody(body, physicsClientId=DEFAULT_CLIENT)
 
 
 # --------------------------------------------------------------------------------- the adapter
@@ -316,6 +377,8 @@ class CalvinPlayTableEnv:
         if not self._closed:
             self._closed = True
             self.env.close()
+            # calvin_env's __del__ closes again and fails on the client it has just disconnected.
+            self.env.ownsPhysicsClient = False
 
     def __enter__(self):
         return self
@@ -326,20 +389,26 @@ class CalvinPlayTableEnv:
     # ------------------------------------------------------------------- reset
     def reset(self, seed: Optional[int] = None, robot_obs=None, scene_obs=None) -> dict:
         """CALVIN reset: scene (``scene_obs`` or calvin_env's own sampling), robot (``robot_obs``
-        or the scene's initial joints), one physics step. ``seed`` re-seeds calvin_env's object
-        sampler when it is a RandomState (older gym); otherwise it is ignored."""
+        or the scene's initial joints), one physics step. ``seed`` re-seeds the sampler of the
+        block poses, so that the same seed gives the same scene."""
         if robot_obs is not None:
             robot_obs = check_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
         if scene_obs is not None:
             scene_obs = check_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
         if seed is not None:
-            rng = getattr(self.env, "np_random", None)
-            if hasattr(rng, "seed"):
-                rng.seed(int(seed))
+            self._reseed(int(seed))
         self.env.scene.reset(scene_obs)
         self.robot.reset(robot_obs)
         self._p.stepSimulation(physicsClientId=self.cid)
         return self.get_obs()
+
+    def _reseed(self, seed: int) -> None:
+        # gym 0.26's seeding makes a new numpy Generator (which cannot be re-seeded in place);
+        # the scene and its blocks keep the one they were built with, so hand them the new one.
+        self.env.seed(seed)
+        self.env.scene.np_random = self.env.np_random
+        for block in self.env.scene.movable_objects:
+            block.np_random = self.env.np_random
 
     # -------------------------------------------------------------------- step
     def step(self, action, action_type: str = "absolute") -> dict:
