@@ -16,8 +16,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from openhelix_sim.envs import PlayTableEnv
 from openhelix_sim.envs import calvin_backend as cb
 from openhelix_sim.envs.expert import SUPPORTED, Expert

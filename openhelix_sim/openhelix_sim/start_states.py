@@ -41,14 +41,21 @@ def _block_tasks_colors(task: str):
 
 def _place_blocks_for(task: str, scene: np.ndarray, rng: np.random.Generator) -> None:
     """Put the blocks the task works on at free places on the table top (scene D's table
-    sampling box, blocks at least 12 cm apart so a gripper fits between them), in ``scene``."""
+    sampling box, at least 12 cm from every other block so a gripper fits between them), in
+    ``scene``."""
     colors = _block_tasks_colors(task)
     if not colors:
         return
-    lo, hi = SURFACES["table"]
-    placed = []
+    lo, hi = np.array(SURFACES["table"][0]), np.array(SURFACES["table"][1])
+    # a push moves the block ~0.13 m: leave room on the table (and off the button) that way
+    if task.startswith("push_") and task.endswith("_right"):
+        hi[0] = 0.2
+    elif task.startswith("push_") and task.endswith("_left"):
+        lo[0] = 0.15
+    names = ("red", "blue", "pink")
+    placed = [scene[6 + 6 * k: 8 + 6 * k].copy() for k, c in enumerate(names) if c not in colors]
     for color in colors:
-        k = ("red", "blue", "pink").index(color)
+        k = names.index(color)
         for _ in range(1000):
             xy = rng.uniform(lo[:2], hi[:2])
             # keep clear of the button ring and of blocks already placed
