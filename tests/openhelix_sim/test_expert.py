@@ -105,8 +105,8 @@ def test_expert_writes_a_calvin_demo_that_reads_back(tmp_path):
 
 
 # One task of every scripted family (ones at 10/10 in both envs in the README table), from the same
-# start states in both envs; in calvin_env the
-# judge is CALVIN's own task oracle (scripts/expert_table.py runs the full table).
+# start states in both envs; in calvin_env the judge is CALVIN's own task oracle
+# (scripts/expert_table.py runs the full table).
 CROSS_ENV_TASKS = ("open_drawer", "move_slider_right", "turn_off_led", "turn_on_lightbulb", "push_blue_block_right",
                    "rotate_red_block_left", "lift_red_block_table", "stack_block")
 
