@@ -21,11 +21,48 @@ import numpy as np
 
 from .envs import PlayTableEnv
 from .envs.expert import SUPPORTED, Expert
+from .envs.scene import BUTTON_XY, SURFACES
 from .task_set import SCENE_VARIATIONS
 
 SWITCH_ON = 0.08  # switch joint (0 .. 0.088) well past mid-range: the lightbulb is on
 FIXED_LAYOUT_SEED = 0
 FIXED_SLIDER = 0.14  # sliding door half way (0 .. 0.28)
+
+
+def _block_tasks_colors(task: str):
+    """Colours whose block the task needs on the table top (all three for stack_block)."""
+    parts = task.split("_")
+    if task == "stack_block":
+        return ("red", "blue", "pink")
+    if len(parts) == 4 and parts[0] in ("push", "rotate", "lift") and parts[3] in ("left", "right", "table"):
+        return (parts[1],)
+    return ()
+
+
+def _place_blocks_for(task: str, scene: np.ndarray, rng: np.random.Generator) -> None:
+    """Put the blocks the task works on at free places on the table top (scene D's table
+    sampling box, at least 12 cm from every other block so a gripper fits between them), in
+    ``scene``."""
+    colors = _block_tasks_colors(task)
+    if not colors:
+        return
+    lo, hi = np.array(SURFACES["table"][0]), np.array(SURFACES["table"][1])
+    # a push moves the block ~0.13 m: leave room on the table (and off the button) that way
+    if task.startswith("push_") and task.endswith("_right"):
+        hi[0] = 0.2
+    elif task.startswith("push_") and task.endswith("_left"):
+        lo[0] = 0.15
+    names = ("red", "blue", "pink")
+    placed = [scene[6 + 6 * k: 8 + 6 * k].copy() for k, c in enumerate(names) if c not in colors]
+    for color in colors:
+        k = names.index(color)
+        for _ in range(1000):
+            xy = rng.uniform(lo[:2], hi[:2])
+            # keep clear of the button ring and of blocks already placed
+            if all(np.linalg.norm(xy - q) > 0.12 for q in placed) and np.linalg.norm(xy - BUTTON_XY) > 0.1:
+                break
+        placed.append(xy)
+        scene[6 + 6 * k: 12 + 6 * k] = [xy[0], xy[1], lo[2], 0.0, 0.0, rng.uniform(-np.pi, np.pi)]
 
 
 def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float = 0.04,
@@ -62,6 +99,7 @@ def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float =
     elif task == "turn_off_lightbulb":
         bulb = 1.0
     scene[0:6] = [slider, drawer, 0.0, SWITCH_ON if bulb else 0.0, bulb, led]
+    _place_blocks_for(task, scene, rng)
     env.reset(scene_obs=scene)
     pos = np.asarray(env.robot.target_pos, dtype=float)
     orn = np.asarray(env.robot.target_orn, dtype=float)

@@ -13,14 +13,15 @@ from openhelix_sim.envs import PlayTableEnv  # noqa: E402
 CALVIN_INITIAL_JOINTS = np.array([-1.21779206, 1.03987646, 2.11978261, -2.34205014, -0.87015947, 1.64119353, 0.55344866])
 # Canonical CALVIN start state (calvin_agent evaluation utils): TCP xyz + Euler xyz.
 CALVIN_INITIAL_TCP = np.array([0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585])
-TABLE_Z = 0.46
+TABLE_Z = 0.46  # centre of a block resting on the table top (as in CALVIN)
+TABLE_TOP = 0.44
 
 
 def known_scene_obs(red=(0.2, -0.1), drawer=0.0, slide=0.0, button=0.0, switch=0.0):
     """scene_obs with the blocks at chosen places (red on the table, blue/pink in the cabinet)."""
     return np.array([
         slide, drawer, button, switch, 0.0, 0.0,
-        red[0], red[1], TABLE_Z, 0.0, 0.0, 0.0,       # red (pose = centre of the bottom face)
+        red[0], red[1], TABLE_Z, 0.0, 0.0, 0.0,       # red (pose = box centre)
         -0.24, 0.09, TABLE_Z, 0.0, 0.0, 0.3,          # blue, slider_left
         0.07, 0.09, TABLE_Z, 0.0, 0.0, -0.2,          # pink, slider_right
     ])
@@ -87,7 +88,7 @@ def test_blocks_rest_on_the_sampling_surfaces(env):
             x, y, z, roll, pitch, _ = sc[6 + 6 * k: 12 + 6 * k]
             assert abs(z - TABLE_Z) < 0.004, (s, k, z)
             assert abs(roll) < 0.05 and abs(pitch) < 0.05
-            on_table = -0.2 <= x <= 0.35 and -0.15 <= y <= -0.03
+            on_table = 0.0 <= x <= 0.35 and -0.15 <= y <= -0.03
             in_cabinet = (-0.32 <= x <= 0.13) and (0.05 <= y <= 0.12)
             assert on_table or in_cabinet, (s, k, x, y)
 
@@ -178,17 +179,17 @@ def test_static_depth_back_projects_onto_table_and_block(render_env):
     depth = obs["depth_static"]
 
     # free table-top points: the back-projected pixel lands back on the table top
-    for point in ([0.3, -0.15, TABLE_Z], [0.05, -0.18, TABLE_Z], [0.3, -0.03, TABLE_Z], [-0.05, -0.08, TABLE_Z]):
+    for point in ([0.3, -0.15, TABLE_TOP], [0.05, -0.17, TABLE_TOP], [0.3, -0.03, TABLE_TOP], [-0.05, -0.08, TABLE_TOP]):
         u, v, z = project(K, T, np.array(point))
         assert 0 <= u < 200 and 0 <= v < 200
         assert abs(depth[v, u] - z) < 0.01, (point, depth[v, u], z)
         world = back_project(depth, K, T, u, v)
-        assert abs(world[2] - TABLE_Z) < 0.005, (point, world)
+        assert abs(world[2] - TABLE_TOP) < 0.005, (point, world)
         assert np.linalg.norm(world[:2] - np.array(point[:2])) < 0.01, (point, world)
 
     # top face centre of the red block (0.04 m high): lands on the block, not the table
     red = obs["scene_obs"][6:9]
-    top = red + np.array([0.0, 0.0, 0.04])
+    top = red + np.array([0.0, 0.0, 0.02])
     u, v, _ = project(K, T, top)
     world = back_project(depth, K, T, u, v)
     assert np.linalg.norm(world - top) < 0.01, (world, top)
@@ -220,11 +221,11 @@ def test_gripper_camera_extrinsics_and_depth(render_env):
     hits = 0
     for x in np.linspace(-0.15, 0.2, 8):
         for y in np.linspace(-0.2, -0.05, 6):
-            u, v, z = project(K, T, np.array([x, y, TABLE_Z]))
+            u, v, z = project(K, T, np.array([x, y, TABLE_TOP]))
             if not (0 <= u < 84 and 0 <= v < 84) or z <= 0:
                 continue
             world = back_project(depth, K, T, u, v)
-            if np.linalg.norm(world - [x, y, TABLE_Z]) < 0.01:
+            if np.linalg.norm(world - [x, y, TABLE_TOP]) < 0.01:
                 hits += 1
     assert hits >= 10, hits
 
@@ -254,6 +255,21 @@ def test_relative_action_scaling(env):
     np.testing.assert_allclose(delta, [0.05, 0.0, 0.0], atol=0.004)
     dyaw = (obs["robot_obs"][5] - start[5] + np.pi) % (2 * np.pi) - np.pi
     assert abs(dyaw - 0.15) < 0.01, dyaw
+
+
+def test_relative_action_after_absolute_adds_to_the_previous_relative_target(env):
+    """calvin_env's Robot.apply_action: an absolute action leaves the running target of
+    relative actions alone, so a relative action after it pulls the arm back there."""
+    obs = env.reset(seed=1)
+    start = obs["robot_obs"][:6].copy()
+    obs = env.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), "relative")
+    relative_target = env.robot.target_pos.copy()
+    obs = move_to(env, start[:3] + [0.0, 0.0, 0.08], start[3:6], 30)
+    assert obs["robot_obs"][2] - start[2] > 0.07
+    np.testing.assert_array_equal(env.robot.target_pos, relative_target)
+    for _ in range(30):
+        obs = env.step(np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), "relative")
+    np.testing.assert_allclose(obs["robot_obs"][:3], start[:3] + [0.01, 0.0, 0.0], atol=0.004)
 
 
 def test_gripper_closes_and_opens(env):
@@ -290,7 +306,8 @@ def test_robot_pushes_open_drawer_closed(env):
     obs = env.reset(scene_obs=known_scene_obs(drawer=0.2))
     assert abs(obs["scene_obs"][1] - 0.2) < 0.003
     euler = obs["robot_obs"][3:6]
-    # drawer front face is at y = -0.4 when open 0.2 m; come down in front of it, then push +y
+    # the drawer's handle bar is at y = -0.44 .. -0.46 when open 0.2 m; come down in front of it,
+    # then push +y
     move_to(env, [0.1, -0.48, 0.45], euler, 30, gripper=-1.0)
     move_to(env, [0.1, -0.48, 0.34], euler, 25, gripper=-1.0)
     obs = move_to(env, [0.1, -0.34, 0.34], euler, 40, gripper=-1.0)
@@ -300,7 +317,7 @@ def test_robot_pushes_open_drawer_closed(env):
 def test_button_press_toggles_led_and_switch_drives_lightbulb(env):
     obs = env.reset(scene_obs=known_scene_obs())
     euler = obs["robot_obs"][3:6]
-    above, pressed = [-0.28, -0.12, 0.58], [-0.28, -0.12, 0.48]
+    above, pressed = [-0.12, -0.12, 0.58], [-0.12, -0.12, 0.47]
     assert obs["scene_obs"][5] == 0.0
     move_to(env, above, euler, 35, gripper=-1.0)
     obs = move_to(env, pressed, euler, 30, gripper=-1.0)

@@ -30,6 +30,27 @@ def test_initial_states_enforce_the_task_precondition():
         env.close()
 
 
+@pytest.mark.parametrize("task, colors", [("push_red_block_left", ("red",)), ("lift_pink_block_table", ("pink",)),
+                                          ("stack_block", ("red", "blue", "pink"))])
+def test_block_tasks_start_with_their_blocks_free_on_the_table_top(task, colors):
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        for seed in range(3):
+            scene = initial_state(env, task, seed, scene_variation="full")["scene_obs"]
+            again = initial_state(env, task, seed, scene_variation="full")["scene_obs"]
+            np.testing.assert_allclose(again, scene, atol=1e-9)  # deterministic per (task, seed)
+            xy = {c: scene[6 + 6 * k: 8 + 6 * k] for k, c in enumerate(("red", "blue", "pink"))}
+            for c in colors:
+                k = ("red", "blue", "pink").index(c)
+                assert 0.0 <= xy[c][0] <= 0.35 and -0.15 <= xy[c][1] <= -0.03, (task, seed, c, xy[c])
+                assert abs(scene[8 + 6 * k] - 0.46) < 0.003  # resting on the table top
+                for other, q in xy.items():
+                    if other != c:
+                        assert np.linalg.norm(xy[c] - q) > 0.1, (task, seed, c, other)
+    finally:
+        env.close()
+
+
 def test_task_scene_variation_leaves_only_the_instruction_to_tell_tasks_apart():
     env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
     try:

@@ -31,9 +31,9 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from openhelix_core.geometry import euler_to_matrix, matrix_to_euler
+from openhelix_core.geometry import euler_to_matrix, matrix_to_euler, quaternion_to_matrix
 
-from .scene import BLOCKS, TABLE_TOP_Z
+from .scene import BLOCKS, BUTTON_XY, INCLINE_FOOT_Y, TABLE_TOP_Z
 
 MAX_STEPS = 360
 MAX_SPEED = 0.012  # m per 30 Hz step (0.36 m/s)
@@ -42,6 +42,19 @@ TIP_OFFSET = 0.01  # fingertips beyond the TCP (robot.py: pads end 1 cm past the
 OPEN, CLOSED = 1.0, -1.0
 DEFAULT_YAW = np.pi / 2
 SAFE_Z = 0.60  # travel height of the fingertips
+BLOCK_ON_TABLE_Z = TABLE_TOP_Z + 0.02  # centre of a block lying on the table top
+DRAWER_HANDLE_X = 0.18  # middle of the drawer's handle bar
+SLIDER_HANDLE_X = 0.04  # sliding door's handle bar when the door is closed (joint 0)
+SWITCH_BAR = (0.30, 0.015, 0.531)  # middle of the switch's crossbar at joint 0
+SWITCH_TILT = 0.9  # hand tilt for the switch: fingers point into the incline
+
+
+def _scene_obs(env) -> np.ndarray:
+    """scene_obs of either environment (the embedded one reads it without rendering)."""
+    scene = getattr(env, "scene", None)
+    if scene is not None and hasattr(scene, "observation"):
+        return scene.observation()
+    return env.get_obs()["scene_obs"]
 
 FAMILIES = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
             "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "place_in_drawer")
@@ -137,7 +150,7 @@ class Expert:
 
     # ------------------------------------------------------------ waypoints
     def waypoints(self, task: str, env) -> List[Waypoint]:
-        scene_obs = env.scene.observation()
+        scene_obs = _scene_obs(env)
         if task in ("open_drawer", "close_drawer"):
             return getattr(self, f"_{task}")(float(scene_obs[1]))
         if task.startswith("move_slider_"):
@@ -145,9 +158,9 @@ class Expert:
         if task in ("turn_on_led", "turn_off_led"):
             return self._button()
         if task == "turn_on_lightbulb":
-            return self._switch_up(float(scene_obs[3]))
+            return self._switch(float(scene_obs[3]), up=True)
         if task == "turn_off_lightbulb":
-            return self._switch_down(float(scene_obs[3]))
+            return self._switch(float(scene_obs[3]), up=False)
         if task == "place_in_drawer":
             return self._place_in_drawer(env, float(scene_obs[1]))
         if task == "stack_block":
@@ -169,83 +182,73 @@ class Expert:
     @staticmethod
     def _require_on_table(name: str, pose) -> None:
         x, y, z = pose[:3]
-        if not (y < -0.01 and abs(z - TABLE_TOP_Z) < 0.01 and -0.43 < x < 0.43):
+        if not (y < INCLINE_FOOT_Y - 0.03 and abs(z - BLOCK_ON_TABLE_Z) < 0.01 and -0.43 < x < 0.43):
             raise ValueError(f"{name} is not lying on the table top (pose {np.round(pose[:3], 3).tolist()})")
 
-    # drawer: handle bar 0.036-0.042 m in front of the face (y = -0.2 - q), z 0.327..0.343;
-    # the table top (z 0.42-0.46) reaches y = -0.22, so the tips come in tilted under its edge.
+    # drawer: handle bar at y -0.24 .. -0.26 (- q), z 0.345 .. 0.375, x 0.06 .. 0.30, 6 cm in front
+    # of the drawer's face (y = -0.18 - q); the tips hook into that gap and pull.
     def _open_drawer(self, q: float) -> List[Waypoint]:
-        tilt = 0.4
-        t = np.tan(tilt)
-        gap_y = -0.215 - q  # between the drawer face and the handle bar
-        z_hook = 0.325
-        pull = min(0.2, 0.23 - q)
-        wps = [Waypoint(np.array([0.1, gap_y - 0.12, 0.56]), tilt=tilt)]
-        for z in (0.48, 0.40):
-            wps.append(Waypoint(np.array([0.1, gap_y - (z - z_hook) * t, z]), tilt=tilt, hold=0, speed=0.008))
-        wps.append(Waypoint(np.array([0.1, gap_y, z_hook]), tilt=tilt, hold=4, speed=0.006))
-        wps.append(Waypoint(np.array([0.1, gap_y - pull, z_hook + 0.005]), tilt=tilt, hold=6, speed=0.008))
-        wps.append(Waypoint(np.array([0.1, gap_y - pull - 0.04, 0.5]), tilt=tilt, hold=2))
-        return wps
-
-    def _close_drawer(self, q: float) -> List[Waypoint]:
-        tilt = 0.4
-        front = -0.242 - q  # front face of the handle bar
+        gap_y = -0.21 - q
+        pull = min(0.2, 0.215 - q)
+        x = DRAWER_HANDLE_X
         return [
-            Waypoint(np.array([0.1, front - 0.06, 0.5]), tilt=tilt),
-            Waypoint(np.array([0.1, front - 0.03, 0.335]), tilt=tilt, hold=2),
-            Waypoint(np.array([0.1, -0.245, 0.335]), tilt=tilt, hold=6, speed=0.008),
-            Waypoint(np.array([0.1, -0.30, 0.45]), tilt=tilt, hold=2),
+            Waypoint(np.array([x, gap_y, 0.48]), hold=2),
+            Waypoint(np.array([x, gap_y, 0.35]), hold=2, speed=0.008),
+            Waypoint(np.array([x, gap_y - pull, 0.35]), hold=6, speed=0.008),
+            Waypoint(np.array([x, gap_y - pull, 0.48]), hold=2),
         ]
 
-    # sliding door: handle x = 0.135 - q, y -0.03..-0.006, z 0.4975..0.5675, under the
-    # cabinet roof (y >= -0.01, z 0.60-0.62); tips pushing its side, hand leaning back.
+    def _close_drawer(self, q: float) -> List[Waypoint]:
+        front = -0.26 - q  # front face of the handle bar
+        x = DRAWER_HANDLE_X
+        return [
+            Waypoint(np.array([x, front - 0.03, 0.48]), hold=2),
+            Waypoint(np.array([x, front - 0.03, 0.36]), hold=2, speed=0.008),
+            Waypoint(np.array([x, -0.255, 0.36]), hold=6, speed=0.008),
+            Waypoint(np.array([x, -0.30, 0.48]), hold=2),
+        ]
+
+    # sliding door: vertical handle bar at x = 0.04 - q, standing off the inclined panel; at
+    # z = 0.55 its front is at y ~ 0.0. The closed tips push the bar's side along x.
     def _slider(self, q: float, left: bool) -> List[Waypoint]:
-        tilt = 0.5
-        hx = 0.135 - q
+        hx = SLIDER_HANDLE_X - q
         side = 1.0 if left else -1.0  # push from +x towards -x for "left"
         x0 = hx + side * 0.03
         travel = min(0.22, (0.28 - q) if left else q) + 0.02
         x1 = x0 - side * travel
-        y, z = -0.024, 0.51
+        y, z = 0.0, 0.55
         return [
-            Waypoint(np.array([x0, -0.12, SAFE_Z]), tilt=tilt),
-            Waypoint(np.array([x0, -0.12, z]), tilt=tilt, hold=0),
-            Waypoint(np.array([x0, y, z]), tilt=tilt, hold=2, speed=0.008),
-            Waypoint(np.array([x1, y, z]), tilt=tilt, hold=4, speed=0.008),
-            Waypoint(np.array([x1, -0.12, z]), tilt=tilt, hold=0),
-            Waypoint(np.array([x1, -0.12, SAFE_Z]), tilt=tilt, hold=2),
+            Waypoint(np.array([x0, -0.10, 0.64])),
+            Waypoint(np.array([x0, y, 0.64]), hold=0),
+            Waypoint(np.array([x0, y, z]), hold=2, speed=0.008),
+            Waypoint(np.array([x1, y, z]), hold=4, speed=0.008),
+            Waypoint(np.array([x1, -0.08, z]), hold=0),
+            Waypoint(np.array([x1, -0.10, 0.64]), hold=2),
         ]
 
     def _button(self) -> List[Waypoint]:
-        above, pressed = np.array([-0.28, -0.12, 0.57]), np.array([-0.28, -0.12, 0.468])
+        x, y = BUTTON_XY
+        above, pressed = np.array([x, y, 0.55]), np.array([x, y, 0.462])
         return [Waypoint(above, hold=4), Waypoint(pressed, hold=8, speed=0.006), Waypoint(above, hold=4)]
 
-    # switch: box x 0.26..0.34, y 0.01..0.04, z 0.48+q..0.50+q in front of a block whose face is at
-    # y = 0.04; the lightbulb is on while q > 0.044.
-    def _switch_up(self, q: float) -> List[Waypoint]:
-        # The tips cannot get under the switch (the finger would cross it), so the finger presses
-        # into its front face (y = 0.01) and drags it up by friction.
-        tilt = 0.35
-        x, y = 0.30, 0.024
-        z0 = 0.474 + q
+    # switch: a U handle on the right cabinet's incline (60 deg), crossbar at x 0.24 .. 0.36, about
+    # 5 cm off the face, rising along (0, 0.5, 0.866) with the joint (lightbulb on past q = 0.044).
+    # The hand tilts so that the fingers point into the incline, the tips go under (or over) the
+    # crossbar and push it up (or down) the incline.
+    def _switch(self, q: float, up: bool) -> List[Waypoint]:
+        tilt = SWITCH_TILT
+        along = np.array([0.0, 0.5, np.sqrt(3) / 2])
+        out = np.array([0.0, -np.sqrt(3) / 2, 0.5])
+        bar = np.array(SWITCH_BAR) + q * along
+        # tips inside the U, 1.2 cm nearer the face than the crossbar's middle, below (above) it
+        start = bar - 0.012 * out + (-0.025 if up else 0.025) * along
+        end = start + (0.075 if up else -(q + 0.01)) * along
         return [
-            Waypoint(np.array([x, -0.06, 0.56]), tilt=tilt),
-            Waypoint(np.array([x, -0.06, z0]), tilt=tilt, hold=0),
-            Waypoint(np.array([x, y, z0]), tilt=tilt, hold=3, speed=0.006),
-            Waypoint(np.array([x, y, 0.60]), tilt=tilt, hold=4, speed=0.005),
-            Waypoint(np.array([x, -0.06, 0.62]), tilt=tilt, hold=2),
-        ]
-
-    def _switch_down(self, q: float) -> List[Waypoint]:
-        tilt = 0.3
-        x, y = 0.30, 0.018
-        top = 0.50 + q
-        return [
-            Waypoint(np.array([x, -0.04, top + 0.06]), tilt=tilt),
-            Waypoint(np.array([x, y, top + 0.02]), tilt=tilt, hold=0),
-            Waypoint(np.array([x, y, 0.503]), tilt=tilt, hold=4, speed=0.006),
-            Waypoint(np.array([x, -0.05, 0.58]), tilt=tilt, hold=2),
+            Waypoint(start + 0.1 * out, tilt=tilt, hold=2),
+            Waypoint(start + 0.05 * out, tilt=tilt, hold=0, speed=0.006),
+            Waypoint(start, tilt=tilt, hold=2, speed=0.006),
+            Waypoint(end, tilt=tilt, hold=4, speed=0.005),
+            Waypoint(end + 0.1 * out, tilt=tilt, hold=2),
         ]
 
     def _push(self, name: str, pose, left: bool) -> List[Waypoint]:
@@ -264,7 +267,7 @@ class Expert:
 
     def _grasp(self, name: str, pose, yaw: float) -> List[Waypoint]:
         x, y = pose[0], pose[1]
-        z = TABLE_TOP_Z + 0.008
+        z = pose[2] - BLOCKS[name][0][2] / 2 + 0.008
         return [
             Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN),
             Waypoint(np.array([x, y, z]), yaw=yaw, gripper=OPEN, hold=2, speed=0.008),
@@ -298,18 +301,19 @@ class Expert:
     def _stack(self, scene_obs) -> List[Waypoint]:
         names = ("block_red", "block_blue", "block_pink")
         poses = {n: self._block(scene_obs, n) for n in names}
-        on_table = [n for n in names if poses[n][1] < -0.01 and abs(poses[n][2] - TABLE_TOP_Z) < 0.01]
+        on_table = [n for n in names
+                    if poses[n][1] < INCLINE_FOOT_Y - 0.03 and abs(poses[n][2] - BLOCK_ON_TABLE_Z) < 0.01]
         src = self.stack_source or (on_table[0] if on_table else None)
         if src is None or src not in on_table:
             raise ValueError("stack_block needs a block on the table top to pick up")
-        targets = [n for n in names if n != src and poses[n][1] < 0.0]
+        targets = [n for n in on_table if n != src]
         if not targets:
             raise ValueError("stack_block needs a second block on the table to stack onto")
         dst = min(targets, key=lambda n: np.linalg.norm(poses[n][:2] - poses[src][:2]))
         yaw = _grasp_yaw(poses[src][5])
         wps = self._grasp(src, poses[src], yaw)
         gx, gy = poses[dst][0], poses[dst][1]
-        top = poses[dst][2] + BLOCKS[dst][0][2]
+        top = poses[dst][2] + BLOCKS[dst][0][2] / 2
         yaw2 = _grasp_yaw(poses[dst][5])
         wps += [
             Waypoint(np.array([poses[src][0], poses[src][1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
@@ -323,11 +327,11 @@ class Expert:
     def _place_in_drawer(self, env, q: float) -> List[Waypoint]:
         if q < 0.12:
             raise ValueError(f"place_in_drawer needs the drawer open (joint {q:.3f} < 0.12)")
-        pos, _ = env.tcp_pose()
-        yaw = float(env.robot.target_orn[2])  # keep the current wrist yaw (+-pi/2 families)
+        pos, quat = env.tcp_pose()
+        yaw, _ = yaw_tilt_from_euler(matrix_to_euler(quaternion_to_matrix(quat), "xyz"))
         yaw = yaw if abs(_wrap(yaw - DEFAULT_YAW)) < np.pi / 2 else yaw + np.pi
         tip = np.asarray(pos) + np.array([0.0, 0.0, -TIP_OFFSET])
-        drop = np.array([0.1, -0.2 - q + 0.075, 0.36])
+        drop = np.array([DRAWER_HANDLE_X, -0.18 - q + 0.075, 0.40])
         return [
             Waypoint(np.array([tip[0], tip[1], max(tip[2], SAFE_Z)]), yaw=yaw, gripper=CLOSED, hold=0),
             Waypoint(np.array([drop[0], drop[1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2),
@@ -338,9 +342,9 @@ class Expert:
 
     # ------------------------------------------------------------ execution
     def _follow(self, env, waypoints: List[Waypoint]) -> Iterator[np.ndarray]:
-        pos, _ = env.tcp_pose()
+        pos, quat = env.tcp_pose()
         cur_tcp = np.asarray(pos, dtype=float)
-        cur_yaw, cur_tilt = yaw_tilt_from_euler(env.robot.target_orn)
+        cur_yaw, cur_tilt = yaw_tilt_from_euler(matrix_to_euler(quaternion_to_matrix(quat), "xyz"))
         if waypoints:  # same yaw branch as the first waypoint (the gripper is symmetric under yaw + 2 pi)
             cur_yaw = waypoints[0].yaw + _wrap(cur_yaw - waypoints[0].yaw)
         n = 0

@@ -22,8 +22,9 @@ bottom face, so a block lying on the table has z = 0.46, as in CALVIN's recorded
 Actions (7,): ``absolute`` = TCP target xyz (m, world), Euler xyz (rad), gripper;
 ``relative`` = values in [-1, 1]; position * 0.02 m and orientation * 0.05 rad are added to the
 current target pose (as CALVIN's ``use_target_pose``). The gripper entry opens for values >= 0
-and closes for values < 0 (CALVIN uses exactly +1 / -1). An absolute action also becomes the
-running target that later relative actions add to.
+and closes for values < 0 (CALVIN uses exactly +1 / -1). As in CALVIN, an absolute action does
+not change that running target: relative actions after it add to the previous relative target
+(or to the pose at reset).
 """
 
 from __future__ import annotations

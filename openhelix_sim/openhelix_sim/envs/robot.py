@@ -224,20 +224,21 @@ class PandaRobot:
 
     # ---------------------------------------------------------------- control
     def apply_absolute(self, pos, euler, gripper: float) -> None:
-        self.target_pos = np.asarray(pos, dtype=float).copy()
-        self.target_orn = np.asarray(euler, dtype=float).copy()
-        self._apply_target(gripper)
+        """Move towards an absolute TCP pose. As calvin_env's ``Robot.apply_action``, this leaves the
+        running target of relative actions alone: a relative action after it adds to the last
+        relative target (or the pose at reset), not to this pose."""
+        self._apply_target(np.asarray(pos, dtype=float), np.asarray(euler, dtype=float), gripper)
 
     def apply_relative(self, rel) -> None:
         rel = np.asarray(rel, dtype=float)
         self.target_pos = self.target_pos + rel[:3] * MAX_REL_POS
         self.target_orn = self.target_orn + rel[3:6] * MAX_REL_ORN
-        self._apply_target(rel[6])
+        self._apply_target(self.target_pos, self.target_orn, rel[6])
 
-    def _apply_target(self, gripper: float) -> None:
-        quat = p.getQuaternionFromEuler(self.target_orn.tolist())
+    def _apply_target(self, pos: np.ndarray, euler: np.ndarray, gripper: float) -> None:
+        quat = p.getQuaternionFromEuler(euler.tolist())
         q = p.calculateInverseKinematics(
-            self.uid, TCP_LINK_ID, self.target_pos.tolist(), quat,
+            self.uid, TCP_LINK_ID, pos.tolist(), quat,
             lowerLimits=self._ll, upperLimits=self._ul, jointRanges=self._jr, restPoses=self._rest,
             maxNumIterations=50, residualThreshold=1e-4, physicsClientId=self.cid,
         )

@@ -45,19 +45,13 @@ push_into_drawer             some block touched only the table top at the start 
 
 Deviations from calvin_env, documented:
 
-* **Plank link.** CALVIN's table URDF has a separate ``plank_link`` (the shelf inside the
-  sliding cabinet). Our cabinet floor is part of the table top (``base_link``), so a contact
-  on ``base_link`` whose contact point lies inside the cabinet (:data:`CABINET_FLOOR_BOX`) is
-  labelled ``("table", "plank_link")``. The body-level checks (push, lift's "only the robot",
-  stack) are unaffected because CALVIN's plank belongs to the same table body.
 * **push_into_drawer, robot contact.** calvin_env's ``push_object_into`` tests
   ``robot_uid not in start_contacts | end_contacts`` on a set of (body, link) *pairs*, so the
   integer uid is never found and the robot is in effect only excluded at the start (through
   "exactly one contact pair"). We implement what its docstring states: the robot may touch the
   block neither at the start nor at the end.
 * Block positions used by the checks are PyBullet base positions (box centres), as
-  calvin_env's ``current_pos``; only differences and rotations enter the checks. (scene_obs
-  reports the bottom-face centre instead.)
+  calvin_env's ``current_pos`` and scene_obs.
 """
 
 from __future__ import annotations
@@ -79,11 +73,6 @@ TABLE = "table"
 TABLE_TOP = "base_link"
 PLANK = "plank_link"
 DRAWER = "drawer_link"
-
-# Inside of the sliding cabinet (world frame, m): contacts on the table's base_link inside this
-# box are on the cabinet floor ("plank_link"); see scene.table_urdf (compartments x -0.38..0.18,
-# behind the sliding door at y = 0, floor = table top at z = 0.46).
-CABINET_FLOOR_BOX = ((-0.385, 0.0, 0.44), (0.185, 0.215, 0.48))
 
 # CALVIN's thresholds (new_playtable_tasks.yaml / Tasks defaults).
 ROTATE_Z_DEG = 60.0
@@ -165,8 +154,6 @@ class SceneState:
             body = labels.get(c[2], "other")
             if body == TABLE:
                 link = table_links.get(c[4], f"link{c[4]}")
-                if link == TABLE_TOP and _in_box(c[6], CABINET_FLOOR_BOX):
-                    link = PLANK
             elif body == ROBOT:
                 link = robot_links.get(c[4], f"link{c[4]}")
             else:
@@ -193,11 +180,6 @@ def _body_labels(env) -> Dict[int, str]:
     labels = {env.robot.uid: ROBOT, scene.table_uid: TABLE, scene.plane_uid: "floor"}
     labels.update({uid: name for name, uid in scene.block_uids.items()})
     return labels
-
-
-def _in_box(point, box) -> bool:
-    lo, hi = box
-    return all(lo[i] <= point[i] <= hi[i] for i in range(3))
 
 
 # ----------------------------------------------------------------------------- task list
