@@ -65,8 +65,6 @@ CALVIN_ENV_INSTALL = (
     "dataset/download_data.sh) and pass dataset_path=<split>/validation."
 )
 
-PHYSICS_HZ = 240
-CONTROL_HZ = 30
 SCENES = ("A", "B", "C", "D")
 # pybullet's client for calls that name none
 DEFAULT_CLIENT = 0

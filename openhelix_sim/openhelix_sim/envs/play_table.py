@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 import pybullet as p
 
+from openhelix_core.data.calvin_format import CALVIN_CONTROL_RATE_HZ
 from openhelix_core.geometry import pose_to_matrix
 
 from . import robot as robot_mod
@@ -44,8 +45,7 @@ from .robot import PandaRobot
 from .scene import PlayTableScene
 
 PHYSICS_HZ = 240
-CONTROL_HZ = 30
-SUBSTEPS = PHYSICS_HZ // CONTROL_HZ  # 8
+SUBSTEPS = PHYSICS_HZ // int(CALVIN_CONTROL_RATE_HZ)  # 8
 SETTLE_SUBSTEPS = 48  # physics substeps after dropping the blocks in reset (0.2 s)
 
 ROBOT_OBS_DIM = 15
