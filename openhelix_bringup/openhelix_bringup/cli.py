@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import signal
 import sys
 import time
@@ -198,6 +199,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               "calvin_dataset": options.calvin_dataset or "(none: calvin_env's rendering config)",
               "max_steps_per_subtask": options.max_steps, "through": "ROS topics (sim_bridge, planner, controller)",
               "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
+              "checkpoint_sha256": checkpoint_digest(options.checkpoint) if options.checkpoint else None,
               "execution": options.execution, "realtime": options.realtime,
               "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
               "control_rate_hz": options.control_rate or "(parameter files)"}
@@ -250,6 +252,27 @@ def print_report(output: Path, results: list, config: dict, tasks_protocol: bool
 PER_SHARD_SETTINGS = ("shard", "workers")
 
 
+def checkpoint_digest(directory: str | Path) -> str:
+    """sha256 of a checkpoint directory's files (relative paths and contents): shards run on
+    different machines name the same checkpoint by different paths."""
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _differing_settings(config: dict, settings: dict) -> list[str]:
+    """Keys whose values differ, the checkpoint's path excepted when both name its contents."""
+    keys = (set(settings) | set(config)) - set(PER_SHARD_SETTINGS)
+    if config.get("checkpoint_sha256") and settings.get("checkpoint_sha256"):
+        keys.discard("checkpoint")
+    return sorted(key for key in keys if config.get(key) != settings.get(key))
+
+
 def merge_shards(directories: list[Path]) -> tuple[list, dict]:
     """Results and config of the evaluation whose shards ``directories`` hold; LaunchError when
     they come from different settings, overlap, miss a shard or a sequence."""
@@ -272,10 +295,9 @@ def merge_shards(directories: list[Path]) -> tuple[list, dict]:
         if shard["count"] != first_shard["count"]:
             raise LaunchError(f"{directory} is shard {shard['index']}/{shard['count']}, {first_dir} is shard "
                               f"{first_shard['index']}/{first_shard['count']}: not the same split")
-        for key in sorted(set(settings) | set(config) - set(PER_SHARD_SETTINGS)):
-            if config.get(key) != settings.get(key):
-                raise LaunchError(f"{directory} and {first_dir} were evaluated with different {key}: "
-                                  f"{config.get(key)!r} and {settings.get(key)!r}")
+        for key in _differing_settings(config, settings):
+            raise LaunchError(f"{directory} and {first_dir} were evaluated with different {key}: "
+                              f"{config.get(key)!r} and {settings.get(key)!r}")
         expected = shard_indices(settings["sequences"], shard["index"], shard["count"])
         found = sorted(r.info["sequence_index"] for r in results)
         if found != expected:

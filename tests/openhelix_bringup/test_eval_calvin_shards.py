@@ -37,11 +37,13 @@ def test_shard_argument():
             cli.parse_shard(bad)
 
 
-def write_run(directory: Path, indices, total=6, shard=None, seed=0, checkpoint="(parameter files)"):
+def write_run(directory: Path, indices, total=6, shard=None, seed=0, checkpoint="(parameter files)",
+              checkpoint_sha256=None):
     results = [SequenceResult(initial_state={}, tasks=("open_drawer", "turn_on_led", "move_slider_left",
                                                      "turn_off_led", "close_drawer"),
                               completed=i % 6, info={"sequence_index": i}) for i in indices]
-    config = {"sequences": total, "workers": 1, "seed": seed, "protocol": "calvin", "checkpoint": checkpoint}
+    config = {"sequences": total, "workers": 1, "seed": seed, "protocol": "calvin", "checkpoint": checkpoint,
+              "checkpoint_sha256": checkpoint_sha256}
     if shard is not None:
         config["shard"] = {"index": shard[0], "count": shard[1]}
     write_report(directory, results, config, plot=False)
@@ -56,6 +58,22 @@ def test_merge_gives_the_single_run_report(tmp_path, capsys):
     assert merged["summary"] == single["summary"]
     assert merged["sequences"] == single["sequences"]
     assert "average length 2.50" in capsys.readouterr().out
+
+
+def test_shards_of_one_checkpoint_at_different_paths_merge_by_its_contents(tmp_path):
+    checkpoints = []
+    for name, weights in (("machine_a", b"w1"), ("machine_b", b"w1"), ("retrained", b"w2")):
+        (tmp_path / name / "system1").mkdir(parents=True)
+        (tmp_path / name / "system1" / "model.safetensors").write_bytes(weights)
+        checkpoints.append(tmp_path / name)
+    same, _, other = (cli.checkpoint_digest(c) for c in checkpoints)
+    assert same == cli.checkpoint_digest(checkpoints[1]) and same != other
+    a = write_run(tmp_path / "a", [0, 2, 4], shard=(0, 2), checkpoint=str(checkpoints[0]), checkpoint_sha256=same)
+    b = write_run(tmp_path / "b", [1, 3, 5], shard=(1, 2), checkpoint=str(checkpoints[1]), checkpoint_sha256=same)
+    assert len(cli.merge_shards([a, b])[0]) == 6
+    c = write_run(tmp_path / "c", [1, 3, 5], shard=(1, 2), checkpoint=str(checkpoints[0]), checkpoint_sha256=other)
+    with pytest.raises(LaunchError, match="different checkpoint_sha256"):
+        cli.merge_shards([a, c])
 
 
 @pytest.mark.parametrize("case,message", [
