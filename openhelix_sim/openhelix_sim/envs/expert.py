@@ -47,6 +47,8 @@ DRAWER_HANDLE_X = 0.18  # middle of the drawer's handle bar
 SLIDER_HANDLE_X = 0.04  # sliding door's handle bar when the door is closed (joint 0)
 SWITCH_BAR = (0.30, 0.015, 0.531)  # middle of the switch's crossbar at joint 0
 SWITCH_TILT = 0.9  # hand tilt for the switch: fingers point into the incline
+PUSH_BACK_Y = -0.08  # blocks behind this y are pushed with the hand leaned back ...
+PUSH_BACK_TILT = 0.4  # ... by this much (rad)
 
 
 def _scene_obs(env) -> np.ndarray:
@@ -258,11 +260,15 @@ class Expert:
         x0 = x + side * (_block_half_x(name, pose[5]) + 0.02)
         x1 = x0 - side * 0.16
         z = TABLE_TOP_Z + 0.012
+        # Near the back edge an upright hand sweeps through the sliding door's handle and the
+        # cabinet's incline (measured: it snags on the handle and stops, or tips the block onto
+        # the incline); leaning the hand back towards the robot keeps it clear.
+        tilt = PUSH_BACK_TILT if y > PUSH_BACK_Y else 0.0
         return [
-            Waypoint(np.array([x0, y, SAFE_Z - 0.04])),
-            Waypoint(np.array([x0, y, z]), hold=2, speed=0.008),
-            Waypoint(np.array([x1, y, z]), hold=3, speed=0.008),
-            Waypoint(np.array([x1, y, SAFE_Z - 0.04]), hold=2),
+            Waypoint(np.array([x0, y, SAFE_Z - 0.04]), tilt=tilt),
+            Waypoint(np.array([x0, y, z]), tilt=tilt, hold=2, speed=0.008),
+            Waypoint(np.array([x1, y, z]), tilt=tilt, hold=3, speed=0.008),
+            Waypoint(np.array([x1, y, SAFE_Z - 0.04]), tilt=tilt, hold=2),
         ]
 
     def _grasp(self, name: str, pose, yaw: float) -> List[Waypoint]:
