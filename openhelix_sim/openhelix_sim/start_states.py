@@ -120,21 +120,22 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
                  rng.uniform(-np.pi, np.pi))
     elif task == "unstack_block":
         top, bottom = (str(c) for c in rng.choice(COLORS, size=2, replace=False))
-        rest = [c for c in COLORS if c not in (top, bottom)]
-        xy = _table_spot(rng, scene, rest, "the stack")
+        xy = _table_spot(rng, scene, [], "the stack")
         yaw = rng.uniform(-np.pi, np.pi)
         _put(scene, bottom, (*xy, z_table), yaw)
         _put(scene, top, (*xy, z_table + BLOCK_HEIGHT), yaw + rng.uniform(-0.3, 0.3))
+        _make_room(task, bottom, scene, rng)
     elif task == "push_into_drawer":
         color = COLORS[int(rng.integers(3))]
-        xy = _table_spot(rng, scene, [o for o in COLORS if o != color], f"the {color} block", lo=(0.06, -0.14),
-                         hi=(0.30, -0.09))
+        # in front of the drawer (x -0.02 .. 0.38), near the table's front edge (y = -0.18)
+        xy = _table_spot(rng, scene, [], f"the {color} block", lo=(0.06, -0.14), hi=(0.30, -0.09))
         _put(scene, color, (*xy, z_table), rng.uniform(-np.pi, np.pi))
+        _make_room(task, color, scene, rng)
         need["drawer"] = rng.uniform(*DRAWER_OPEN)
     elif task in ("place_in_drawer", "place_in_slider"):
         color = COLORS[int(rng.integers(3))]
-        _put(scene, color, (*_table_spot(rng, scene, [o for o in COLORS if o != color], f"the {color} block"),
-                            z_table), rng.uniform(-np.pi, np.pi))
+        _put(scene, color, (*_table_spot(rng, scene, [], f"the {color} block"), z_table), rng.uniform(-np.pi, np.pi))
+        _make_room(task, color, scene, rng)
         need["hold"] = color
         if task == "place_in_drawer":
             need["drawer"] = rng.uniform(*DRAWER_OPEN)
@@ -147,11 +148,8 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
         if where == "slider":
             joint, (lo, hi) = SHELF_SIDES[("left", "right")[int(rng.integers(2))]]
             need["slider"] = rng.uniform(*joint)
-            taken = [_xy(scene, o) for o in others]
-            xy = _sample(rng, lo, hi, lambda q: all(np.linalg.norm(q - t) > MIN_BLOCK_GAP for t in taken),
-                         f"the {color} block on the shelf")
-            _put(scene, color, (*xy, z_table), yaw)
-            # a block of the same layout behind the door would be pushed by it: move it to the table
+            _put(scene, color, (*rng.uniform(lo, hi), z_table), yaw)
+            # the shelf is the task's: the other blocks go to the table top
             for o in others:
                 if not _on_table(scene, o):
                     _put(scene, o, (*_table_spot(rng, scene, [c for c in COLORS if c != o], f"the {o} block"),

@@ -33,7 +33,7 @@ import numpy as np
 
 from openhelix_core.geometry import euler_to_matrix, matrix_to_euler, quaternion_to_matrix
 
-from .scene import BLOCKS, BUTTON_XY, INCLINE_FOOT_Y, TABLE_TOP_Z
+from .scene import BLOCKS, BUTTON_XY, CABINET_OPENING_X, INCLINE_FOOT_Y, TABLE_TOP_Z
 
 MAX_STEPS = 360
 MAX_SPEED = 0.012  # m per 30 Hz step (0.36 m/s)
@@ -43,8 +43,14 @@ OPEN, CLOSED = 1.0, -1.0
 DEFAULT_YAW = np.pi / 2
 SAFE_Z = 0.60  # travel height of the fingertips
 BLOCK_ON_TABLE_Z = TABLE_TOP_Z + 0.02  # centre of a block lying on the table top
+BLOCK_IN_DRAWER_Z = 0.36  # centre of a block lying on the drawer's floor (top at z 0.34)
+DRAWER_MIN_OPEN = 0.12  # drawer joint from which a block fits between the table top and the drawer's front
+SLIDER_MID = 0.14  # sliding door joint half way: below it the shelf's left half is open, above it the right
+SHELF_OPEN_X = {"left": -0.26, "right": 0.03}  # middle of the open half of the shelf
+SHELF_Y = 0.07  # middle of the shelf's depth a gripper reaches
 DRAWER_HANDLE_X = 0.18  # middle of the drawer's handle bar
 SLIDER_HANDLE_X = 0.04  # sliding door's handle bar when the door is closed (joint 0)
+DOOR_X = (-0.10, 0.18)  # sliding door's panel when the door is closed; it moves by -joint
 SWITCH_BAR = (0.30, 0.015, 0.531)  # middle of the switch's crossbar at joint 0
 SWITCH_TILT = 0.9  # hand tilt for the switch: fingers point into the incline
 PUSH_BACK_Y = -0.08  # blocks behind this y are pushed with the hand leaned back ...
@@ -59,10 +65,12 @@ def _scene_obs(env) -> np.ndarray:
     return env.get_obs()["scene_obs"]
 
 FAMILIES = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
-            "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "place_in_drawer")
+            "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "unstack_block", "place_in_drawer",
+            "place_in_slider", "push_into_drawer")
 SUPPORTED = frozenset(FAMILIES) | frozenset(
     f"{kind}_{c}_block_{x}" for c in ("red", "blue", "pink")
-    for kind, xs in (("push", ("left", "right")), ("lift", ("table",)), ("rotate", ("left", "right"))) for x in xs)
+    for kind, xs in (("push", ("left", "right")), ("lift", ("table", "slider", "drawer")), ("rotate", ("left", "right")))
+    for x in xs)
 
 
 def _rot_x(a: float) -> np.ndarray:
@@ -165,13 +173,23 @@ class Expert:
             return self._switch(float(scene_obs[3]), up=False)
         if task == "place_in_drawer":
             return self._place_in_drawer(env, float(scene_obs[1]))
+        if task == "place_in_slider":
+            return self._place_in_slider(env, scene_obs)
         if task == "stack_block":
             return self._stack(scene_obs)
+        if task == "unstack_block":
+            return self._unstack(scene_obs)
+        if task == "push_into_drawer":
+            return self._push_into_drawer(scene_obs)
         kind, color = task.split("_")[:2]
         name = f"block_{color}"
         pose = self._block(scene_obs, name)
         if kind == "push":
             return self._push(name, pose, task.endswith("left"))
+        if task.endswith("_slider"):
+            return self._lift_from_shelf(name, pose, float(scene_obs[0]))
+        if task.endswith("_drawer"):
+            return self._lift_from_drawer(name, pose, float(scene_obs[1]))
         if kind == "lift":
             return self._lift(name, pose)
         return self._rotate(name, pose, np.pi / 2 if task.endswith("left") else -np.pi / 2)
@@ -329,6 +347,123 @@ class Expert:
             Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=OPEN, hold=4),
         ]
         return wps
+
+    @staticmethod
+    def _shelf_opening(q: float):
+        """x range of the larger part of the shelf the sliding door (x -0.10 - q .. 0.18 - q)
+        leaves open."""
+        x0, x1 = CABINET_OPENING_X
+        left, right = (x0, DOOR_X[0] - q), (DOOR_X[1] - q, x1)
+        return max(left, right, key=lambda r: r[1] - r[0])
+
+    def _lift_from_shelf(self, name: str, pose, q: float) -> List[Waypoint]:
+        x, y, z = pose[:3]
+        if not (y > INCLINE_FOOT_Y and abs(z - BLOCK_ON_TABLE_Z) < 0.01):
+            raise ValueError(f"{name} is not lying on the shelf (pose {np.round(pose[:3], 3).tolist()})")
+        half = _block_half_x(name, pose[5])
+        door = (DOOR_X[0] - q, DOOR_X[1] - q)
+        if x + half > door[0] - 0.02 and x - half < door[1] + 0.02:
+            raise ValueError(f"{name} at x {x:.3f} is behind the sliding door (x {door[0]:.3f} .. {door[1]:.3f})")
+        yaw = _grasp_yaw(pose[5])
+        wps = self._grasp(name, pose, yaw)
+        wps.append(Waypoint(np.array([x, y, z + 0.08]), yaw=yaw, gripper=CLOSED, hold=6, speed=0.008))
+        return wps
+
+    def _lift_from_drawer(self, name: str, pose, q: float) -> List[Waypoint]:
+        x, y, z = pose[:3]
+        if not (abs(z - BLOCK_IN_DRAWER_Z) < 0.01 and y < -0.18 and q >= DRAWER_MIN_OPEN):
+            raise ValueError(f"{name} is not lying in the open part of the drawer (pose "
+                             f"{np.round(pose[:3], 3).tolist()}, drawer joint {q:.3f})")
+        yaw = _grasp_yaw(pose[5])
+        wps = self._grasp(name, pose, yaw)
+        wps.append(Waypoint(np.array([x, y, z + 0.11]), yaw=yaw, gripper=CLOSED, hold=6, speed=0.008))
+        return wps
+
+    def _unstack(self, scene_obs) -> List[Waypoint]:
+        names = ("block_red", "block_blue", "block_pink")
+        poses = {n: self._block(scene_obs, n) for n in names}
+        tops = [n for n in names if any(m != n and poses[n][2] - poses[m][2] > 0.03
+                                        and np.linalg.norm(poses[n][:2] - poses[m][:2]) < 0.05 for m in names)]
+        if not tops:
+            raise ValueError("unstack_block needs a block lying on another block")
+        src = tops[0]
+        x, y, z = poses[src][:3]
+        # put it down 12 cm to the side, the side farther from the other blocks and on the table
+        def room(dx: float) -> float:
+            gx = x + dx
+            if not -0.05 < gx < 0.38:
+                return -1.0
+            return min(np.linalg.norm(poses[n][:2] - [gx, y]) for n in names if n != src)
+        dx = max((0.12, -0.12), key=room)
+        yaw = _grasp_yaw(poses[src][5])
+        down = BLOCK_ON_TABLE_Z - BLOCKS[src][0][2] / 2 + 0.012
+        wps = self._grasp(src, poses[src], yaw)
+        wps += [
+            Waypoint(np.array([x, y, z + 0.06]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
+            Waypoint(np.array([x + dx, y, z + 0.06]), yaw=yaw, gripper=CLOSED, hold=2),
+            Waypoint(np.array([x + dx, y, down]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.006),
+            Waypoint(np.array([x + dx, y, down]), yaw=yaw, gripper=OPEN, hold=8),
+            Waypoint(np.array([x + dx, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN, hold=2),
+        ]
+        return wps
+
+    def _push_into_drawer(self, scene_obs) -> List[Waypoint]:
+        q = float(scene_obs[1])
+        if q < DRAWER_MIN_OPEN:
+            raise ValueError(f"push_into_drawer needs the drawer open (joint {q:.3f} < {DRAWER_MIN_OPEN})")
+        names = ("block_red", "block_blue", "block_pink")
+        poses = {n: self._block(scene_obs, n) for n in names}
+        # a block on the table top in front of the drawer (x -0.02 .. 0.38), nearest the front edge
+        front = [n for n in names if abs(poses[n][2] - BLOCK_ON_TABLE_Z) < 0.01 and poses[n][1] < INCLINE_FOOT_Y - 0.03
+                 and 0.02 < poses[n][0] < 0.34]
+        if not front:
+            raise ValueError("push_into_drawer needs a block on the table top in front of the drawer (x 0.02 .. 0.34)")
+        name = min(front, key=lambda n: poses[n][1])
+        x, y, yaw = poses[name][0], poses[name][1], poses[name][5]
+        L, W, _ = BLOCKS[name][0]
+        half_y = 0.5 * (abs(L * np.sin(yaw)) + abs(W * np.cos(yaw)))
+        y0 = y + half_y + 0.02
+        z = TABLE_TOP_Z + 0.012
+        # the tips end 3 cm past the table's front edge (y -0.18): the block's centre is then
+        # well over the open drawer and it tips in
+        return [
+            Waypoint(np.array([x, y0, SAFE_Z - 0.04])),
+            Waypoint(np.array([x, y0, z]), hold=2, speed=0.008),
+            Waypoint(np.array([x, -0.21, z]), hold=3, speed=0.006),
+            Waypoint(np.array([x, -0.21, SAFE_Z - 0.04]), hold=4),
+        ]
+
+    @staticmethod
+    def _held(env, scene_obs):
+        """The block nearest the fingertips (within 6 cm) and how far the tips are above its
+        bottom face."""
+        pos, _ = env.tcp_pose()
+        tip = np.asarray(pos) - np.array([0.0, 0.0, TIP_OFFSET])
+        names = ("block_red", "block_blue", "block_pink")
+        dist = {n: np.linalg.norm(Expert._block(scene_obs, n)[:3] - tip) for n in names}
+        name = min(dist, key=dist.get)
+        if dist[name] > 0.06:
+            raise ValueError("the gripper holds no block")
+        bottom = Expert._block(scene_obs, name)[2] - BLOCKS[name][0][2] / 2
+        return name, tip, float(tip[2] - bottom)
+
+    def _place_in_slider(self, env, scene_obs) -> List[Waypoint]:
+        q = float(scene_obs[0])
+        x0, x1 = self._shelf_opening(q)
+        if x1 - x0 < 0.12:
+            raise ValueError(f"place_in_slider needs a part of the shelf open (door joint {q:.3f})")
+        _, tip, above_bottom = self._held(env, scene_obs)
+        pos, quat = env.tcp_pose()
+        yaw, _ = yaw_tilt_from_euler(matrix_to_euler(quaternion_to_matrix(quat), "xyz"))
+        yaw = yaw if abs(_wrap(yaw - DEFAULT_YAW)) < np.pi / 2 else yaw + np.pi
+        drop = np.array([(x0 + x1) / 2, SHELF_Y, TABLE_TOP_Z + 0.01 + above_bottom])
+        return [
+            Waypoint(np.array([tip[0], tip[1], max(tip[2], SAFE_Z)]), yaw=yaw, gripper=CLOSED, hold=0),
+            Waypoint(np.array([drop[0], drop[1] - 0.05, SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2),
+            Waypoint(drop, yaw=yaw, gripper=CLOSED, hold=3, speed=0.008),
+            Waypoint(drop, yaw=yaw, gripper=OPEN, hold=10),
+            Waypoint(np.array([drop[0], drop[1] - 0.05, SAFE_Z]), yaw=yaw, gripper=OPEN, hold=2),
+        ]
 
     def _place_in_drawer(self, env, q: float) -> List[Waypoint]:
         if q < 0.12:
