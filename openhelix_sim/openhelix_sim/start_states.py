@@ -80,8 +80,9 @@ def _table_spot(rng, scene, others, what: str, lo=None, hi=None, ok=lambda xy: T
 
 
 def _make_room(task: str, color: str, scene: np.ndarray, rng) -> None:
-    """Move the other table-top blocks away from the ``color`` block (to ``MIN_BLOCK_GAP``) and,
-    for a push, out of the lane it travels along: to another free place on the table top, else
+    """Move the other table-top blocks away from the ``color`` block (to ``MIN_BLOCK_GAP``; for
+    a block in the drawer, away from the table's front edge in front of it) and, for a push, out
+    of the lane it travels along: to another free place on the table top, else
     onto the shelf (measured: a block pushed into another ends touching it, which fails
     CALVIN's push check)."""
     direction = 1.0 if task.endswith("_right") else -1.0
@@ -89,6 +90,10 @@ def _make_room(task: str, color: str, scene: np.ndarray, rng) -> None:
 
     def blocked(xy) -> bool:
         if np.linalg.norm(xy - start) <= MIN_BLOCK_GAP:
+            return True
+        # grasping in the drawer, the hand (20 cm across) reaches down past the table's front edge
+        # (measured: it lands on a block there)
+        if task.endswith("_block_drawer") and abs(xy[0] - start[0]) < 0.14 and xy[1] < -0.08:
             return True
         return task.startswith("push_") and abs(xy[1] - start[1]) < PUSH_LANE_HALF_WIDTH \
             and 0.0 < direction * (xy[0] - start[0]) < PUSH_LANE_LENGTH
@@ -120,10 +125,12 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
                  rng.uniform(-np.pi, np.pi))
     elif task == "unstack_block":
         top, bottom = (str(c) for c in rng.choice(COLORS, size=2, replace=False))
-        xy = _table_spot(rng, scene, [], "the stack")
+        # the sliding door's handle reaches down to y -0.03, z 0.51: the top block keeps clear of it
+        xy = _table_spot(rng, scene, [], "the stack", hi=(SURFACES["table"][1][0], -0.08))
         yaw = rng.uniform(-np.pi, np.pi)
         _put(scene, bottom, (*xy, z_table), yaw)
-        _put(scene, top, (*xy, z_table + BLOCK_HEIGHT), yaw + rng.uniform(-0.3, 0.3))
+        # dropped from 2 mm: set exactly onto the other block, it is pushed out of the overlap sideways
+        _put(scene, top, (*xy, z_table + BLOCK_HEIGHT + 0.002), yaw + rng.uniform(-0.3, 0.3))
         _make_room(task, bottom, scene, rng)
     elif task == "push_into_drawer":
         color = COLORS[int(rng.integers(3))]
@@ -159,6 +166,7 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
             # the part of the drawer in front of the table top: y -0.16 - q .. -0.18
             y = (-0.16 - q - 0.18) / 2 + rng.uniform(-0.01, 0.01)
             _put(scene, color, (rng.uniform(0.04, 0.32), y, DRAWER_FLOOR_Z + BLOCK_HEIGHT / 2), yaw)
+            _make_room(task, color, scene, rng)
         else:
             lo, hi = np.array(SURFACES["table"][0][:2]), np.array(SURFACES["table"][1][:2])
             # a push moves the block ~0.13 m: leave room on the table (and off the button) that

@@ -48,6 +48,7 @@ DRAWER_MIN_OPEN = 0.12  # drawer joint from which a block fits between the table
 SLIDER_MID = 0.14  # sliding door joint half way: below it the shelf's left half is open, above it the right
 SHELF_OPEN_X = {"left": -0.26, "right": 0.03}  # middle of the open half of the shelf
 SHELF_Y = 0.07  # middle of the shelf's depth a gripper reaches
+SHELF_TILT = 0.5  # hand leaned back (rad) to reach under the cabinet's roof
 DRAWER_HANDLE_X = 0.18  # middle of the drawer's handle bar
 SLIDER_HANDLE_X = 0.04  # sliding door's handle bar when the door is closed (joint 0)
 DOOR_X = (-0.10, 0.18)  # sliding door's panel when the door is closed; it moves by -joint
@@ -289,13 +290,13 @@ class Expert:
             Waypoint(np.array([x1, y, SAFE_Z - 0.04]), tilt=tilt, hold=2),
         ]
 
-    def _grasp(self, name: str, pose, yaw: float) -> List[Waypoint]:
+    def _grasp(self, name: str, pose, yaw: float, tilt: float = 0.0) -> List[Waypoint]:
         x, y = pose[0], pose[1]
         z = pose[2] - BLOCKS[name][0][2] / 2 + 0.008
         return [
-            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN),
-            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=OPEN, hold=2, speed=0.008),
-            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=CLOSED, hold=10),
+            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, tilt=tilt, gripper=OPEN),
+            Waypoint(np.array([x, y, z]), yaw=yaw, tilt=tilt, gripper=OPEN, hold=2, speed=0.008),
+            Waypoint(np.array([x, y, z]), yaw=yaw, tilt=tilt, gripper=CLOSED, hold=10),
         ]
 
     def _lift(self, name: str, pose) -> List[Waypoint]:
@@ -364,9 +365,11 @@ class Expert:
         door = (DOOR_X[0] - q, DOOR_X[1] - q)
         if x + half > door[0] - 0.02 and x - half < door[1] + 0.02:
             raise ValueError(f"{name} at x {x:.3f} is behind the sliding door (x {door[0]:.3f} .. {door[1]:.3f})")
+        # an upright hand over the shelf puts the forearm into the cabinet's roof (measured: the
+        # arm stops on the roof and the LED, 10 cm above the block); leaning it back keeps it out
         yaw = _grasp_yaw(pose[5])
-        wps = self._grasp(name, pose, yaw)
-        wps.append(Waypoint(np.array([x, y, z + 0.08]), yaw=yaw, gripper=CLOSED, hold=6, speed=0.008))
+        wps = self._grasp(name, pose, yaw, SHELF_TILT)
+        wps.append(Waypoint(np.array([x, y, z + 0.08]), yaw=yaw, tilt=SHELF_TILT, gripper=CLOSED, hold=6, speed=0.008))
         return wps
 
     def _lift_from_drawer(self, name: str, pose, q: float) -> List[Waypoint]:
