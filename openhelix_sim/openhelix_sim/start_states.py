@@ -42,6 +42,7 @@ SHELF_SIDES = {
     "right": ((0.25, 0.28), ((-0.01, 0.05), (0.08, 0.09))),
 }
 SHELF = ((-0.32, 0.05), (0.13, 0.12))  # block centres on the shelf (scene D's slider_left .. slider_right)
+SHELF_BACK_Y = 0.095  # block centres behind this are clear of the sliding door's panel
 COLORS = ("red", "blue", "pink")
 
 
@@ -148,6 +149,18 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
             need["drawer"] = rng.uniform(*DRAWER_OPEN)
         else:
             need["slider"] = rng.uniform(*SHELF_SIDES[("left", "right")[int(rng.integers(2))]][0])
+    elif task.startswith("move_slider_"):
+        # The door's panel sweeps the front of the shelf (y < 0.09 at a block's top); measured: it
+        # jams a block there against the cabinet's side and stops short. Such blocks move back.
+        for c in COLORS:
+            xy = _xy(scene, c)
+            if _on_table(scene, c) or xy[1] >= SHELF_BACK_Y:
+                continue
+            taken = [_xy(scene, o) for o in COLORS if o != c]
+            back = np.array([xy[0], rng.uniform(SHELF_BACK_Y, SHELF[1][1])])
+            if any(np.linalg.norm(back - t) <= 0.09 for t in taken):
+                back = _table_spot(rng, scene, [o for o in COLORS if o != c], f"the {c} block")
+            _put(scene, c, (*back, z_table), scene[11 + 6 * COLORS.index(c)])
     elif len(parts) == 4 and parts[0] in ("push", "rotate", "lift") and parts[2] == "block":
         color, where = parts[1], parts[3]
         others = [o for o in COLORS if o != color]

@@ -116,17 +116,20 @@ def _block_half_x(name: str, yaw: float) -> float:
     return 0.5 * (abs(L * np.cos(yaw)) + abs(W * np.sin(yaw)))
 
 
-def _grasp_yaw(block_yaw: float, turn: float = 0.0) -> float:
-    """Gripper yaw closing the fingers across the block's short side; with ``turn`` != 0 the
-    choice (of the two, pi apart) keeps both the grasp yaw and yaw + turn near pi/2, within the
-    wrist's range."""
-    base = block_yaw % np.pi  # in [0, pi): closing axis = yaw - pi/2 = across the block
-    best = None
-    for g in (base - np.pi, base, base + np.pi):
-        cost = max(abs(g - DEFAULT_YAW), abs(g + turn - DEFAULT_YAW))
-        if best is None or cost < best[0]:
-            best = (cost, g)
-    return best[1]
+def _grasp_yaw(block_yaw: float, turn: float = 0.0, square: bool = False) -> float:
+    """Gripper yaw closing the fingers across the block's short side (across either side of a
+    ``square`` block); of the yaws that do (pi apart, pi/2 for a square block) the one keeping
+    both the grasp yaw and yaw + ``turn`` nearest pi/2, within the wrist's range (measured: a
+    wrist turned 2 rad from pi/2 lags its command by 2 cm on the way down and tips the block)."""
+    period = np.pi / 2 if square else np.pi
+    base = block_yaw % period  # closing axis = yaw - pi/2 = across the block
+    candidates = base + period * np.arange(-2, 3)
+    return float(min(candidates, key=lambda g: max(abs(g - DEFAULT_YAW), abs(g + turn - DEFAULT_YAW))))
+
+
+def _is_square(name: str) -> bool:
+    L, W, _ = BLOCKS[name][0]
+    return L == W
 
 
 class Expert:
@@ -301,7 +304,7 @@ class Expert:
 
     def _lift(self, name: str, pose) -> List[Waypoint]:
         self._require_on_table(name, pose)
-        yaw = _grasp_yaw(pose[5])
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
         wps = self._grasp(name, pose, yaw)
         wps.append(Waypoint(np.array([pose[0], pose[1], TABLE_TOP_Z + 0.13]), yaw=yaw, gripper=CLOSED, hold=6,
                             speed=0.008))
@@ -309,7 +312,7 @@ class Expert:
 
     def _rotate(self, name: str, pose, turn: float) -> List[Waypoint]:
         self._require_on_table(name, pose)
-        yaw = _grasp_yaw(pose[5], turn)
+        yaw = _grasp_yaw(pose[5], turn, _is_square(name))
         x, y = pose[0], pose[1]
         up = np.array([x, y, TABLE_TOP_Z + 0.025])
         down = np.array([x, y, TABLE_TOP_Z + 0.01])
@@ -335,11 +338,11 @@ class Expert:
         if not targets:
             raise ValueError("stack_block needs a second block on the table to stack onto")
         dst = min(targets, key=lambda n: np.linalg.norm(poses[n][:2] - poses[src][:2]))
-        yaw = _grasp_yaw(poses[src][5])
+        yaw = _grasp_yaw(poses[src][5], square=_is_square(src))
         wps = self._grasp(src, poses[src], yaw)
         gx, gy = poses[dst][0], poses[dst][1]
         top = poses[dst][2] + BLOCKS[dst][0][2] / 2
-        yaw2 = _grasp_yaw(poses[dst][5])
+        yaw2 = _grasp_yaw(poses[dst][5], square=_is_square(dst))
         wps += [
             Waypoint(np.array([poses[src][0], poses[src][1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
             Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=CLOSED, hold=4),
@@ -367,7 +370,7 @@ class Expert:
             raise ValueError(f"{name} at x {x:.3f} is behind the sliding door (x {door[0]:.3f} .. {door[1]:.3f})")
         # an upright hand over the shelf puts the forearm into the cabinet's roof (measured: the
         # arm stops on the roof and the LED, 10 cm above the block); leaning it back keeps it out
-        yaw = _grasp_yaw(pose[5])
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
         wps = self._grasp(name, pose, yaw, SHELF_TILT)
         wps.append(Waypoint(np.array([x, y, z + 0.08]), yaw=yaw, tilt=SHELF_TILT, gripper=CLOSED, hold=6, speed=0.008))
         return wps
@@ -377,7 +380,7 @@ class Expert:
         if not (abs(z - BLOCK_IN_DRAWER_Z) < 0.01 and y < -0.18 and q >= DRAWER_MIN_OPEN):
             raise ValueError(f"{name} is not lying in the open part of the drawer (pose "
                              f"{np.round(pose[:3], 3).tolist()}, drawer joint {q:.3f})")
-        yaw = _grasp_yaw(pose[5])
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
         wps = self._grasp(name, pose, yaw)
         wps.append(Waypoint(np.array([x, y, z + 0.11]), yaw=yaw, gripper=CLOSED, hold=6, speed=0.008))
         return wps
@@ -398,7 +401,7 @@ class Expert:
                 return -1.0
             return min(np.linalg.norm(poses[n][:2] - [gx, y]) for n in names if n != src)
         dx = max((0.12, -0.12), key=room)
-        yaw = _grasp_yaw(poses[src][5])
+        yaw = _grasp_yaw(poses[src][5], square=_is_square(src))
         down = BLOCK_ON_TABLE_Z - BLOCKS[src][0][2] / 2 + 0.012
         wps = self._grasp(src, poses[src], yaw)
         wps += [
