@@ -3,7 +3,14 @@
 The arm starts from CALVIN's neutral pose moved by up to ``robot_jitter`` m (the offset depends on
 the seed only, so it is the same for every task), with the gripper as the expert first commands
 it, and the one joint the task needs is drawn in a range where the task is possible (e.g. drawer
-closed for ``open_drawer``). The rest of the scene depends on ``scene_variation``:
+closed for ``open_drawer``). The blocks a task works on are put where its precondition holds
+(:func:`_layout`): on the table top for push / rotate / lift_*_table / stack_block, with a pushed
+block's lane clear; on the open half of the shelf, the sliding door pushed aside, for
+lift_*_slider; on the floor of the open drawer for lift_*_drawer; a stack on the table for
+unstack_block; near the table's front edge, the drawer open, for push_into_drawer; and in the
+gripper (the expert lifts it off the table, then the arm returns to its start pose) for
+place_in_drawer / place_in_slider. Other blocks in the way are moved elsewhere on the table top,
+or onto the shelf. The rest of the scene depends on ``scene_variation``:
 
 * ``"task"`` (default): everything else is the same fixed scene (blocks of layout seed 0, drawer
   shut, sliding door in the middle, LED and lightbulb off). Episode k of ``turn_on_led`` and of
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from openhelix_core.geometry import matrix_to_euler, quaternion_to_matrix
+
 from .envs import PlayTableEnv
-from .envs.expert import SUPPORTED, Expert
+from .envs.expert import MAX_SPEED, SUPPORTED, Expert
 from .envs.scene import BUTTON_XY, INCLINE_FOOT_Y, SURFACES
 from .task_set import SCENE_VARIATIONS
 
@@ -113,6 +122,14 @@ def _make_room(task: str, color: str, scene: np.ndarray, rng) -> None:
         _put(scene, other, (*xy, z), rng.uniform(-np.pi, np.pi))
 
 
+def _clear_shelf(scene: np.ndarray, rng, colors) -> None:
+    """The shelf is the task's: the blocks ``colors`` lying on it go to the table top."""
+    for c in colors:
+        if not _on_table(scene, c):
+            _put(scene, c, (*_table_spot(rng, scene, [o for o in COLORS if o != c], f"the {c} block"),
+                            SURFACES["table"][0][2]), rng.uniform(-np.pi, np.pi))
+
+
 def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
     """Put the blocks ``task`` works on where its precondition holds, in ``scene``; returns the
     joint values the layout needs (``drawer``, ``slider``) and ``hold``: the colour of a block the
@@ -149,6 +166,7 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
             need["drawer"] = rng.uniform(*DRAWER_OPEN)
         else:
             need["slider"] = rng.uniform(*SHELF_SIDES[("left", "right")[int(rng.integers(2))]][0])
+            _clear_shelf(scene, rng, [o for o in COLORS if o != color])
     elif task.startswith("move_slider_"):
         # The door's panel sweeps the front of the shelf (y < 0.09 at a block's top); measured: it
         # jams a block there against the cabinet's side and stops short. Such blocks move back.
@@ -169,11 +187,7 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
             joint, (lo, hi) = SHELF_SIDES[("left", "right")[int(rng.integers(2))]]
             need["slider"] = rng.uniform(*joint)
             _put(scene, color, (*rng.uniform(lo, hi), z_table), yaw)
-            # the shelf is the task's: the other blocks go to the table top
-            for o in others:
-                if not _on_table(scene, o):
-                    _put(scene, o, (*_table_spot(rng, scene, [c for c in COLORS if c != o], f"the {o} block"),
-                                    z_table), rng.uniform(-np.pi, np.pi))
+            _clear_shelf(scene, rng, others)
         elif where == "drawer":
             q = need["drawer"] = rng.uniform(*DRAWER_OPEN)
             # the part of the drawer in front of the table top: y -0.16 - q .. -0.18
@@ -236,20 +250,24 @@ def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float =
     drawer, slider = need.get("drawer", drawer), need.get("slider", slider)
     scene[0:6] = [slider, drawer, 0.0, SWITCH_ON if bulb else 0.0, bulb, led]
     env.reset(scene_obs=scene)
-    if "hold" in need:
-        # A held block is picked up by the expert, so that the grasp is one the arm makes (both
-        # envs then hold it the same way once reset to this robot_obs / scene_obs).
-        Expert().run(f"lift_{need['hold']}_block_table", env)
     pos = np.asarray(env.robot.target_pos, dtype=float)
     orn = np.asarray(env.robot.target_orn, dtype=float)
+    if "hold" in need:
+        # A held block is picked up by the expert, so that the grasp is one the arm makes (both
+        # envs then hold it the same way once reset to this robot_obs / scene_obs); the arm then
+        # carries it back to its start pose, the wrist kept as it grasped.
+        Expert().run(f"lift_{need['hold']}_block_table", env)
+        orn = matrix_to_euler(quaternion_to_matrix(env.tcp_pose()[1]), "xyz")
     # The arm's offset depends on the seed only: episode k of every task starts from the same
     # pose, so the pose cannot tell the tasks apart.
     target = pos + np.random.default_rng(int(seed)).uniform(-robot_jitter, robot_jitter, size=3)
+    here = np.asarray(env.tcp_pose()[0], dtype=float)
+    moves = max(8, int(np.ceil(np.linalg.norm(target - here) / MAX_SPEED)))
     # The gripper starts as the expert first commands it: a demo that opened with a gripper-only
     # step would teach a motion System 1 cannot see (it reads poses and images, not the command).
     grip = (float(next(iter(Expert().plan(task, env)))[6]) if task in SUPPORTED
             else (1.0 if env.robot.observation()[14] > 0 else -1.0))
     obs = None
-    for k in range(1, 13):  # move there smoothly, then let it settle
-        obs = env.step(np.r_[pos + min(1.0, k / 8) * (target - pos), orn, grip])
+    for k in range(1, moves + 5):  # move there smoothly, then let it settle
+        obs = env.step(np.r_[here + min(1.0, k / moves) * (target - here), orn, grip])
     return obs
