@@ -9,13 +9,17 @@ few steps. A plan never yields more than :data:`MAX_STEPS` = 360 actions (the bu
 evaluation gives each subtask, ``EP_LEN`` in ``calvin_agent/evaluation/evaluate_policy.py``);
 typical plans take 60-160 steps.
 
-Tasks performed (see :data:`SUPPORTED`): open/close_drawer, move_slider_left/right,
-turn_on/off_led (button press; a press toggles), turn_on/off_lightbulb (switch up / down),
-push_<color>_block_left/right and lift_<color>_block_table (blocks on the table top),
+Tasks performed: all 34 of CALVIN (:data:`SUPPORTED`): open/close_drawer,
+move_slider_left/right, turn_on/off_led (button press; a press toggles), turn_on/off_lightbulb
+(switch up / down), push_<color>_block_left/right and lift_<color>_block_table (blocks on the
+table top), lift_<color>_block_slider (a block on the open half of the shelf, the hand leaned
+back under the cabinet's roof), lift_<color>_block_drawer (a block in the open drawer),
 rotate_<color>_block_left/right (grasp, turn 90 deg, put down), stack_block (grasp the
-``stack_source`` block on the table and put it on another block), place_in_drawer (a block
-already held; the drawer must be open). Other tasks raise ``NotImplementedError``; a task whose
-precondition does not hold (e.g. the block is not on the table) raises ``ValueError``.
+``stack_source`` block on the table and put it on another block), unstack_block (take the top
+block of a stack and put it down beside it), place_in_drawer / place_in_slider (a block already
+held; the drawer open / part of the shelf open), push_into_drawer (drag the table-top block in
+front of the open drawer over the table's front edge). A task whose precondition does not hold
+(e.g. the block is not on the table) raises ``ValueError`` naming it.
 
 Gripper frame: orientations are built as ``Rx(tilt) @ Rz(yaw) @ Rx(pi)``: pointing down,
 ``yaw`` about world z (at yaw = pi/2, CALVIN's start pose, the fingers close along world x),
@@ -143,11 +147,7 @@ class Expert:
     # ------------------------------------------------------------------ API
     def plan(self, task: str, env) -> Iterator[np.ndarray]:
         if task not in SUPPORTED:
-            from .tasks import TASKS
-
-            if task not in TASKS:
-                raise ValueError(f"unknown CALVIN task {task!r}")
-            raise NotImplementedError(f"the scripted expert does not perform {task!r}")
+            raise ValueError(f"unknown CALVIN task {task!r}")
         waypoints = self.waypoints(task, env)
         return self._follow(env, waypoints)
 
