@@ -7,8 +7,8 @@ Every episode starts from the start state of ``(task, seed)`` built in the embed
 reset to the same robot_obs / scene_obs. Success in the embedded env: :mod:`openhelix_sim.envs.tasks`;
 in the real env: CALVIN's own oracle (``new_playtable_tasks.yaml`` instantiated by hydra, as
 CALVIN's evaluation does), comparing ``env.get_info()`` at the start with the one after every step.
-A start state that fails counts as a failure; "not scripted": the expert has no motion for the
-task; "no start state": no start state of the task is set up (place_in_drawer needs a held block).
+A start state that cannot be built, or a plan that refuses its start state (``ValueError``,
+printed on stderr), counts as a failure.
 
     python scripts/expert_table.py [--seeds 10] [--tasks open_drawer,...] [--envs embedded,calvin]
 """
@@ -20,7 +20,7 @@ import sys
 
 from openhelix_sim.envs import PlayTableEnv
 from openhelix_sim.envs import calvin_backend as cb
-from openhelix_sim.envs.expert import SUPPORTED, Expert
+from openhelix_sim.envs.expert import Expert
 from openhelix_sim.envs.tasks import TASKS, SceneState, task_succeeded
 from openhelix_sim.evaluation_runner import CalvinTaskOracle
 from openhelix_sim.start_states import initial_state
@@ -66,16 +66,12 @@ def sweep(tasks, seeds, envs, out=sys.stdout) -> dict:
     print("|---|---|---|", file=out)
     for task in tasks:
         wins = {"embedded": 0, "calvin": 0}
-        started = 0
         for seed in seeds:
-            if task not in SUPPORTED:
-                continue
             try:
                 obs = initial_state(emb, task, seed, scene_variation="full")
             except ValueError as e:  # no start state where the task's precondition holds
                 print(f"  {task} seed {seed}: no start state: {e}", file=sys.stderr)
                 continue
-            started += 1
             if "embedded" in envs:
                 try:
                     wins["embedded"] += run_embedded(emb, task)
@@ -88,12 +84,7 @@ def sweep(tasks, seeds, envs, out=sys.stdout) -> dict:
                 except ValueError as e:
                     print(f"  {task} seed {seed} calvin: {e}", file=sys.stderr)
         table[task] = wins
-        if task not in SUPPORTED:
-            cells = ["not scripted"] * 2
-        elif not started:
-            cells = ["no start state"] * 2
-        else:
-            cells = [f"{wins[k]}/{len(seeds)}" if k in envs else "—" for k in ("embedded", "calvin")]
+        cells = [f"{wins[k]}/{len(seeds)}" if k in envs else "—" for k in ("embedded", "calvin")]
         print(f"| {task} | {cells[0]} | {cells[1]} |", file=out, flush=True)
     emb.close()
     if real is not None:

@@ -83,3 +83,61 @@ def test_observation_matches_the_env():
         assert not task_succeeded("turn_on_led", start, SceneState.capture(env))
     finally:
         env.close()
+
+
+def _contacts(state, name):
+    return state.blocks[name].contacts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_start_states_of_the_cabinet_stack_and_held_block_tasks_meet_calvins_preconditions(seed):
+    """What CALVIN's oracle reads at a subtask's start: the block on the shelf / in the drawer /
+    on another block / in the gripper alone; ``plan`` accepts every start state."""
+    from openhelix_sim.envs.expert import Expert
+
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        for color in ("red", "pink"):
+            initial_state(env, f"lift_{color}_block_slider", seed, scene_variation="full")
+            s = SceneState.capture(env)
+            assert ("table", "plank_link") in _contacts(s, f"block_{color}")
+            list(Expert().plan(f"lift_{color}_block_slider", env))  # not behind the door
+            initial_state(env, f"lift_{color}_block_drawer", seed, scene_variation="full")
+            s = SceneState.capture(env)
+            assert _contacts(s, f"block_{color}") == {("table", "drawer_link")} and s.joints["base__drawer"] > 0.15
+        for task, joint in (("place_in_drawer", "base__drawer"), ("place_in_slider", "base__slide")):
+            initial_state(env, task, seed, scene_variation="full")
+            s = SceneState.capture(env)
+            (held,) = s.robot_bodies  # the robot touches one body, a block, that touches only the robot
+            assert held in s.blocks and s.blocks[held].bodies == {"robot"}
+            assert s.blocks[held].pos[2] > 0.5
+            list(Expert().plan(task, env))
+        initial_state(env, "unstack_block", seed, scene_variation="full")
+        s = SceneState.capture(env)
+        tops = [n for n, b in s.blocks.items() if b.bodies and b.bodies <= set(s.blocks)]
+        assert len(tops) == 1 and s.blocks[tops[0]].pos[2] > 0.49
+        initial_state(env, "push_into_drawer", seed, scene_variation="full")
+        s = SceneState.capture(env)
+        assert s.joints["base__drawer"] > 0.15
+        assert any(b.contacts == {("table", "base_link")} and -0.15 < b.pos[1] < -0.08 and 0.05 < b.pos[0] < 0.31
+                   for b in s.blocks.values())
+    finally:
+        env.close()
+
+
+def test_a_pushed_blocks_lane_is_clear():
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    try:
+        for task, direction in (("push_red_block_right", 1.0), ("push_pink_block_left", -1.0)):
+            color = task.split("_")[1]
+            k = ("red", "blue", "pink").index(color)
+            for seed in range(4):
+                scene = initial_state(env, task, seed, scene_variation="full")["scene_obs"]
+                x, y = scene[6 + 6 * k: 8 + 6 * k]
+                assert y <= -0.06 and (x <= 0.3 if direction < 0 else x <= 0.2)
+                for j in range(3):
+                    ox, oy = scene[6 + 6 * j: 8 + 6 * j]
+                    if j != k:
+                        assert not (abs(oy - y) < 0.09 and 0.0 < direction * (ox - x) < 0.25), (task, seed, j)
+    finally:
+        env.close()

@@ -9,13 +9,17 @@ few steps. A plan never yields more than :data:`MAX_STEPS` = 360 actions (the bu
 evaluation gives each subtask, ``EP_LEN`` in ``calvin_agent/evaluation/evaluate_policy.py``);
 typical plans take 60-160 steps.
 
-Tasks performed (see :data:`SUPPORTED`): open/close_drawer, move_slider_left/right,
-turn_on/off_led (button press; a press toggles), turn_on/off_lightbulb (switch up / down),
-push_<color>_block_left/right and lift_<color>_block_table (blocks on the table top),
+Tasks performed: all 34 of CALVIN (:data:`SUPPORTED`): open/close_drawer,
+move_slider_left/right, turn_on/off_led (button press; a press toggles), turn_on/off_lightbulb
+(switch up / down), push_<color>_block_left/right and lift_<color>_block_table (blocks on the
+table top), lift_<color>_block_slider (a block on the open half of the shelf, the hand leaned
+back under the cabinet's roof), lift_<color>_block_drawer (a block in the open drawer),
 rotate_<color>_block_left/right (grasp, turn 90 deg, put down), stack_block (grasp the
-``stack_source`` block on the table and put it on another block), place_in_drawer (a block
-already held; the drawer must be open). Other tasks raise ``NotImplementedError``; a task whose
-precondition does not hold (e.g. the block is not on the table) raises ``ValueError``.
+``stack_source`` block on the table and put it on another block), unstack_block (take the top
+block of a stack and put it down beside it), place_in_drawer / place_in_slider (a block already
+held; the drawer open / part of the shelf open), push_into_drawer (drag the table-top block in
+front of the open drawer over the table's front edge). A task whose precondition does not hold
+(e.g. the block is not on the table) raises ``ValueError`` naming it.
 
 Gripper frame: orientations are built as ``Rx(tilt) @ Rz(yaw) @ Rx(pi)``: pointing down,
 ``yaw`` about world z (at yaw = pi/2, CALVIN's start pose, the fingers close along world x),
@@ -33,7 +37,7 @@ import numpy as np
 
 from openhelix_core.geometry import euler_to_matrix, matrix_to_euler, quaternion_to_matrix
 
-from .scene import BLOCKS, BUTTON_XY, INCLINE_FOOT_Y, TABLE_TOP_Z
+from .scene import BLOCKS, BUTTON_XY, CABINET_OPENING_X, INCLINE_FOOT_Y, TABLE_TOP_Z
 
 MAX_STEPS = 360
 MAX_SPEED = 0.012  # m per 30 Hz step (0.36 m/s)
@@ -43,10 +47,19 @@ OPEN, CLOSED = 1.0, -1.0
 DEFAULT_YAW = np.pi / 2
 SAFE_Z = 0.60  # travel height of the fingertips
 BLOCK_ON_TABLE_Z = TABLE_TOP_Z + 0.02  # centre of a block lying on the table top
+BLOCK_IN_DRAWER_Z = 0.36  # centre of a block lying on the drawer's floor (top at z 0.34)
+DRAWER_MIN_OPEN = 0.12  # drawer joint from which a block fits between the table top and the drawer's front
+SLIDER_MID = 0.14  # sliding door joint half way: below it the shelf's left half is open, above it the right
+SHELF_OPEN_X = {"left": -0.26, "right": 0.03}  # middle of the open half of the shelf
+SHELF_Y = 0.07  # middle of the shelf's depth a gripper reaches
+SHELF_TILT = 0.5  # hand leaned back (rad) to reach under the cabinet's roof
 DRAWER_HANDLE_X = 0.18  # middle of the drawer's handle bar
 SLIDER_HANDLE_X = 0.04  # sliding door's handle bar when the door is closed (joint 0)
+DOOR_X = (-0.10, 0.18)  # sliding door's panel when the door is closed; it moves by -joint
 SWITCH_BAR = (0.30, 0.015, 0.531)  # middle of the switch's crossbar at joint 0
 SWITCH_TILT = 0.9  # hand tilt for the switch: fingers point into the incline
+PUSH_BACK_Y = -0.08  # blocks behind this y are pushed with the hand leaned back ...
+PUSH_BACK_TILT = 0.4  # ... by this much (rad)
 
 
 def _scene_obs(env) -> np.ndarray:
@@ -57,10 +70,12 @@ def _scene_obs(env) -> np.ndarray:
     return env.get_obs()["scene_obs"]
 
 FAMILIES = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right", "turn_on_led", "turn_off_led",
-            "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "place_in_drawer")
+            "turn_on_lightbulb", "turn_off_lightbulb", "stack_block", "unstack_block", "place_in_drawer",
+            "place_in_slider", "push_into_drawer")
 SUPPORTED = frozenset(FAMILIES) | frozenset(
     f"{kind}_{c}_block_{x}" for c in ("red", "blue", "pink")
-    for kind, xs in (("push", ("left", "right")), ("lift", ("table",)), ("rotate", ("left", "right"))) for x in xs)
+    for kind, xs in (("push", ("left", "right")), ("lift", ("table", "slider", "drawer")), ("rotate", ("left", "right")))
+    for x in xs)
 
 
 def _rot_x(a: float) -> np.ndarray:
@@ -105,17 +120,20 @@ def _block_half_x(name: str, yaw: float) -> float:
     return 0.5 * (abs(L * np.cos(yaw)) + abs(W * np.sin(yaw)))
 
 
-def _grasp_yaw(block_yaw: float, turn: float = 0.0) -> float:
-    """Gripper yaw closing the fingers across the block's short side; with ``turn`` != 0 the
-    choice (of the two, pi apart) keeps both the grasp yaw and yaw + turn near pi/2, within the
-    wrist's range."""
-    base = block_yaw % np.pi  # in [0, pi): closing axis = yaw - pi/2 = across the block
-    best = None
-    for g in (base - np.pi, base, base + np.pi):
-        cost = max(abs(g - DEFAULT_YAW), abs(g + turn - DEFAULT_YAW))
-        if best is None or cost < best[0]:
-            best = (cost, g)
-    return best[1]
+def _grasp_yaw(block_yaw: float, turn: float = 0.0, square: bool = False) -> float:
+    """Gripper yaw closing the fingers across the block's short side (across either side of a
+    ``square`` block); of the yaws that do (pi apart, pi/2 for a square block) the one keeping
+    both the grasp yaw and yaw + ``turn`` nearest pi/2, within the wrist's range (measured: a
+    wrist turned 2 rad from pi/2 lags its command by 2 cm on the way down and tips the block)."""
+    period = np.pi / 2 if square else np.pi
+    base = block_yaw % period  # closing axis = yaw - pi/2 = across the block
+    candidates = base + period * np.arange(-2, 3)
+    return float(min(candidates, key=lambda g: max(abs(g - DEFAULT_YAW), abs(g + turn - DEFAULT_YAW))))
+
+
+def _is_square(name: str) -> bool:
+    L, W, _ = BLOCKS[name][0]
+    return L == W
 
 
 class Expert:
@@ -129,11 +147,7 @@ class Expert:
     # ------------------------------------------------------------------ API
     def plan(self, task: str, env) -> Iterator[np.ndarray]:
         if task not in SUPPORTED:
-            from .tasks import TASKS
-
-            if task not in TASKS:
-                raise ValueError(f"unknown CALVIN task {task!r}")
-            raise NotImplementedError(f"the scripted expert does not perform {task!r}")
+            raise ValueError(f"unknown CALVIN task {task!r}")
         waypoints = self.waypoints(task, env)
         return self._follow(env, waypoints)
 
@@ -163,13 +177,23 @@ class Expert:
             return self._switch(float(scene_obs[3]), up=False)
         if task == "place_in_drawer":
             return self._place_in_drawer(env, float(scene_obs[1]))
+        if task == "place_in_slider":
+            return self._place_in_slider(env, scene_obs)
         if task == "stack_block":
             return self._stack(scene_obs)
+        if task == "unstack_block":
+            return self._unstack(scene_obs)
+        if task == "push_into_drawer":
+            return self._push_into_drawer(scene_obs)
         kind, color = task.split("_")[:2]
         name = f"block_{color}"
         pose = self._block(scene_obs, name)
         if kind == "push":
             return self._push(name, pose, task.endswith("left"))
+        if task.endswith("_slider"):
+            return self._lift_from_shelf(name, pose, float(scene_obs[0]))
+        if task.endswith("_drawer"):
+            return self._lift_from_drawer(name, pose, float(scene_obs[1]))
         if kind == "lift":
             return self._lift(name, pose)
         return self._rotate(name, pose, np.pi / 2 if task.endswith("left") else -np.pi / 2)
@@ -258,25 +282,29 @@ class Expert:
         x0 = x + side * (_block_half_x(name, pose[5]) + 0.02)
         x1 = x0 - side * 0.16
         z = TABLE_TOP_Z + 0.012
+        # Near the back edge an upright hand sweeps through the sliding door's handle and the
+        # cabinet's incline (measured: it snags on the handle and stops, or tips the block onto
+        # the incline); leaning the hand back towards the robot keeps it clear.
+        tilt = PUSH_BACK_TILT if y > PUSH_BACK_Y else 0.0
         return [
-            Waypoint(np.array([x0, y, SAFE_Z - 0.04])),
-            Waypoint(np.array([x0, y, z]), hold=2, speed=0.008),
-            Waypoint(np.array([x1, y, z]), hold=3, speed=0.008),
-            Waypoint(np.array([x1, y, SAFE_Z - 0.04]), hold=2),
+            Waypoint(np.array([x0, y, SAFE_Z - 0.04]), tilt=tilt),
+            Waypoint(np.array([x0, y, z]), tilt=tilt, hold=2, speed=0.008),
+            Waypoint(np.array([x1, y, z]), tilt=tilt, hold=3, speed=0.008),
+            Waypoint(np.array([x1, y, SAFE_Z - 0.04]), tilt=tilt, hold=2),
         ]
 
-    def _grasp(self, name: str, pose, yaw: float) -> List[Waypoint]:
+    def _grasp(self, name: str, pose, yaw: float, tilt: float = 0.0) -> List[Waypoint]:
         x, y = pose[0], pose[1]
         z = pose[2] - BLOCKS[name][0][2] / 2 + 0.008
         return [
-            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN),
-            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=OPEN, hold=2, speed=0.008),
-            Waypoint(np.array([x, y, z]), yaw=yaw, gripper=CLOSED, hold=10),
+            Waypoint(np.array([x, y, SAFE_Z - 0.04]), yaw=yaw, tilt=tilt, gripper=OPEN),
+            Waypoint(np.array([x, y, z]), yaw=yaw, tilt=tilt, gripper=OPEN, hold=2, speed=0.008),
+            Waypoint(np.array([x, y, z]), yaw=yaw, tilt=tilt, gripper=CLOSED, hold=10),
         ]
 
     def _lift(self, name: str, pose) -> List[Waypoint]:
         self._require_on_table(name, pose)
-        yaw = _grasp_yaw(pose[5])
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
         wps = self._grasp(name, pose, yaw)
         wps.append(Waypoint(np.array([pose[0], pose[1], TABLE_TOP_Z + 0.13]), yaw=yaw, gripper=CLOSED, hold=6,
                             speed=0.008))
@@ -284,7 +312,7 @@ class Expert:
 
     def _rotate(self, name: str, pose, turn: float) -> List[Waypoint]:
         self._require_on_table(name, pose)
-        yaw = _grasp_yaw(pose[5], turn)
+        yaw = _grasp_yaw(pose[5], turn, _is_square(name))
         x, y = pose[0], pose[1]
         up = np.array([x, y, TABLE_TOP_Z + 0.025])
         down = np.array([x, y, TABLE_TOP_Z + 0.01])
@@ -310,11 +338,11 @@ class Expert:
         if not targets:
             raise ValueError("stack_block needs a second block on the table to stack onto")
         dst = min(targets, key=lambda n: np.linalg.norm(poses[n][:2] - poses[src][:2]))
-        yaw = _grasp_yaw(poses[src][5])
+        yaw = _grasp_yaw(poses[src][5], square=_is_square(src))
         wps = self._grasp(src, poses[src], yaw)
         gx, gy = poses[dst][0], poses[dst][1]
         top = poses[dst][2] + BLOCKS[dst][0][2] / 2
-        yaw2 = _grasp_yaw(poses[dst][5])
+        yaw2 = _grasp_yaw(poses[dst][5], square=_is_square(dst))
         wps += [
             Waypoint(np.array([poses[src][0], poses[src][1], SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
             Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=CLOSED, hold=4),
@@ -323,6 +351,125 @@ class Expert:
             Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=OPEN, hold=4),
         ]
         return wps
+
+    @staticmethod
+    def _shelf_opening(q: float):
+        """x range of the larger part of the shelf the sliding door (x -0.10 - q .. 0.18 - q)
+        leaves open."""
+        x0, x1 = CABINET_OPENING_X
+        left, right = (x0, DOOR_X[0] - q), (DOOR_X[1] - q, x1)
+        return max(left, right, key=lambda r: r[1] - r[0])
+
+    def _lift_from_shelf(self, name: str, pose, q: float) -> List[Waypoint]:
+        x, y, z = pose[:3]
+        if not (y > INCLINE_FOOT_Y and abs(z - BLOCK_ON_TABLE_Z) < 0.01):
+            raise ValueError(f"{name} is not lying on the shelf (pose {np.round(pose[:3], 3).tolist()})")
+        half = _block_half_x(name, pose[5])
+        door = (DOOR_X[0] - q, DOOR_X[1] - q)
+        if x + half > door[0] - 0.02 and x - half < door[1] + 0.02:
+            raise ValueError(f"{name} at x {x:.3f} is behind the sliding door (x {door[0]:.3f} .. {door[1]:.3f})")
+        # an upright hand over the shelf puts the forearm into the cabinet's roof (measured: the
+        # arm stops on the roof and the LED, 10 cm above the block); leaning it back keeps it out
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
+        wps = self._grasp(name, pose, yaw, SHELF_TILT)
+        wps.append(Waypoint(np.array([x, y, z + 0.08]), yaw=yaw, tilt=SHELF_TILT, gripper=CLOSED, hold=6, speed=0.008))
+        return wps
+
+    def _lift_from_drawer(self, name: str, pose, q: float) -> List[Waypoint]:
+        x, y, z = pose[:3]
+        if not (abs(z - BLOCK_IN_DRAWER_Z) < 0.01 and y < -0.18 and q >= DRAWER_MIN_OPEN):
+            raise ValueError(f"{name} is not lying in the open part of the drawer (pose "
+                             f"{np.round(pose[:3], 3).tolist()}, drawer joint {q:.3f})")
+        yaw = _grasp_yaw(pose[5], square=_is_square(name))
+        wps = self._grasp(name, pose, yaw)
+        wps.append(Waypoint(np.array([x, y, z + 0.11]), yaw=yaw, gripper=CLOSED, hold=6, speed=0.008))
+        return wps
+
+    def _unstack(self, scene_obs) -> List[Waypoint]:
+        names = ("block_red", "block_blue", "block_pink")
+        poses = {n: self._block(scene_obs, n) for n in names}
+        tops = [n for n in names if any(m != n and poses[n][2] - poses[m][2] > 0.03
+                                        and np.linalg.norm(poses[n][:2] - poses[m][:2]) < 0.05 for m in names)]
+        if not tops:
+            raise ValueError("unstack_block needs a block lying on another block")
+        src = tops[0]
+        x, y, z = poses[src][:3]
+        # put it down 12 cm to the side, the side farther from the other blocks and on the table
+        def room(dx: float) -> float:
+            gx = x + dx
+            if not -0.05 < gx < 0.38:
+                return -1.0
+            return min(np.linalg.norm(poses[n][:2] - [gx, y]) for n in names if n != src)
+        dx = max((0.12, -0.12), key=room)
+        yaw = _grasp_yaw(poses[src][5], square=_is_square(src))
+        down = BLOCK_ON_TABLE_Z - BLOCKS[src][0][2] / 2 + 0.012
+        wps = self._grasp(src, poses[src], yaw)
+        wps += [
+            Waypoint(np.array([x, y, z + 0.06]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.008),
+            Waypoint(np.array([x + dx, y, z + 0.06]), yaw=yaw, gripper=CLOSED, hold=2),
+            Waypoint(np.array([x + dx, y, down]), yaw=yaw, gripper=CLOSED, hold=2, speed=0.006),
+            Waypoint(np.array([x + dx, y, down]), yaw=yaw, gripper=OPEN, hold=8),
+            Waypoint(np.array([x + dx, y, SAFE_Z - 0.04]), yaw=yaw, gripper=OPEN, hold=2),
+        ]
+        return wps
+
+    def _push_into_drawer(self, scene_obs) -> List[Waypoint]:
+        q = float(scene_obs[1])
+        if q < DRAWER_MIN_OPEN:
+            raise ValueError(f"push_into_drawer needs the drawer open (joint {q:.3f} < {DRAWER_MIN_OPEN})")
+        names = ("block_red", "block_blue", "block_pink")
+        poses = {n: self._block(scene_obs, n) for n in names}
+        # a block on the table top in front of the drawer (x -0.02 .. 0.38), nearest the front edge
+        front = [n for n in names if abs(poses[n][2] - BLOCK_ON_TABLE_Z) < 0.01 and poses[n][1] < INCLINE_FOOT_Y - 0.03
+                 and 0.02 < poses[n][0] < 0.34]
+        if not front:
+            raise ValueError("push_into_drawer needs a block on the table top in front of the drawer (x 0.02 .. 0.34)")
+        name = min(front, key=lambda n: poses[n][1])
+        x, y, yaw = poses[name][0], poses[name][1], poses[name][5]
+        L, W, _ = BLOCKS[name][0]
+        half_y = 0.5 * (abs(L * np.sin(yaw)) + abs(W * np.cos(yaw)))
+        y0 = y + half_y + 0.02
+        z = TABLE_TOP_Z + 0.012
+        # the tips end 3 cm past the table's front edge (y -0.18): the block's centre is then
+        # well over the open drawer and it tips in
+        return [
+            Waypoint(np.array([x, y0, SAFE_Z - 0.04])),
+            Waypoint(np.array([x, y0, z]), hold=2, speed=0.008),
+            Waypoint(np.array([x, -0.21, z]), hold=3, speed=0.006),
+            Waypoint(np.array([x, -0.21, SAFE_Z - 0.04]), hold=4),
+        ]
+
+    @staticmethod
+    def _held(env, scene_obs):
+        """The block nearest the fingertips (within 6 cm) and how far the tips are above its
+        bottom face."""
+        pos, _ = env.tcp_pose()
+        tip = np.asarray(pos) - np.array([0.0, 0.0, TIP_OFFSET])
+        names = ("block_red", "block_blue", "block_pink")
+        dist = {n: np.linalg.norm(Expert._block(scene_obs, n)[:3] - tip) for n in names}
+        name = min(dist, key=dist.get)
+        if dist[name] > 0.06:
+            raise ValueError("the gripper holds no block")
+        bottom = Expert._block(scene_obs, name)[2] - BLOCKS[name][0][2] / 2
+        return name, tip, float(tip[2] - bottom)
+
+    def _place_in_slider(self, env, scene_obs) -> List[Waypoint]:
+        q = float(scene_obs[0])
+        x0, x1 = self._shelf_opening(q)
+        if x1 - x0 < 0.12:
+            raise ValueError(f"place_in_slider needs a part of the shelf open (door joint {q:.3f})")
+        _, tip, above_bottom = self._held(env, scene_obs)
+        pos, quat = env.tcp_pose()
+        yaw, _ = yaw_tilt_from_euler(matrix_to_euler(quaternion_to_matrix(quat), "xyz"))
+        yaw = yaw if abs(_wrap(yaw - DEFAULT_YAW)) < np.pi / 2 else yaw + np.pi
+        drop = np.array([(x0 + x1) / 2, SHELF_Y, TABLE_TOP_Z + 0.01 + above_bottom])
+        return [
+            Waypoint(np.array([tip[0], tip[1], max(tip[2], SAFE_Z)]), yaw=yaw, gripper=CLOSED, hold=0),
+            Waypoint(np.array([drop[0], drop[1] - 0.05, SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=2),
+            Waypoint(drop, yaw=yaw, gripper=CLOSED, hold=3, speed=0.008),
+            Waypoint(drop, yaw=yaw, gripper=OPEN, hold=10),
+            Waypoint(np.array([drop[0], drop[1] - 0.05, SAFE_Z]), yaw=yaw, gripper=OPEN, hold=2),
+        ]
 
     def _place_in_drawer(self, env, q: float) -> List[Waypoint]:
         if q < 0.12:
