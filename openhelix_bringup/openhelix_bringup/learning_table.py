@@ -88,13 +88,14 @@ def run_learning_table(args) -> int:
     t0 = time.perf_counter()
     if (demos / DEMOS_INFO).is_file():
         existing = json.loads((demos / DEMOS_INFO).read_text())
-        if existing.get("scene_variation", "full") != args.scene_variation:
-            raise ValueError(f"{demos} holds demos with scene_variation {existing.get('scene_variation', 'full')!r}, "
-                             f"this run asks for {args.scene_variation!r}: choose another --out")
+        for key, asked in (("scene_variation", args.scene_variation), ("backend", args.backend)):
+            if existing.get(key, "embedded" if key == "backend" else "full") != asked:
+                raise ValueError(f"{demos} holds demos with {key} {existing.get(key)!r}, this run asks for "
+                                 f"{asked!r}: choose another --out")
     if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
         info = generate_demos(demos, args.tasks, args.episodes, seed=0, static_size=args.static_size,
                               gripper_size=args.gripper_size, workers=args.workers,
-                              scene_variation=args.scene_variation)
+                              scene_variation=args.scene_variation, backend=args.backend)
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
@@ -109,18 +110,19 @@ def run_learning_table(args) -> int:
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
     results = evaluate_variants(out / "stage2" / "final", args.tasks, seeds, args.max_steps, args.execute_steps,
                                 args.static_size, args.gripper_size, progress=not args.quiet,
-                                scene_variation=args.scene_variation)
+                                scene_variation=args.scene_variation, backend=args.backend)
     timings["evaluation_s"] = time.perf_counter() - t0
     report = {"results": results, "seeds": seeds, "timings": timings,
               "args": {k: v for k, v in vars(args).items() if k != "run"}}
-    tables = ["In process (DualSystemPolicy in PlayTableEnv):\n\n" + success_table(results, seeds)]
+    simulator = "calvin_env's scene D" if args.backend == "calvin" else "the embedded play-table"
+    tables = [f"In process (DualSystemPolicy in {simulator}):\n\n" + success_table(results, seeds)]
     if args.ros_eval:
         t0 = time.perf_counter()
         checkpoints = write_variant_checkpoints(out / "stage2" / "final", out / "variants")
         report["ros_results"] = evaluate_variants_through_ros(
             checkpoints, args.tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
             out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
-            execution=args.execution)
+            execution=args.execution, backend=args.backend)
         timings["ros_evaluation_s"] = time.perf_counter() - t0
         tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
                       "tasks`):\n\n" + success_table(report["ros_results"], seeds))

@@ -18,7 +18,7 @@ from openhelix_sim.experiments.variants import variant_directory
 def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[str], seeds: Sequence[int],
                                   max_steps: int, execute_steps: int, static_size: int, gripper_size: int,
                                   out_dir, workers: int = 2, scene_variation: str = "task",
-                                  execution: str = "chunks") -> Dict[str, Dict[str, List[bool]]]:
+                                  execution: str = "chunks", backend: str = "embedded") -> Dict[str, Dict[str, List[bool]]]:
     """One ``openhelix eval-calvin --protocol tasks`` per variant checkpoint. With
     ``execution="chunks"`` the bridge executes ``execute_steps`` waypoints of a chunk, then asks
     for a new one; with ``"servo"`` it follows the controller's blended, limited command stream.
@@ -35,7 +35,7 @@ def evaluate_variants_through_ros(checkpoints: Dict[str, Path], tasks: Sequence[
                    "--static-size", str(static_size), "--gripper-size", str(gripper_size),
                    "--execution-horizon", str(execute_steps), "--max-steps", str(max_steps),
                    "--execution", execution, *(["--replan-after-horizon"] if execution == "chunks" else []),
-                   "--workers", str(workers), "--output", str(output)]
+                   "--backend", backend, "--workers", str(workers), "--output", str(output)]
         start = time.perf_counter()
         completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if completed.returncode != 0:

@@ -71,6 +71,16 @@ class CalvinTaskOracle:
         return task in self.tasks.get_task_info_for_set(start, current, {task})
 
 
+def oracle_for(backend: str, tasks_config: str | None = None):
+    """The success checks of ``backend``'s play-table: the embedded ones, or CALVIN's own oracle
+    (``tasks_config``, default calvin_env's ``new_playtable_tasks.yaml``)."""
+    if backend == "embedded":
+        return EmbeddedTaskOracle()
+    from .envs.calvin_backend import default_tasks_config
+
+    return CalvinTaskOracle(tasks_config or str(default_tasks_config()))
+
+
 class StepOutcome(Enum):
     RUNNING = "running"
     SUBTASK_SUCCEEDED = "subtask_succeeded"

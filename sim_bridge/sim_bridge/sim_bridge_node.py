@@ -54,9 +54,10 @@ from openhelix_ros.parameters import (
 )
 from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
+from openhelix_sim.envs import make_play_table
+from openhelix_sim.envs.calvin_backend import require_calvin_env
 from openhelix_sim.envs.expert import SUPPORTED
-from openhelix_sim.envs.play_table import PlayTableEnv
-from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, CalvinTaskOracle, StepOutcome, TaskEpisodeRunner
+from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner, oracle_for
 from openhelix_sim.execution import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
@@ -119,8 +120,8 @@ PARAMETERS = (
     ParameterSpec("task_episodes", EVAL_EPISODES_PER_TASK, "evaluate/tasks: episodes (consecutive seeds) per task.", positive),
     ParameterSpec("task_scene_variation", "task", "evaluate/tasks: 'task' (fixed scene but the task's joint and the "
                   "arm) or 'full' (random scenes), as the demos were generated.", one_of(*SCENE_VARIATIONS)),
-    ParameterSpec("static_image_size", 200, "embedded backend: static camera image side (CALVIN: 200).", positive),
-    ParameterSpec("gripper_image_size", 84, "embedded backend: gripper camera image side (CALVIN: 84).", positive),
+    ParameterSpec("static_image_size", 200, "Static camera image side, either backend (CALVIN: 200).", positive),
+    ParameterSpec("gripper_image_size", 84, "Gripper camera image side, either backend (CALVIN: 84).", positive),
     ParameterSpec("max_steps_per_subtask", 360, "evaluate: environment steps allowed per subtask (CALVIN: 360).",
                   positive),
     ParameterSpec("results_path", "", "evaluate: JSON-lines file receiving one record per sequence."),
@@ -169,7 +170,7 @@ class SimBridgeNode(Node):
                         for k in range(p["task_episodes"])]
             mine = [i for i in range(len(episodes)) if i % p["num_workers"] == p["worker_index"]]
             self.runner = TaskEpisodeRunner(self.env, episodes, mine, p["max_steps_per_subtask"],
-                                            p["task_scene_variation"], oracle=self._calvin_oracle())
+                                            p["task_scene_variation"], oracle=self._oracle())
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(mine)} single-task episodes -> {p['results_path']}")
         elif p["mode"] == "evaluate":
@@ -177,7 +178,7 @@ class SimBridgeNode(Node):
             # CALVIN reads the oracle's start info right after the reset; the embedded oracle needs
             # one physics step for contacts.
             self.runner = CalvinEvaluationRunner(self.env, indices, p["num_sequences"], p["sequence_seed"],
-                                                 p["max_steps_per_subtask"], oracle=self._calvin_oracle(),
+                                                 p["max_steps_per_subtask"], oracle=self._oracle(),
                                                  settle_steps=0 if p["backend"] == "calvin" else 1)
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(indices)} CALVIN sequences -> {p['results_path']}")
@@ -199,20 +200,16 @@ class SimBridgeNode(Node):
             self.env.close()
         super().destroy_node()
 
-    def _calvin_oracle(self):
-        if self.params["backend"] != "calvin":
-            return None
-        from openhelix_sim.envs.calvin_backend import default_tasks_config
-        return CalvinTaskOracle(self.params["calvin_tasks_config"] or str(default_tasks_config()))
+    def _oracle(self):
+        return oracle_for(self.params["backend"], self.params["calvin_tasks_config"] or None)
 
     def _make_env(self):
-        if self.params["backend"] == "calvin":
-            from openhelix_sim.envs.calvin_backend import CalvinPlayTableEnv, require_calvin_env
+        p = self.params
+        if p["backend"] == "calvin":
             require_calvin_env()
-            return CalvinPlayTableEnv(dataset_path=self.params["calvin_dataset_path"] or None,
-                                      scene=self.params["calvin_scene"] or None, seed=self.params["seed"])
-        return PlayTableEnv(seed=self.params["seed"], image_size_static=self.params["static_image_size"],
-                            image_size_gripper=self.params["gripper_image_size"])
+        return make_play_table(p["backend"], seed=p["seed"], image_size_static=p["static_image_size"],
+                               image_size_gripper=p["gripper_image_size"], calvin_scene=p["calvin_scene"] or None,
+                               calvin_dataset=p["calvin_dataset_path"] or None)
 
     def on_chunk(self, msg: TrajectoryChunk) -> None:
         try:

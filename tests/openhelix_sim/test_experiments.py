@@ -9,6 +9,7 @@ from openhelix_core.models.system1 import PCD, TRAJECTORY, System1Config  # noqa
 from openhelix_core.training.dataset import CameraCalibration, OpenHelixCalvinDataset  # noqa: E402
 from openhelix_core.types import TrajectoryChunk  # noqa: E402
 from openhelix_sim.envs import PlayTableEnv  # noqa: E402
+from openhelix_sim.envs.calvin_backend import calvin_env_available  # noqa: E402
 from openhelix_sim.envs.expert import Expert  # noqa: E402
 from openhelix_sim.experiments.demos import generate_demos  # noqa: E402
 from openhelix_sim.experiments.in_process import dual_system_policy, evaluate_in_process  # noqa: E402
@@ -85,13 +86,13 @@ def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
     import openhelix_sim.experiments.in_process as in_process
 
     created = {}
-    original = in_process.PlayTableEnv
+    original = in_process.make_play_table
 
     def capture_env(*args, **kwargs):
         created["env"] = original(*args, **kwargs)
         return created["env"]
 
-    monkeypatch.setattr(in_process, "PlayTableEnv", capture_env)
+    monkeypatch.setattr(in_process, "make_play_table", capture_env)
 
     class Lazy:
         def __init__(self):
@@ -134,6 +135,44 @@ def _tiny_models():
 
 def _plan(system1, system2, image, instruction):
     return dual_system_policy(system1, system2).planner.plan(image, instruction)
+
+
+@pytest.mark.skipif(not calvin_env_available(), reason="calvin_env is not installed")
+def test_demos_and_in_process_evaluation_in_calvins_own_simulator(tmp_path, monkeypatch):
+    """The learning demo on calvin_env's scene D: demos are kept by CALVIN's own oracle and read
+    back with that simulator's calibration; the in-process evaluation is judged by the oracle too."""
+    import json
+
+    import openhelix_sim.experiments.in_process as in_process
+
+    out = tmp_path / "training"
+    info = generate_demos(out, tasks=("open_drawer",), episodes_per_task=1, static_size=32, gripper_size=32,
+                          backend="calvin")
+    assert [tuple(k) for k in info["kept"]] == [("open_drawer", 0)] and not info["failed"]
+    assert json.loads((out / "demos_info.json").read_text())["backend"] == "calvin"
+    assert json.loads((out / "camera_info.json").read_text())["source"] == "openhelix_sim.CalvinPlayTableEnv"
+    frames = np.load(sorted(out.glob("episode_*.npz"))[0])
+    assert frames["rgb_static"].shape == (32, 32, 3) and frames["depth_gripper"].shape == (32, 32)
+
+    created = {}
+    original = in_process.make_play_table
+
+    def capture_env(*args, **kwargs):
+        created["env"] = original(*args, **kwargs)
+        return created["env"]
+
+    monkeypatch.setattr(in_process, "make_play_table", capture_env)
+
+    class Replay:
+        def reset(self, instruction, seed=None):
+            self.inner = ExpertReplayPolicy(created["env"], "open_drawer")
+
+        def act(self, observation):
+            return self.inner.act(observation)
+
+    assert evaluate_in_process(Replay, ["open_drawer"], [3], max_steps=300, static_size=32, gripper_size=32,
+                               backend="calvin") == {"open_drawer": [True]}
+    assert type(created["env"]).__name__ == "CalvinPlayTableEnv"
 
 
 def test_ablated_goals_ignore_image_and_instruction():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ..envs import BACKENDS
 from ..task_set import (
     DEFAULT_TASKS,
     DEMO_IMAGE_SIZES,
@@ -32,7 +33,7 @@ from .variants import VARIANTS
 def _cmd_generate(args) -> int:
     info = generate_demos(args.out, args.tasks, args.episodes, seed=args.seed, static_size=args.static_size,
                           gripper_size=args.gripper_size, workers=args.workers, paraphrases=args.paraphrases,
-                          scene_variation=args.scene_variation)
+                          scene_variation=args.scene_variation, backend=args.backend)
     print(f"kept {len(info['kept'])} demos ({info['frames']} frames), failed {len(info['failed'])}: "
           f"{info['failed']} in {info['seconds']:.0f} s -> {args.out}")
     return 0
@@ -42,18 +43,20 @@ def _cmd_evaluate(args) -> int:
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
     results = evaluate_variants(args.checkpoint, args.tasks, seeds, args.max_steps, args.execute_steps,
                                 args.static_size, args.gripper_size, variants=args.variants,
-                                scene_variation=args.scene_variation)
+                                scene_variation=args.scene_variation, backend=args.backend)
     print(success_table(results, seeds))
     return 0
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
-    """Tasks, image sizes and scene variation, shared by every learning-demo command."""
+    """Tasks, image sizes, scene variation and simulator, shared by every learning-demo command."""
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--static-size", type=int, default=DEMO_IMAGE_SIZES["static"], help="static camera image size (px)")
     parser.add_argument("--gripper-size", type=int, default=DEMO_IMAGE_SIZES["gripper"], help="gripper camera image size (px)")
     parser.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
                         help="'task': fixed scene but the task's joint and the arm; 'full': random scenes")
+    parser.add_argument("--backend", choices=BACKENDS, default="embedded",
+                        help="the embedded play-table, or CALVIN's own simulator (scene D; CALVIN's oracle judges)")
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:

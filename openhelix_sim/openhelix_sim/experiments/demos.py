@@ -1,4 +1,4 @@
-"""Expert demonstrations in the embedded play table, written as a CALVIN split.
+"""Expert demonstrations in the play table (embedded, or calvin_env's scene D), written as a CALVIN split.
 
 For every task and seed, put the play table in the task's randomised start state
 (:func:`~openhelix_sim.start_states.initial_state`), run the scripted
@@ -6,7 +6,7 @@ For every task and seed, put the play table in the task's randomised start state
 check passes; frames go to ``<out>/episode_*.npz`` with one language annotation per demo (the
 sentence CALVIN's evaluation uses, or also its training paraphrases), plus ``camera_info.json``
 (static camera pose, fields of view and the gripper camera's hand-eye transform, read from
-:class:`~openhelix_sim.envs.PlayTableEnv`) so the training reader back-projects depth with exactly
+the environment) so the training reader back-projects depth with exactly
 the simulator's calibration.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Optional, Sequence
 
 from openhelix_core.data import CalvinEpisodeWriter
 
-from ..envs import PlayTableEnv
+from ..envs import make_play_table
 from ..envs.annotations import ANNOTATIONS, validation_annotation
 from ..envs.expert import SUPPORTED, Expert
-from ..envs.tasks import SceneState, task_succeeded
+from ..evaluation_runner import oracle_for
 from ..start_states import initial_state
 from ..task_set import DEFAULT_TASKS, DEMO_IMAGE_SIZES
 
@@ -31,13 +31,13 @@ from ..task_set import DEFAULT_TASKS, DEMO_IMAGE_SIZES
 DEMOS_INFO = "demos_info.json"
 
 
-def write_camera_info(env: PlayTableEnv, directory) -> Path:
+def write_camera_info(env, directory) -> Path:
     """``camera_info.json`` in ``directory``: the calibration of ``env``'s cameras."""
     from openhelix_core.training.dataset import CameraCalibration
 
     calib = CameraCalibration(static_fov=float(env.cameras["static"].fov), static_to_base=env.camera_to_base("static"),
                               gripper_fov=float(env.cameras["gripper"].fov), gripper_to_tcp=env.camera_to_tcp("gripper"),
-                              source="openhelix_sim.PlayTableEnv")
+                              source=f"openhelix_sim.{type(env).__name__}")
     return calib.save(directory)
 
 
@@ -49,9 +49,9 @@ class DemoJob:
     scene_variation: str = "task"
 
 
-def _run_expert(env: PlayTableEnv, job: DemoJob, writer: Optional[CalvinEpisodeWriter]) -> tuple[bool, int]:
+def _run_expert(env, oracle, job: DemoJob, writer: Optional[CalvinEpisodeWriter]) -> tuple[bool, int]:
     obs = initial_state(env, job.task, job.seed, scene_variation=job.scene_variation)
-    start = SceneState.capture(env)
+    start = oracle.capture(env)
     first = writer.start_episode() if writer is not None else 0
     steps = 0
     for action in Expert().plan(job.task, env):
@@ -59,7 +59,7 @@ def _run_expert(env: PlayTableEnv, job: DemoJob, writer: Optional[CalvinEpisodeW
             writer.add_frame(obs, action)
         obs = env.step(action)
         steps += 1
-    ok = task_succeeded(job.task, start, SceneState.capture(env))
+    ok = oracle.succeeded(job.task, start, oracle.capture(env))
     if writer is not None:
         writer.annotate(first, writer.last_index, job.task, job.annotation)
         writer.end_episode()
@@ -67,20 +67,21 @@ def _run_expert(env: PlayTableEnv, job: DemoJob, writer: Optional[CalvinEpisodeW
 
 
 def _demo_worker(args) -> dict:
-    directory, jobs, start_index, static_size, gripper_size = args
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
-                       image_size_static=static_size, image_size_gripper=gripper_size)
+    directory, jobs, start_index, static_size, gripper_size, backend = args
+    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
+                          render_static=False, render_gripper=False)
+    oracle = oracle_for(backend)
     writer = CalvinEpisodeWriter(directory, start_index=start_index)
     kept, failed = [], []
     try:
         for job in jobs:
             env.render_static = env.render_gripper = False
-            ok, _ = _run_expert(env, job, None)  # dry run without rendering: keep successful demos only
+            ok, _ = _run_expert(env, oracle, job, None)  # dry run without rendering: keep successful demos only
             if not ok:
                 failed.append((job.task, job.seed))
                 continue
             env.render_static = env.render_gripper = True
-            _run_expert(env, job, writer)
+            _run_expert(env, oracle, job, writer)
             kept.append((job.task, job.seed))
     finally:
         env.close()
@@ -89,9 +90,11 @@ def _demo_worker(args) -> dict:
 
 def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_task: int = 16, seed: int = 0,
                    static_size: int = DEMO_IMAGE_SIZES["static"], gripper_size: int = DEMO_IMAGE_SIZES["gripper"],
-                   workers: int = 1, paraphrases: bool = False, scene_variation: str = "task") -> dict:
+                   workers: int = 1, paraphrases: bool = False, scene_variation: str = "task",
+                   backend: str = "embedded") -> dict:
     """Write a CALVIN split of successful expert demos to ``out_dir`` (see the module doc); seeds
-    ``seed .. seed + episodes_per_task - 1`` of every task.
+    ``seed .. seed + episodes_per_task - 1`` of every task, recorded in ``backend``'s play-table
+    (``"calvin"``: calvin_env's scene D, each demo judged by CALVIN's own oracle).
 
     Returns ``{"kept": [(task, seed)], "failed": [...], "frames": n, "seconds": s}``."""
     out_dir = Path(out_dir)
@@ -107,7 +110,7 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     shards = [jobs[w::workers] for w in range(workers)]
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [(out_dir, shard, w * 1_000_000, static_size, gripper_size) for w, shard in enumerate(shards)]
+    args = [(out_dir, shard, w * 1_000_000, static_size, gripper_size, backend) for w, shard in enumerate(shards)]
     if workers == 1:
         parts = [_demo_worker(args[0])]
     else:
@@ -117,8 +120,8 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     for part in parts:
         merged.include(part["writer"])
     merged.close()
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
-                       image_size_static=static_size, image_size_gripper=gripper_size)
+    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
+                          render_static=False, render_gripper=False)
     try:
         write_camera_info(env, out_dir)
     finally:
@@ -127,6 +130,7 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     summary = {"kept": [k for p in parts for k in p["kept"]], "failed": [f for p in parts for f in p["failed"]],
                "frames": frames, "seconds": time.perf_counter() - start}
     (out_dir / DEMOS_INFO).write_text(json.dumps({**summary, "tasks": list(tasks), "static_size": static_size,
-                                                  "gripper_size": gripper_size, "scene_variation": scene_variation},
+                                                  "gripper_size": gripper_size, "scene_variation": scene_variation,
+                                                  "backend": backend},
                                                  indent=2) + "\n")
     return summary

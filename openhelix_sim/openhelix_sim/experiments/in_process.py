@@ -11,8 +11,8 @@ import numpy as np
 
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 
-from ..envs import PlayTableEnv
-from ..evaluation_runner import TaskEpisodeRunner, run
+from ..envs import make_play_table
+from ..evaluation_runner import TaskEpisodeRunner, oracle_for, run
 from ..task_set import DEMO_IMAGE_SIZES, EPISODE_MAX_STEPS, EXECUTION_HORIZON
 from .variants import VARIANTS, variant_models, variants_to_run
 
@@ -20,8 +20,10 @@ from .variants import VARIANTS, variant_models, variants_to_run
 def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
                         max_steps: int = EPISODE_MAX_STEPS, execute_steps: int = EXECUTION_HORIZON,
                         static_size: int = DEMO_IMAGE_SIZES["static"], gripper_size: int = DEMO_IMAGE_SIZES["gripper"],
-                        progress: bool = False, scene_variation: str = "task") -> Dict[str, List[bool]]:
-    """Run a :class:`~openhelix_core.runtime.policy.DualSystemPolicy` in :class:`PlayTableEnv`.
+                        progress: bool = False, scene_variation: str = "task",
+                        backend: str = "embedded") -> Dict[str, List[bool]]:
+    """Run a :class:`~openhelix_core.runtime.policy.DualSystemPolicy` in ``backend``'s play-table
+    (``"calvin"``: calvin_env's scene D, episodes judged by CALVIN's own oracle).
 
     Every ``(task, seed)`` episode of :class:`~openhelix_sim.evaluation_runner.TaskEpisodeRunner`
     (start state :func:`~openhelix_sim.start_states.initial_state`, the task's CALVIN evaluation
@@ -38,10 +40,11 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
         ``{task: [success per seed]}``.
     """
     policy = policy_factory()
-    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False,
-                       image_size_static=static_size, image_size_gripper=gripper_size)
+    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
+                          render_static=False, render_gripper=False)
     protocol = TaskEpisodeRunner(env, [(task, seed) for task in tasks for seed in seeds],
-                                 max_steps_per_subtask=max_steps, scene_variation=scene_variation)
+                                 max_steps_per_subtask=max_steps, scene_variation=scene_variation,
+                                 oracle=oracle_for(backend))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -79,7 +82,7 @@ def dual_system_policy(system1, system2, processor=None, goal_refresh_period: in
 
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
                       static_size: int, gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
-                      scene_variation: str = "task") -> Dict[str, Dict[str, List[bool]]]:
+                      scene_variation: str = "task", backend: str = "embedded") -> Dict[str, Dict[str, List[bool]]]:
     """In-process :func:`evaluate_in_process` of every :func:`~.variants.variant_models` of a checkpoint."""
     import torch
 
@@ -97,7 +100,7 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
                                                static_size=static_size, gripper_size=gripper_size, progress=progress,
-                                               scene_variation=scene_variation)
+                                               scene_variation=scene_variation, backend=backend)
         rate = np.mean([x for r in results[variant].values() for x in r])
         print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
     return results
