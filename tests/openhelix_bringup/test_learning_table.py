@@ -9,8 +9,9 @@ from openhelix_core.training.trainer import load_models_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = REPO / "sim_bridge" / "checkpoints" / "play_table_demo"
-#: Where the run wrote (paths differ per machine) and what the configuration gained since.
-NOT_COMPARED = {"train_data", "output_dir", "cache_dir", "init_from", "aux_loss_stages"}
+#: Where the run wrote (paths differ per machine), whether it drew progress bars (--quiet) and
+#: what the configuration gained since.
+NOT_COMPARED = {"train_data", "output_dir", "cache_dir", "init_from", "progress", "aux_loss_stages"}
 
 
 def _defaults() -> argparse.Namespace:
