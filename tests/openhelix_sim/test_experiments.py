@@ -82,17 +82,23 @@ class ExpertReplayPolicy:
                                time_from_start=np.arange(1, len(actions) + 1) / 30.0)
 
 
-def test_evaluate_in_process_detects_success_and_failure(monkeypatch):
+@pytest.fixture
+def created(monkeypatch):
+    """``created["env"]``: the play-table the in-process evaluation builds (for expert-replay policies)."""
     import openhelix_sim.experiments.in_process as in_process
 
-    created = {}
+    built = {}
     original = in_process.make_play_table
 
     def capture_env(*args, **kwargs):
-        created["env"] = original(*args, **kwargs)
-        return created["env"]
+        built["env"] = original(*args, **kwargs)
+        return built["env"]
 
     monkeypatch.setattr(in_process, "make_play_table", capture_env)
+    return built
+
+
+def test_evaluate_in_process_detects_success_and_failure(created):
 
     class Lazy:
         def __init__(self):
@@ -138,12 +144,10 @@ def _plan(system1, system2, image, instruction):
 
 
 @pytest.mark.skipif(not calvin_env_available(), reason="calvin_env is not installed")
-def test_demos_and_in_process_evaluation_in_calvins_own_simulator(tmp_path, monkeypatch):
+def test_demos_and_in_process_evaluation_in_calvins_own_simulator(tmp_path, created):
     """The learning demo on calvin_env's scene D: demos are kept by CALVIN's own oracle and read
     back with that simulator's calibration; the in-process evaluation is judged by the oracle too."""
     import json
-
-    import openhelix_sim.experiments.in_process as in_process
 
     out = tmp_path / "training"
     info = generate_demos(out, tasks=("open_drawer",), episodes_per_task=1, static_size=32, gripper_size=32,
@@ -154,14 +158,6 @@ def test_demos_and_in_process_evaluation_in_calvins_own_simulator(tmp_path, monk
     frames = np.load(sorted(out.glob("episode_*.npz"))[0])
     assert frames["rgb_static"].shape == (32, 32, 3) and frames["depth_gripper"].shape == (32, 32)
 
-    created = {}
-    original = in_process.make_play_table
-
-    def capture_env(*args, **kwargs):
-        created["env"] = original(*args, **kwargs)
-        return created["env"]
-
-    monkeypatch.setattr(in_process, "make_play_table", capture_env)
 
     class Replay:
         def reset(self, instruction, seed=None):
