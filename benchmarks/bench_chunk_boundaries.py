@@ -31,7 +31,7 @@ from openhelix_core.types import Goal
 from openhelix_sim.envs import PlayTableEnv
 from openhelix_sim.envs.annotations import validation_annotation
 from openhelix_sim.envs.tasks import SceneState, task_succeeded
-from openhelix_sim.execution import waypoint_to_absolute_action
+from openhelix_sim.execution import hold_action, waypoint_to_absolute_action
 from openhelix_sim.observation import observation_from_env
 from openhelix_sim.start_states import initial_state
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_SEED_OFFSET
@@ -60,7 +60,7 @@ def run_episode(system1: TrajectoryController, planner: GoalPlanner, env: PlayTa
     goal = Goal(embedding=goal_embedding, sequence=1, instruction=validation_annotation(task), stamp=0.0)
     stream = CommandStream(SafetyLimits(workspace_max=(0.8, 0.8, 1.2)), mode, execution_horizon=19,
                            command_period_s=TICK_S)
-    hold = waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
+    hold = hold_action(env)
     pending, targets, arrivals = None, {}, []
     for tick in range(max_steps):
         now = tick * TICK_S

@@ -31,9 +31,10 @@ from openhelix_core.types import Observation, TrajectoryChunk
 
 from .envs.annotations import validation_annotation
 from .envs.tasks import SceneState, task_succeeded
-from .execution import ChunkExecutor, waypoint_to_absolute_action
+from .execution import ChunkExecutor, hold_action
 from .observation import observation_from_env
 from .start_states import initial_state
+from .task_set import EPISODE_MAX_STEPS
 
 
 class EmbeddedTaskOracle:
@@ -122,7 +123,7 @@ def run(policy: Policy, env, protocol: CalvinEvaluationRunner, execution_horizon
             executor.receive(policy.act(observation_from_env(env, stamp=stamp)), stamp, tick)
             action = executor.next_action(tick)
             if action is None:  # a chunk with nothing to do now: the arm holds for a step
-                action = waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
+                action = hold_action(env)
             while outcome is StepOutcome.RUNNING and action is not None:
                 env.step(action, action_type="absolute")
                 tick += 1
@@ -232,7 +233,7 @@ class TaskEpisodeRunner(CalvinEvaluationRunner):
     one-subtask :class:`SequenceResult` whose ``initial_state`` names the task and the seed."""
 
     def __init__(self, env, episodes: Sequence[tuple[str, int]], indices: Sequence[int] | None = None,
-                 max_steps_per_subtask: int = 240, scene_variation: str = "task", oracle=None) -> None:
+                 max_steps_per_subtask: int = EPISODE_MAX_STEPS, scene_variation: str = "task", oracle=None) -> None:
         self.episodes = [(str(task), int(seed)) for task, seed in episodes]
         self.scene_variation = scene_variation
         indices = range(len(self.episodes)) if indices is None else indices

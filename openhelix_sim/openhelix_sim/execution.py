@@ -47,6 +47,11 @@ def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, o
     return System1Processor.trajectory_to_calvin_actions(trajectory)[0]
 
 
+def hold_action(env) -> np.ndarray:
+    """The CALVIN absolute action that keeps ``env``'s arm where it is, gripper as it is."""
+    return waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
+
+
 def on_tick_clock(chunk: TrajectoryChunk, tick_period_s: float) -> TrajectoryChunk:
     """``chunk`` with its waypoint times in ticks of ``tick_period_s`` (snapped to whole ticks
     within :data:`_TICK_SNAP`, so that a waypoint due at a tick is reached exactly at it)."""

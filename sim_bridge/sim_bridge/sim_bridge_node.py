@@ -58,7 +58,7 @@ from openhelix_sim.envs import make_play_table
 from openhelix_sim.envs.calvin_backend import require_calvin_env
 from openhelix_sim.envs.expert import SUPPORTED
 from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner, oracle_for
-from openhelix_sim.execution import ChunkExecutor, ServoFollower, waypoint_to_absolute_action
+from openhelix_sim.execution import ChunkExecutor, ServoFollower, hold_action
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
@@ -150,7 +150,7 @@ class SimBridgeNode(Node):
         self.tick = 0
         self.steps_executed = 0
         self.chunks_received = 0
-        self.hold_action = waypoint_to_absolute_action(*self.env.tcp_pose(), self.env.gripper_openness())
+        self.hold_action = hold_action(self.env)
         self.finished = False
         self._status_steps, self._status_time = 0, time.monotonic()
 
@@ -288,7 +288,7 @@ class SimBridgeNode(Node):
         self.instruction = instruction
         self.executor_logic.clear(self.tick)
         self.servo.clear(self.env.gripper_openness())
-        self.hold_action = waypoint_to_absolute_action(*self.env.tcp_pose(), self.env.gripper_openness())
+        self.hold_action = hold_action(self.env)
         self.instruction_publisher.publish(String(data=instruction))
 
     def finish(self, summary: str) -> None:
