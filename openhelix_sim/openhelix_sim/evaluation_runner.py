@@ -26,14 +26,14 @@ from typing import Callable, Protocol, Sequence
 
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.evaluation.metrics import SequenceResult
-from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, env_state_for_initial_state, sequence_at
+from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, sequence_at
 from openhelix_core.types import Observation, TrajectoryChunk
 
 from .envs.annotations import validation_annotation
 from .envs.tasks import SceneState, task_succeeded
 from .execution import ChunkExecutor, hold_action
 from .observation import observation_from_env
-from .start_states import initial_state
+from .start_states import initial_state, reset_to_calvin_state
 from .task_set import EPISODE_MAX_STEPS
 
 
@@ -194,11 +194,7 @@ class CalvinEvaluationRunner:
     def _set_up_scene(self) -> tuple[dict, tuple[str, ...]]:
         """Puts the scene in the current sequence's initial state; returns it and the sequence's tasks."""
         state, tasks = sequence_at(self.sequence_index, self.num_sequences, self.seed)
-        robot_obs, scene_obs = env_state_for_initial_state(state)
-        self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
-        hold = robot_obs[[0, 1, 2, 3, 4, 5, 14]]
-        for _ in range(self.settle_steps):  # contacts exist only after a physics step
-            self.env.step(hold, action_type="absolute")
+        reset_to_calvin_state(self.env, state, self.settle_steps)
         return state, tasks
 
     def _begin_subtask(self) -> None:
@@ -246,5 +242,5 @@ class TaskEpisodeRunner(CalvinEvaluationRunner):
 
     def _set_up_scene(self) -> tuple[dict, tuple[str, ...]]:
         task, seed = self.episodes[self.sequence_index]
-        initial_state(self.env, task, seed, scene_variation=self.scene_variation)
+        initial_state(self.env, task, seed, scene_variation=self.scene_variation, oracle=self.oracle)
         return {"task": task, "seed": seed, "scene_variation": self.scene_variation}, (task,)

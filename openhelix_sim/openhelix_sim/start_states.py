@@ -20,12 +20,26 @@ or onto the shelf. The rest of the scene depends on ``scene_variation``:
   and lightbulb on or off, all drawn at random before the task's joint is forced. Every demo's
   scene is then unique, and a small policy trained on a dozen demos per task memorises the
   scene instead of reading the instruction (measured: 0.7 cm open-loop error on the training
-  demos whatever the instruction, failure from held-out scenes).
+  demos whatever the instruction, failure from held-out scenes);
+* ``"calvin"``: CALVIN's own scene-D start states (:func:`calvin_start_state`): one of the 192
+  reset states of CALVIN's evaluation in which the task can be the next subtask, the arm at
+  CALVIN's reset pose. A task that no reset state allows (placing or stacking needs a block in
+  the hand, unstacking a stack) starts after the expert has done the shortest chain of CALVIN
+  tasks that leads there (e.g. ``lift_red_block_table`` before ``place_in_drawer``), checked by
+  the oracle, as it would happen in one of CALVIN's chains.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from openhelix_core.evaluation.sequences import (
+    TASK_NAMES,
+    env_state_for_initial_state,
+    initial_states,
+    is_valid_chain,
+)
 from openhelix_core.geometry import matrix_to_euler, quaternion_to_matrix
 
 from .envs import PlayTableEnv
@@ -213,12 +227,74 @@ def _layout(task: str, scene: np.ndarray, rng: np.random.Generator) -> dict:
     return need
 
 
+def reset_to_calvin_state(env, state, settle_steps: int = 1) -> dict:
+    """Reset ``env`` to CALVIN's reset state for the symbolic initial ``state`` (as CALVIN's
+    ``get_env_state_for_initial_condition``) and hold the arm ``settle_steps`` steps (contacts
+    exist only after a physics step); returns the last observation."""
+    robot_obs, scene_obs = env_state_for_initial_state(state)
+    obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+    hold = robot_obs[[0, 1, 2, 3, 4, 5, 14]]
+    for _ in range(settle_steps):
+        obs = env.step(hold, action_type="absolute")
+    return obs
+
+
+@functools.lru_cache(maxsize=None)
+def calvin_setups(task: str, max_prefix: int = 2) -> tuple:
+    """``((initial_state items, prefix tasks), ...)``: CALVIN reset states with the shortest
+    chain of tasks (``()`` when the task applies at once) after which ``task`` is a valid next
+    subtask by CALVIN's rules (one applicable rule per task, no two tasks of a category)."""
+    if task not in TASK_NAMES:
+        raise ValueError(f"{task!r} is not a CALVIN task")
+    states = initial_states()
+    prefixes = [()]
+    for _ in range(max_prefix + 1):
+        found = tuple((tuple(state.items()), prefix) for state in states for prefix in prefixes
+                      if is_valid_chain(state, prefix + (task,)))
+        if found:
+            return found
+        prefixes = [p + (t,) for p in prefixes for t in TASK_NAMES]
+    raise ValueError(f"no chain of at most {max_prefix} tasks from CALVIN's reset states leads to {task!r}")
+
+
+def calvin_start_state(env, task: str, seed: int, oracle, attempts: int = 10) -> dict:
+    """Reset ``env`` to a CALVIN scene-D start state of ``task`` drawn with ``seed`` from
+    :func:`calvin_setups` and let the expert do its prefix, each prefix task checked by
+    ``oracle`` (a setup whose prefix fails is replaced by another draw); returns the observation."""
+    setups = calvin_setups(task)
+    rng = np.random.default_rng([int(seed), sum(map(ord, task))])
+    failures = []
+    for _ in range(attempts):
+        items, prefix = setups[int(rng.integers(len(setups)))]
+        obs = reset_to_calvin_state(env, dict(items))
+        for step in prefix:
+            if oracle is None:
+                raise ValueError(f"{task!r} starts after the expert did {prefix}: pass the oracle that checks them")
+            start = oracle.capture(env)
+            try:
+                for action in Expert().plan(step, env):
+                    obs = env.step(action)
+            except ValueError as error:  # the expert finds no way to do it in this scene
+                failures.append(f"{step}: {error}")
+                break
+            if not oracle.succeeded(step, start, oracle.capture(env)):
+                failures.append(f"{step} failed")
+                break
+        else:
+            return obs
+    raise RuntimeError(f"no start state for {task!r} with seed {seed}: the expert's setup failed {attempts} "
+                       f"times ({'; '.join(failures)})")
+
+
 def initial_state(env: PlayTableEnv, task: str, seed: int, robot_jitter: float = 0.04,
-                  scene_variation: str = "task") -> dict:
+                  scene_variation: str = "task", oracle=None) -> dict:
     """Reset ``env`` to the randomised start state of ``(task, seed)`` (deterministic) and
-    return the observation (see the module docstring for ``scene_variation``)."""
+    return the observation (see the module docstring for ``scene_variation``; ``"calvin"``
+    needs ``oracle`` for tasks that start after an expert prefix)."""
     if scene_variation not in SCENE_VARIATIONS:
         raise ValueError(f"scene_variation must be one of {SCENE_VARIATIONS}, got {scene_variation!r}")
+    if scene_variation == "calvin":
+        return calvin_start_state(env, task, seed, oracle)
     rng = np.random.default_rng([int(seed), sum(map(ord, task))])
     if scene_variation == "full":
         env.reset(seed=int(seed))

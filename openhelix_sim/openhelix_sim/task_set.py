@@ -26,5 +26,6 @@ EPISODE_MAX_STEPS = 240
 #: trajectories are interpolated to 20 waypoints, the first of which is the current pose).
 EXECUTION_HORIZON = 19
 
-#: ``"task"``: a fixed scene but the task's joint and the arm; ``"full"``: random scenes.
-SCENE_VARIATIONS = ("task", "full")
+#: ``"task"``: a fixed scene but the task's joint and the arm; ``"full"``: random scenes;
+#: ``"calvin"``: CALVIN's scene-D reset states (see :mod:`openhelix_sim.start_states`).
+SCENE_VARIATIONS = ("task", "full", "calvin")
