@@ -1,6 +1,8 @@
 """``openhelix learning-table``: demos -> train stage 1 -> train stage 2 -> every variant evaluated
-on the same held-out seeds, in process and then through the ROS nodes; writes ``results.json``
-and ``results.md`` and prints both tables (README: "A policy that learns on this machine")."""
+on the same held-out seeds, in process and then through the ROS nodes (and, with
+``--eval-chains N``, on CALVIN's chains of five: its first N evaluation sequences); writes
+``results.json`` and ``results.md`` and prints the tables (README: "A policy that learns on this
+machine")."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +10,14 @@ import json
 import time
 from pathlib import Path
 
-from openhelix_bringup.ros_evaluation import evaluate_variants_through_ros
-from openhelix_sim.experiments.cli import add_evaluation_arguments, add_scene_arguments
-from openhelix_sim.experiments.demos import DEMOS_INFO, generate_demos
-from openhelix_sim.experiments.in_process import evaluate_variants
-from openhelix_sim.experiments.report import success_table
+from openhelix_bringup.ros_evaluation import evaluate_chains_through_ros, evaluate_variants_through_ros
+from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
+from openhelix_sim.experiments.cli import add_evaluation_arguments, add_scene_arguments, selected_tasks
+from openhelix_sim.experiments.demos import DEFAULT_DEMO_CHAINS, DEMOS_INFO, generate_chain_demos, generate_demos
+from openhelix_sim.experiments.in_process import evaluate_variant_chains, evaluate_variants
+from openhelix_sim.experiments.report import chain_table, success_table
 from openhelix_sim.experiments.tiny_policy import TINY_SYSTEM2_OVERRIDES, tiny_policy_overrides
-from openhelix_sim.experiments.variants import write_variant_checkpoints
+from openhelix_sim.experiments.variants import VARIANTS, write_variant_checkpoints
 from openhelix_sim.task_set import EVAL_SEED_OFFSET
 
 
@@ -24,6 +27,8 @@ def add_learning_table_command(commands) -> None:
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pl.add_argument("--out", default="runs/play_table_demo")
     pl.add_argument("--episodes", type=int, default=16, help="demos per task")
+    pl.add_argument("--demo-chains", type=int, default=DEFAULT_DEMO_CHAINS,
+                    help="--scene-variation calvin: CALVIN-style sequences the expert performs for the demos")
     pl.add_argument("--workers", type=int, default=2)
     pl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     pl.add_argument("--batch-size", type=int, default=24)
@@ -46,6 +51,14 @@ def add_learning_table_command(commands) -> None:
     pl.add_argument("--quiet", action="store_true")
     pl.add_argument("--ros-eval", action=argparse.BooleanOptionalAction, default=True,
                     help="also evaluate every variant through the ROS nodes")
+    pl.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                    help="variants evaluated in process")
+    pl.add_argument("--ros-variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                    help="variants evaluated through the ROS nodes")
+    pl.add_argument("--eval-chains", type=int, default=0,
+                    help="also run CALVIN's protocol on its first N evaluation sequences (chains of five), "
+                    "in process and through ROS")
+    pl.add_argument("--chain-max-steps", type=int, default=STEPS_PER_SUBTASK, help="steps per subtask of a chain")
     add_scene_arguments(pl)
     add_evaluation_arguments(pl)
     pl.set_defaults(run=run_learning_table)
@@ -56,7 +69,7 @@ def training_configs(args, demos: Path, out: Path):
     head) and stage 2 (+ System 1) on the demos in ``demos``, writing below ``out``."""
     from openhelix_core.training import TrainingConfig
 
-    common = dict(train_data=str(demos), tasks=list(args.tasks), cache_dir=str(out / "cache"),
+    common = dict(train_data=str(demos), tasks=selected_tasks(args.tasks), cache_dir=str(out / "cache"),
                   frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
                   still_motion=args.still_motion,
                   system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
@@ -83,6 +96,7 @@ def run_learning_table(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
+    tasks = selected_tasks(args.tasks)
     timings = {}
     demos = out / "demos" / "training"
     t0 = time.perf_counter()
@@ -93,9 +107,13 @@ def run_learning_table(args) -> int:
                 raise ValueError(f"{demos} holds demos with {key} {existing.get(key)!r}, this run asks for "
                                  f"{asked!r}: choose another --out")
     if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
-        info = generate_demos(demos, args.tasks, args.episodes, seed=0, static_size=args.static_size,
-                              gripper_size=args.gripper_size, workers=args.workers,
-                              scene_variation=args.scene_variation, backend=args.backend)
+        if args.scene_variation == "calvin":
+            info = generate_chain_demos(demos, args.demo_chains, tasks, static_size=args.static_size,
+                                        gripper_size=args.gripper_size, workers=args.workers, backend=args.backend)
+        else:
+            info = generate_demos(demos, tasks, args.episodes, seed=0, static_size=args.static_size,
+                                  gripper_size=args.gripper_size, workers=args.workers,
+                                  scene_variation=args.scene_variation, backend=args.backend)
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
@@ -108,24 +126,45 @@ def run_learning_table(args) -> int:
     timings["stage2_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
-    results = evaluate_variants(out / "stage2" / "final", args.tasks, seeds, args.max_steps, args.execute_steps,
-                                args.static_size, args.gripper_size, progress=not args.quiet,
+    final = out / "stage2" / "final"
+    results = evaluate_variants(final, tasks, seeds, args.max_steps, args.execute_steps,
+                                args.static_size, args.gripper_size, progress=not args.quiet, variants=args.variants,
                                 scene_variation=args.scene_variation, backend=args.backend)
     timings["evaluation_s"] = time.perf_counter() - t0
     report = {"results": results, "seeds": seeds, "timings": timings,
               "args": {k: v for k, v in vars(args).items() if k != "run"}}
     simulator = "calvin_env's scene D" if args.backend == "calvin" else "the embedded play-table"
     tables = [f"In process (DualSystemPolicy in {simulator}):\n\n" + success_table(results, seeds)]
+    if args.eval_chains:
+        t0 = time.perf_counter()
+        chains = evaluate_variant_chains(final, args.eval_chains, args.chain_max_steps, args.execute_steps,
+                                         args.static_size, args.gripper_size, progress=not args.quiet,
+                                         variants=args.variants, backend=args.backend)
+        report["chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
+        timings["chain_evaluation_s"] = time.perf_counter() - t0
+        tables.append(f"CALVIN's chains in process (first {args.eval_chains} evaluation sequences):\n\n"
+                      + chain_table(chains))
     if args.ros_eval:
         t0 = time.perf_counter()
-        checkpoints = write_variant_checkpoints(out / "stage2" / "final", out / "variants")
+        checkpoints = {variant: path for variant, path in write_variant_checkpoints(final, out / "variants").items()
+                       if variant in args.ros_variants}
         report["ros_results"] = evaluate_variants_through_ros(
-            checkpoints, args.tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
+            checkpoints, tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
             out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
             execution=args.execution, backend=args.backend)
         timings["ros_evaluation_s"] = time.perf_counter() - t0
         tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
                       "tasks`):\n\n" + success_table(report["ros_results"], seeds))
+        if args.eval_chains:
+            t0 = time.perf_counter()
+            chains = evaluate_chains_through_ros(checkpoints, args.eval_chains, args.chain_max_steps,
+                                                 args.execute_steps, args.static_size, args.gripper_size,
+                                                 out / "ros_evaluation", workers=args.workers,
+                                                 execution=args.execution, backend=args.backend)
+            report["ros_chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
+            timings["ros_chain_evaluation_s"] = time.perf_counter() - t0
+            tables.append(f"CALVIN's chains through ROS (`openhelix eval-calvin`, first {args.eval_chains} "
+                          "evaluation sequences):\n\n" + chain_table(chains))
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
     print("\n\n".join(tables))

@@ -5,15 +5,22 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from openhelix_core.evaluation.metrics import EvaluationSummary  # noqa: E402
+from openhelix_core.evaluation.sequences import TASK_NAMES  # noqa: E402
 from openhelix_core.models.system1 import PCD, TRAJECTORY, System1Config  # noqa: E402
 from openhelix_core.training.dataset import CameraCalibration, OpenHelixCalvinDataset  # noqa: E402
 from openhelix_core.types import TrajectoryChunk  # noqa: E402
 from openhelix_sim.envs import PlayTableEnv  # noqa: E402
+from openhelix_sim.envs.annotations import validation_annotation  # noqa: E402
 from openhelix_sim.envs.calvin_backend import calvin_env_available  # noqa: E402
 from openhelix_sim.envs.expert import Expert  # noqa: E402
-from openhelix_sim.experiments.demos import generate_demos  # noqa: E402
-from openhelix_sim.experiments.in_process import dual_system_policy, evaluate_in_process  # noqa: E402
-from openhelix_sim.experiments.report import success_table  # noqa: E402
+from openhelix_sim.experiments.demos import demo_chains, generate_chain_demos, generate_demos  # noqa: E402
+from openhelix_sim.experiments.in_process import (  # noqa: E402
+    dual_system_policy,
+    evaluate_chains_in_process,
+    evaluate_in_process,
+)
+from openhelix_sim.experiments.report import chain_table, success_table  # noqa: E402
 from openhelix_sim.experiments.variants import (  # noqa: E402
     UNTRAINED_SEED,
     VARIANTS,
@@ -127,6 +134,41 @@ def test_evaluate_in_process_detects_success_and_failure(created):
         {"open_drawer": [False]}
     table = success_table({"a": {"open_drawer": [True, False]}, "b": {"open_drawer": [False, False]}}, [1, 2])
     assert "| open_drawer | 1/2 | 0/2 |" in table and "50 %" in table
+
+
+def test_chain_demos_follow_calvin_style_sequences_one_demo_per_passed_subtask(tmp_path):
+    assert demo_chains(3, seed=0, exclude_seed=0, exclude_count=192) == []  # CALVIN's own list is held out
+    chain = demo_chains(1)[0]
+    wanted = chain.tasks[1:]  # the first subtask is performed but not written
+    info = generate_chain_demos(tmp_path / "training", chains=1, tasks=wanted, static_size=32, gripper_size=32)
+    kept = [tuple(k) for k in info["kept"]]
+    # the subtasks are done in the chain's order until the first the oracle fails, which ends the chain
+    assert [task for task, _, _ in kept] == list(chain.tasks[:len(kept)]) and len(kept) >= 2
+    assert [position for _, _, position in kept + [tuple(f) for f in info["failed"]]] == \
+        list(range(len(kept) + len(info["failed"])))
+    segments = OpenHelixCalvinDataset(tmp_path / "training",
+                                      System1Config.from_dict({**System1Config.tiny().to_dict(),
+                                                               "trajectory_length": 19})).segments
+    written = [task for task, _, _ in kept if task in wanted]
+    assert [s.instruction for s in segments] == [validation_annotation(t) for t in written]
+
+
+def test_chains_in_process_follow_calvins_protocol(created):
+    by_sentence = {validation_annotation(task): task for task in TASK_NAMES}
+
+    class ChainExpert:
+        def reset(self, instruction, seed=None):
+            self.inner = ExpertReplayPolicy(created["env"], by_sentence[instruction])
+
+        def act(self, observation):
+            return self.inner.act(observation)
+
+    results = evaluate_chains_in_process(ChainExpert, 2, static_size=32, gripper_size=32)
+    assert [r.info["sequence_index"] for r in results] == [0, 1]
+    assert all(r.completed >= 1 for r in results)  # the expert does CALVIN's subtasks when asked
+    summary = EvaluationSummary.from_lengths([5, 2, 0, 1])
+    table = chain_table({"trained": summary})
+    assert "| trained | 4 | 75 % | 50 % | 25 % | 25 % | 25 % | 2.00 |" in table
 
 
 def _tiny_models():

@@ -5,10 +5,12 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from openhelix_core.evaluation.sequences import TASK_NAMES, env_state_for_initial_state, is_valid_chain  # noqa: E402
 from openhelix_sim.envs import PlayTableEnv  # noqa: E402
 from openhelix_sim.envs.tasks import SceneState, task_succeeded  # noqa: E402
+from openhelix_sim.evaluation_runner import EmbeddedTaskOracle  # noqa: E402
 from openhelix_sim.observation import observation_from_env  # noqa: E402
-from openhelix_sim.start_states import initial_state  # noqa: E402
+from openhelix_sim.start_states import calvin_setups, initial_state  # noqa: E402
 
 
 def test_initial_states_enforce_the_task_precondition():
@@ -139,5 +141,35 @@ def test_a_pushed_blocks_lane_is_clear():
                     ox, oy = scene[6 + 6 * j: 8 + 6 * j]
                     if j != k:
                         assert not (abs(oy - y) < 0.09 and 0.0 < direction * (ox - x) < 0.25), (task, seed, j)
+    finally:
+        env.close()
+
+
+def test_calvin_setups_reach_every_task_by_calvins_rules_with_the_shortest_prefix():
+    for task in TASK_NAMES:
+        setups = calvin_setups(task)
+        assert setups and all(is_valid_chain(dict(state), prefix + (task,)) for state, prefix in setups)
+        assert len({len(prefix) for _, prefix in setups}) == 1
+    assert {prefix for _, prefix in calvin_setups("open_drawer")} == {()}
+    assert {prefix[0].split("_")[0] for _, prefix in calvin_setups("place_in_drawer")} == {"lift"}
+    assert {prefix[1] for _, prefix in calvin_setups("unstack_block")} == {"stack_block"}
+    with pytest.raises(ValueError, match="not a CALVIN task"):
+        calvin_setups("juggle")
+
+
+def test_calvin_start_states_are_calvins_reset_states_after_the_experts_prefix():
+    env = PlayTableEnv(seed=0, render_static=False, render_gripper=False)
+    oracle = EmbeddedTaskOracle()
+    try:
+        scene = initial_state(env, "open_drawer", 5, scene_variation="calvin", oracle=oracle)["scene_obs"]
+        np.testing.assert_allclose(initial_state(env, "open_drawer", 5, scene_variation="calvin")["scene_obs"], scene)
+        resets = [env_state_for_initial_state(dict(state))[1] for state, _ in calvin_setups("open_drawer")]
+        # CALVIN's reset state (blocks settled by one physics step), and the drawer closed as the task needs
+        assert min(np.abs(scene[:21] - reset[:21]).max() for reset in resets) < 0.01 and scene[1] < 0.01
+        scene = initial_state(env, "place_in_drawer", 0, scene_variation="calvin", oracle=oracle)["scene_obs"]
+        held = max(scene[8], scene[14], scene[20])
+        assert scene[1] > 0.2 and held > 0.55  # the expert lifted a block; the drawer is open
+        with pytest.raises(ValueError, match="oracle"):
+            initial_state(env, "place_in_drawer", 0, scene_variation="calvin")
     finally:
         env.close()

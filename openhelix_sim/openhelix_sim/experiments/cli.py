@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from openhelix_core.evaluation.sequences import TASK_NAMES
+
 from ..envs import BACKENDS
+from ..envs.expert import SUPPORTED
 from ..task_set import (
     DEFAULT_TASKS,
     DEMO_IMAGE_SIZES,
@@ -24,16 +27,27 @@ from ..task_set import (
     EXECUTION_HORIZON,
     SCENE_VARIATIONS,
 )
-from .demos import generate_demos
+from .demos import DEFAULT_DEMO_CHAINS, generate_chain_demos, generate_demos
 from .in_process import evaluate_variants
 from .report import success_table
 from .variants import VARIANTS
 
 
+def selected_tasks(names: Sequence[str]) -> list:
+    """``--tasks``: the names given, or every task the scripted expert performs for ``all``."""
+    return [t for t in TASK_NAMES if t in SUPPORTED] if list(names) == ["all"] else list(names)
+
+
 def _cmd_generate(args) -> int:
-    info = generate_demos(args.out, args.tasks, args.episodes, seed=args.seed, static_size=args.static_size,
-                          gripper_size=args.gripper_size, workers=args.workers, paraphrases=args.paraphrases,
-                          scene_variation=args.scene_variation, backend=args.backend)
+    if args.scene_variation == "calvin":
+        info = generate_chain_demos(args.out, args.chains, selected_tasks(args.tasks), static_size=args.static_size,
+                                    gripper_size=args.gripper_size, workers=args.workers,
+                                    paraphrases=args.paraphrases, backend=args.backend)
+    else:
+        info = generate_demos(args.out, selected_tasks(args.tasks), args.episodes, seed=args.seed,
+                              static_size=args.static_size, gripper_size=args.gripper_size, workers=args.workers,
+                              paraphrases=args.paraphrases, scene_variation=args.scene_variation,
+                              backend=args.backend)
     print(f"kept {len(info['kept'])} demos ({info['frames']} frames), failed {len(info['failed'])}: "
           f"{info['failed']} in {info['seconds']:.0f} s -> {args.out}")
     return 0
@@ -41,7 +55,7 @@ def _cmd_generate(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
-    results = evaluate_variants(args.checkpoint, args.tasks, seeds, args.max_steps, args.execute_steps,
+    results = evaluate_variants(args.checkpoint, selected_tasks(args.tasks), seeds, args.max_steps, args.execute_steps,
                                 args.static_size, args.gripper_size, variants=args.variants,
                                 scene_variation=args.scene_variation, backend=args.backend)
     print(success_table(results, seeds))
@@ -50,11 +64,13 @@ def _cmd_evaluate(args) -> int:
 
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """Tasks, image sizes, scene variation and simulator, shared by every learning-demo command."""
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
+                        help="task names, or 'all' (every task the scripted expert performs)")
     parser.add_argument("--static-size", type=int, default=DEMO_IMAGE_SIZES["static"], help="static camera image size (px)")
     parser.add_argument("--gripper-size", type=int, default=DEMO_IMAGE_SIZES["gripper"], help="gripper camera image size (px)")
     parser.add_argument("--scene-variation", choices=SCENE_VARIATIONS, default="task",
-                        help="'task': fixed scene but the task's joint and the arm; 'full': random scenes")
+                        help="'task': fixed scene but the task's joint and the arm; 'full': random scenes; "
+                        "'calvin': CALVIN's scene-D reset states (demos follow CALVIN-style chains)")
     parser.add_argument("--backend", choices=BACKENDS, default="embedded",
                         help="the embedded play-table, or CALVIN's own simulator (scene D; CALVIN's oracle judges)")
 
@@ -75,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write expert demos as a CALVIN split")
     g.add_argument("--out", required=True, help="split folder to write (e.g. demos/training)")
     g.add_argument("--episodes", type=int, default=16, help="demos per task")
+    g.add_argument("--chains", type=int, default=DEFAULT_DEMO_CHAINS,
+                   help="--scene-variation calvin: CALVIN-style sequences the expert performs")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=2)
     g.add_argument("--paraphrases", action="store_true", help="cycle through CALVIN's training phrasings")

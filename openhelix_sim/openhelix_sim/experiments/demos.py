@@ -159,7 +159,7 @@ def _chain_worker(args) -> dict:
     return {"writer": writer, "kept": kept, "failed": failed}
 
 
-def generate_chain_demos(out_dir, chains: int = DEFAULT_DEMO_CHAINS, tasks: Sequence[str] = tuple(SUPPORTED),
+def generate_chain_demos(out_dir, chains: int = DEFAULT_DEMO_CHAINS, tasks: Sequence[str] = tuple(sorted(SUPPORTED)),
                          static_size: int = DEMO_IMAGE_SIZES["static"],
                          gripper_size: int = DEMO_IMAGE_SIZES["gripper"], workers: int = 1,
                          paraphrases: bool = False, backend: str = "embedded") -> dict:

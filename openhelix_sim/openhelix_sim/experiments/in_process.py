@@ -1,7 +1,8 @@
-"""The OpenHelix :class:`~openhelix_core.runtime.policy.DualSystemPolicy` evaluated in process on the
-single-task episodes, without ROS: :func:`openhelix_sim.evaluation_runner.run` through the same
-:class:`~openhelix_sim.evaluation_runner.TaskEpisodeRunner` protocol as the sim bridge's
-``protocol: tasks``."""
+"""The OpenHelix :class:`~openhelix_core.runtime.policy.DualSystemPolicy` evaluated in process, without
+ROS: :func:`openhelix_sim.evaluation_runner.run` through the same protocols as the sim bridge --
+:class:`~openhelix_sim.evaluation_runner.TaskEpisodeRunner` (single-task episodes, the bridge's
+``protocol: tasks``) and :class:`~openhelix_sim.evaluation_runner.CalvinEvaluationRunner`
+(CALVIN's chains of five)."""
 from __future__ import annotations
 
 import time
@@ -10,9 +11,11 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
+from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
+from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
 
 from ..envs import make_play_table
-from ..evaluation_runner import TaskEpisodeRunner, oracle_for, run
+from ..evaluation_runner import CalvinEvaluationRunner, TaskEpisodeRunner, oracle_for, run
 from ..task_set import DEMO_IMAGE_SIZES, EPISODE_MAX_STEPS, EXECUTION_HORIZON
 from .variants import VARIANTS, variant_models, variants_to_run
 
@@ -39,33 +42,54 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     Returns:
         ``{task: [success per seed]}``.
     """
-    policy = policy_factory()
     env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
                           render_static=False, render_gripper=False)
     protocol = TaskEpisodeRunner(env, [(task, seed) for task in tasks for seed in seeds],
                                  max_steps_per_subtask=max_steps, scene_variation=scene_variation,
                                  oracle=oracle_for(backend))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(protocol.episodes), desc="evaluating", unit="episode")
-
-    def episode_done(result) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(task=result.tasks[0], ok=bool(result.completed))
-
-    try:
-        results = run(policy, env, protocol, execute_steps, on_sequence_end=episode_done)
-    finally:
-        if bar is not None:
-            bar.close()
-        env.close()
+    results = _roll_out(policy_factory, env, protocol, execute_steps, len(protocol.episodes), "episode", progress)
     outcomes: Dict[str, List[bool]] = {task: [] for task in tasks}
     for result in results:
         outcomes[result.initial_state["task"]].append(result.completed == 1)
     return outcomes
+
+
+def evaluate_chains_in_process(policy_factory: Callable[[], object], sequences: int,
+                               max_steps: int = STEPS_PER_SUBTASK, execute_steps: int = EXECUTION_HORIZON,
+                               static_size: int = DEMO_IMAGE_SIZES["static"],
+                               gripper_size: int = DEMO_IMAGE_SIZES["gripper"], progress: bool = False,
+                               backend: str = "embedded") -> List[SequenceResult]:
+    """CALVIN's protocol on the first ``sequences`` of its 1000 evaluation sequences (reset
+    state, five instructions, ``max_steps`` steps each, a failed subtask ends the chain), the
+    policy rolled out by :func:`~openhelix_sim.evaluation_runner.run` as in
+    :func:`evaluate_in_process`; returns one result per sequence."""
+    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
+                          render_static=False, render_gripper=False)
+    protocol = CalvinEvaluationRunner(env, range(int(sequences)), max_steps_per_subtask=max_steps,
+                                      oracle=oracle_for(backend))
+    return _roll_out(policy_factory, env, protocol, execute_steps, int(sequences), "sequence", progress)
+
+
+def _roll_out(policy_factory, env, protocol, execute_steps: int, total: int, unit: str,
+              progress: bool) -> List[SequenceResult]:
+    """:func:`run` with a progress bar; closes ``env``."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluating", unit=unit)
+
+    def ended(result) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(first_task=result.tasks[0], completed=result.completed)
+
+    try:
+        return run(policy_factory(), env, protocol, execute_steps, on_sequence_end=ended)
+    finally:
+        if bar is not None:
+            bar.close()
+        env.close()
 
 
 def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained"):
@@ -104,3 +128,23 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
         rate = np.mean([x for r in results[variant].values() for x in r])
         print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
     return results
+
+
+def evaluate_variant_chains(checkpoint, sequences: int, max_steps: int, execute_steps: int, static_size: int,
+                            gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
+                            backend: str = "embedded") -> Dict[str, EvaluationSummary]:
+    """In-process :func:`evaluate_chains_in_process` of every variant of a checkpoint."""
+    from openhelix_core.training.trainer import load_models_from_checkpoint
+
+    system1, system2 = load_models_from_checkpoint(checkpoint)
+    summaries = {}
+    for variant in variants_to_run(system1, variants):
+        start = time.perf_counter()
+        models = variant_models(system1, system2, variant)
+        results = evaluate_chains_in_process(lambda models=models, name=variant: dual_system_policy(*models, model_id=name),
+                                             sequences, max_steps, execute_steps, static_size, gripper_size, progress,
+                                             backend)
+        summaries[variant] = EvaluationSummary.from_results(results)
+        print(f"[evaluate chains] {variant}: average length {summaries[variant].average_length:.2f} "
+              f"in {time.perf_counter() - start:.0f} s", flush=True)
+    return summaries
