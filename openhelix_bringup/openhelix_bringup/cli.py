@@ -120,7 +120,9 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     config_dir = options.config_dir
     bridge = {"execution": options.execution, **({"realtime": True} if options.realtime else {}),
               **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
-              **({"replan_after_horizon": True} if options.replan_after_horizon else {})}
+              **({"replan_after_horizon": True} if options.replan_after_horizon else {}),
+              **({"observe_within_chunks": False} if options.replan_after_horizon and not options.realtime
+                 and not options.observe_within_chunks else {})}
     controller = {**({"blend_mode": options.blend_mode} if options.blend_mode else {}),
                   **({"inference_delay_s": options.inference_delay} if options.inference_delay else {}),
                   **({"control_rate_hz": options.control_rate} if options.control_rate else {}),
@@ -201,6 +203,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
               "checkpoint_sha256": checkpoint_digest(options.checkpoint) if options.checkpoint else None,
               "execution": options.execution, "realtime": options.realtime,
+              "observe_within_chunks": bridge.get("observe_within_chunks", True),
               "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
               "control_rate_hz": options.control_rate or "(parameter files)"}
     if tasks_protocol:
@@ -444,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds added to every System 1 call, to measure what latency costs")
     calvin.add_argument("--replan-after-horizon", action="store_true",
                         help="execute each chunk to its horizon before taking a newer one (3DDA's evaluation)")
+    calvin.add_argument("--observe-within-chunks", action="store_true",
+                        help="with --replan-after-horizon (lockstep): also render and publish the scene at the steps "
+                        "inside a chunk, where no new chunk is taken (default: only when a chunk has ended, "
+                        "several times faster; System 1 sees the same frames either way)")
     calvin.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                         help="evaluate only sequences i with i %% N == I (one job of an array of N; combine the "
                         "outputs with eval-calvin-merge)")
