@@ -153,6 +153,7 @@ class SimBridgeNode(Node):
         self.refusals = RefusalLog(self.get_logger())
         self.tick = 0
         self.steps_executed = 0
+        self.scenes_observed = 0
         self.chunks_received = 0
         self.hold_action = hold_action(self.env)
         self.finished = False
@@ -307,7 +308,8 @@ class SimBridgeNode(Node):
     def finish(self, summary: str) -> None:
         self.finished = True
         self.publish_status()
-        self.get_logger().info(f"{summary}; exiting")
+        self.get_logger().info(f"{summary}; {self.scenes_observed} scenes observed in {self.steps_executed} steps; "
+                               "exiting")
         raise SystemExit(0)
 
     def render_what_is_subscribed(self) -> bool:
@@ -326,6 +328,7 @@ class SimBridgeNode(Node):
     def observe(self) -> None:
         self.render_what_is_subscribed()
         self.last_obs = self.env.get_obs()
+        self.scenes_observed += 1
 
     def publish_observation(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -351,9 +354,10 @@ class SimBridgeNode(Node):
         now = time.monotonic()
         steps_per_s = (self.steps_executed - self._status_steps) / max(now - self._status_time, 1e-9)
         self._status_steps, self._status_time = self.steps_executed, now
-        values = {"env_steps_per_s": f"{steps_per_s:.1f}","ticks": self.tick, "steps_executed": self.steps_executed,
-                  "chunks_received": self.chunks_received, "goal_sequence": self.executor_logic.goal_sequence,
-                  "finished": self.finished, "instruction": self.instruction or ""}
+        values = {"env_steps_per_s": f"{steps_per_s:.1f}", "ticks": self.tick, "steps_executed": self.steps_executed,
+                  "scenes_observed": self.scenes_observed, "chunks_received": self.chunks_received,
+                  "goal_sequence": self.executor_logic.goal_sequence, "finished": self.finished,
+                  "instruction": self.instruction or ""}
         if self.runner is not None:
             values["sequences_done"] = len(self.runner.results)
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name="openhelix/sim_bridge",

@@ -1,6 +1,7 @@
 """The README's main job: `openhelix demo` runs the loop through ROS topics and exits 0."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,27 @@ def test_pipeline_runs_its_variant_checkpoints_through_the_nodes(tmp_path):
     with pytest.raises(RuntimeError, match="ROS evaluation of 'broken' failed"):
         evaluate_variants_through_ros({"broken": tmp_path / "nowhere"}, ["turn_on_led"], [1], max_steps=8,
                                       execute_steps=4, static_size=64, gripper_size=48, out_dir=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("observe_within_chunks", [False, True])
+def test_lockstep_chunks_observe_the_scene_only_when_a_chunk_is_needed(tmp_path, observe_within_chunks):
+    output = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "openhelix_bringup.cli", "eval-calvin", "--protocol", "tasks", "--tasks", "turn_on_led",
+         "--episodes-per-task", "1", "--max-steps", "40", "--static-size", "64", "--gripper-size", "48",
+         "--checkpoint", str(REPO / "sim_bridge" / "checkpoints" / "play_table_demo"), "--execution-horizon", "10",
+         "--replan-after-horizon", *(["--observe-within-chunks"] if observe_within_chunks else []),
+         "--output", str(output), "--timeout", "400", "--first-domain", str(isolated_domain_id())],
+        capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [record] = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
+    steps = record["info"]["steps_per_subtask"][0]
+    log = (output / "logs-worker0" / "sim_bridge.log").read_text()
+    observed = int(re.search(r"(\d+) scenes observed in (\d+) steps", log).group(1))
+    # one scene per step, or one per chunk of 10 waypoints (plus the episode's start)
+    assert observed >= steps if observe_within_chunks else observed <= steps // 10 + 2
+    report = json.loads((output / "calvin_eval.json").read_text())
+    assert report["config"]["observe_within_chunks"] is observe_within_chunks
 
 
 @pytest.mark.parametrize("execution", [["--execution", "servo", "--realtime", "--blend-mode", "rtc"],
