@@ -52,12 +52,15 @@ def add_learning_table_command(commands) -> None:
     pl.add_argument("--ros-eval", action=argparse.BooleanOptionalAction, default=True,
                     help="also evaluate every variant through the ROS nodes")
     pl.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                    help="variants evaluated in process")
+                    help="variants evaluated in process on the single-task episodes")
     pl.add_argument("--ros-variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                    help="variants evaluated through the ROS nodes")
+                    help="variants evaluated through the ROS nodes on the single-task episodes")
     pl.add_argument("--eval-chains", type=int, default=0,
-                    help="also run CALVIN's protocol on its first N evaluation sequences (chains of five), "
-                    "in process and through ROS")
+                    help="also run CALVIN's protocol on its first N evaluation sequences (chains of five)")
+    pl.add_argument("--chain-variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
+                    help="--eval-chains: variants evaluated in process")
+    pl.add_argument("--ros-chain-variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
+                    help="--eval-chains: variants evaluated through the ROS nodes")
     pl.add_argument("--chain-max-steps", type=int, default=STEPS_PER_SUBTASK, help="steps per subtask of a chain")
     add_scene_arguments(pl)
     add_evaluation_arguments(pl)
@@ -135,38 +138,45 @@ def run_learning_table(args) -> int:
               "args": {k: v for k, v in vars(args).items() if k != "run"}}
     simulator = "calvin_env's scene D" if args.backend == "calvin" else "the embedded play-table"
     tables = [f"In process (DualSystemPolicy in {simulator}):\n\n" + success_table(results, seeds)]
-    if args.eval_chains:
+
+    def save() -> None:  # after every evaluation: a long run stopped part-way keeps what it measured
+        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
+
+    save()
+    if args.eval_chains and args.chain_variants:
         t0 = time.perf_counter()
         chains = evaluate_variant_chains(final, args.eval_chains, args.chain_max_steps, args.execute_steps,
                                          args.static_size, args.gripper_size, progress=not args.quiet,
-                                         variants=args.variants, backend=args.backend)
+                                         variants=args.chain_variants, backend=args.backend)
         report["chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
         timings["chain_evaluation_s"] = time.perf_counter() - t0
         tables.append(f"CALVIN's chains in process (first {args.eval_chains} evaluation sequences):\n\n"
                       + chain_table(chains))
+        save()
     if args.ros_eval:
+        checkpoints = write_variant_checkpoints(final, out / "variants")
         t0 = time.perf_counter()
-        checkpoints = {variant: path for variant, path in write_variant_checkpoints(final, out / "variants").items()
-                       if variant in args.ros_variants}
         report["ros_results"] = evaluate_variants_through_ros(
-            checkpoints, tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
+            {variant: checkpoints[variant] for variant in args.ros_variants if variant in checkpoints},
+            tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
             out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
             execution=args.execution, backend=args.backend)
         timings["ros_evaluation_s"] = time.perf_counter() - t0
         tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
                       "tasks`):\n\n" + success_table(report["ros_results"], seeds))
-        if args.eval_chains:
+        save()
+        if args.eval_chains and args.ros_chain_variants:
             t0 = time.perf_counter()
-            chains = evaluate_chains_through_ros(checkpoints, args.eval_chains, args.chain_max_steps,
-                                                 args.execute_steps, args.static_size, args.gripper_size,
-                                                 out / "ros_evaluation", workers=args.workers,
-                                                 execution=args.execution, backend=args.backend)
+            chains = evaluate_chains_through_ros(
+                {variant: checkpoints[variant] for variant in args.ros_chain_variants if variant in checkpoints},
+                args.eval_chains, args.chain_max_steps, args.execute_steps, args.static_size, args.gripper_size,
+                out / "ros_evaluation", workers=args.workers, execution=args.execution, backend=args.backend)
             report["ros_chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
             timings["ros_chain_evaluation_s"] = time.perf_counter() - t0
             tables.append(f"CALVIN's chains through ROS (`openhelix eval-calvin`, first {args.eval_chains} "
                           "evaluation sequences):\n\n" + chain_table(chains))
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text("\n\n".join(tables) + "\n\n" + json.dumps(timings, indent=2) + "\n")
+            save()
     print("\n\n".join(tables))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return 0

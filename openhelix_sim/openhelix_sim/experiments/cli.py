@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from openhelix_core.evaluation.sequences import TASK_NAMES
+from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, TASK_NAMES
 
 from ..envs import BACKENDS
 from ..envs.expert import SUPPORTED
@@ -28,8 +28,8 @@ from ..task_set import (
     SCENE_VARIATIONS,
 )
 from .demos import DEFAULT_DEMO_CHAINS, generate_chain_demos, generate_demos
-from .in_process import evaluate_variants
-from .report import success_table
+from .in_process import evaluate_variant_chains, evaluate_variants
+from .report import chain_table, success_table
 from .variants import VARIANTS
 
 
@@ -54,11 +54,17 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
-    results = evaluate_variants(args.checkpoint, selected_tasks(args.tasks), seeds, args.max_steps, args.execute_steps,
-                                args.static_size, args.gripper_size, variants=args.variants,
-                                scene_variation=args.scene_variation, backend=args.backend)
-    print(success_table(results, seeds))
+    if args.eval_seeds:
+        seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
+        results = evaluate_variants(args.checkpoint, selected_tasks(args.tasks), seeds, args.max_steps,
+                                    args.execute_steps, args.static_size, args.gripper_size, variants=args.variants,
+                                    scene_variation=args.scene_variation, backend=args.backend)
+        print(success_table(results, seeds))
+    if args.chains:
+        summaries = evaluate_variant_chains(args.checkpoint, args.chains, args.chain_max_steps, args.execute_steps,
+                                            args.static_size, args.gripper_size, variants=args.variants,
+                                            backend=args.backend)
+        print(chain_table(summaries))
     return 0
 
 
@@ -102,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (trained / goal zeroed / untrained)")
     e.add_argument("--checkpoint", required=True, help="a trainer checkpoint directory (e.g. runs/x/stage2/final)")
     e.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    e.add_argument("--chains", type=int, default=0,
+                   help="also run CALVIN's protocol on its first N evaluation sequences (chains of five)")
+    e.add_argument("--chain-max-steps", type=int, default=STEPS_PER_SUBTASK, help="steps per subtask of a chain")
     add_scene_arguments(e)
     add_evaluation_arguments(e)
     e.set_defaults(func=_cmd_evaluate)
