@@ -31,3 +31,27 @@ def test_the_shipped_checkpoint_was_trained_by_the_documented_command(tmp_path):
     system1, _ = load_models_from_checkpoint(CHECKPOINT)
     assert system1.config.prediction_type == "sample" and not system1.config.freeze_backbone
     assert system1.normalization.goal_mean is not None
+
+
+def test_learning_table_on_calvin_start_states_writes_chain_demos_trains_and_scores_chains(tmp_path):
+    """The whole command with --scene-variation calvin, shrunk to seconds: CALVIN-style chain demos,
+    both stages, the single tasks and CALVIN's chains in process; results written."""
+    from openhelix_bringup.cli import main
+
+    out = tmp_path / "table"
+    code = main(["learning-table", "--out", str(out), "--scene-variation", "calvin", "--demo-chains", "1",
+                 "--tasks", "open_drawer", "place_in_drawer", "unstack_block", "--workers", "1",
+                 "--stage1-steps", "2", "--stage2-steps", "2", "--batch-size", "2",
+                 "--static-size", "32", "--gripper-size", "32", "--eval-seeds", "1", "--max-steps", "3",
+                 "--variants", "trained", "--eval-chains", "1", "--chain-variants", "trained", "goal zeroed",
+                 "--chain-max-steps", "3", "--no-ros-eval", "--quiet"])
+    assert code == 0
+    info = json.loads((out / "demos" / "training" / "demos_info.json").read_text())
+    assert info["scene_variation"] == "calvin" and info["chains"] == 1 and info["kept"]
+    report = json.loads((out / "results.json").read_text())
+    # one held-out start state per task, unstack_block's after the expert lifted and stacked a block
+    assert {task: len(ok) for task, ok in report["results"]["trained"].items()} == {
+        "open_drawer": 1, "place_in_drawer": 1, "unstack_block": 1}
+    assert set(report["chain_results"]) == {"trained", "goal zeroed"}
+    assert all(r["num_sequences"] == 1 for r in report["chain_results"].values())
+    assert "CALVIN's chains in process" in (out / "results.md").read_text()

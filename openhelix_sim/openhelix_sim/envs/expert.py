@@ -15,7 +15,8 @@ move_slider_left/right, turn_on/off_led (button press; a press toggles), turn_on
 table top), lift_<color>_block_slider (a block on the open half of the shelf, the hand leaned
 back under the cabinet's roof), lift_<color>_block_drawer (a block in the open drawer),
 rotate_<color>_block_left/right (grasp, turn 90 deg, put down), stack_block (grasp the
-``stack_source`` block on the table and put it on another block), unstack_block (take the top
+``stack_source`` block on the table and put it on another block; a block already held, as after a
+lift in CALVIN's chains, is put on the nearest block on the table), unstack_block (take the top
 block of a stack and put it down beside it), place_in_drawer / place_in_slider (a block already
 held; the drawer open / part of the shelf open), push_into_drawer (drag the table-top block in
 front of the open drawer over the table's front edge). A task whose precondition does not hold
@@ -180,7 +181,7 @@ class Expert:
         if task == "place_in_slider":
             return self._place_in_slider(env, scene_obs)
         if task == "stack_block":
-            return self._stack(scene_obs)
+            return self._stack(env, scene_obs)
         if task == "unstack_block":
             return self._unstack(scene_obs)
         if task == "push_into_drawer":
@@ -326,11 +327,17 @@ class Expert:
         ]
         return wps
 
-    def _stack(self, scene_obs) -> List[Waypoint]:
+    def _stack(self, env, scene_obs) -> List[Waypoint]:
         names = ("block_red", "block_blue", "block_pink")
         poses = {n: self._block(scene_obs, n) for n in names}
         on_table = [n for n in names
                     if poses[n][1] < INCLINE_FOOT_Y - 0.03 and abs(poses[n][2] - BLOCK_ON_TABLE_Z) < 0.01]
+        try:
+            held = self._held(env, scene_obs)
+        except ValueError:
+            held = None
+        if held is not None and held[0] not in on_table:  # CALVIN's chains stack the block a lift left in the hand
+            return self._stack_held(env, *held, poses, on_table)
         src = self.stack_source or (on_table[0] if on_table else None)
         if src is None or src not in on_table:
             raise ValueError("stack_block needs a block on the table top to pick up")
@@ -351,6 +358,24 @@ class Expert:
             Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw2, gripper=OPEN, hold=4),
         ]
         return wps
+
+    def _stack_held(self, env, name: str, tip, above_bottom: float, poses, on_table) -> List[Waypoint]:
+        targets = [n for n in on_table if n != name]
+        if not targets:
+            raise ValueError("stack_block needs a block on the table to stack the held one onto")
+        dst = min(targets, key=lambda n: np.linalg.norm(poses[n][:2] - tip[:2]))
+        _, quat = env.tcp_pose()
+        yaw, _ = yaw_tilt_from_euler(matrix_to_euler(quaternion_to_matrix(quat), "xyz"))
+        yaw = yaw if abs(_wrap(yaw - DEFAULT_YAW)) < np.pi / 2 else yaw + np.pi
+        gx, gy = poses[dst][0], poses[dst][1]
+        release = poses[dst][2] + BLOCKS[dst][0][2] / 2 + 0.01 + above_bottom
+        return [
+            Waypoint(np.array([tip[0], tip[1], max(tip[2], SAFE_Z)]), yaw=yaw, gripper=CLOSED, hold=0),
+            Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw, gripper=CLOSED, hold=4),
+            Waypoint(np.array([gx, gy, release]), yaw=yaw, gripper=CLOSED, hold=4, speed=0.006),
+            Waypoint(np.array([gx, gy, release]), yaw=yaw, gripper=OPEN, hold=8),
+            Waypoint(np.array([gx, gy, SAFE_Z]), yaw=yaw, gripper=OPEN, hold=4),
+        ]
 
     @staticmethod
     def _shelf_opening(q: float):
