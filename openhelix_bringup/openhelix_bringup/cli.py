@@ -7,6 +7,7 @@
     openhelix eval-calvin-merge DIR... --output OUT   one report from the shards' outputs
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
+    openhelix bag-to-dataset BAG... --out DIR  a robot's bags -> a CALVIN-layout training split
     openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
     openhelix security-keystore DIR       write an SROS2 keystore (planner / controller / sim_bridge /

@@ -388,8 +388,11 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
             first = self.reader.frame_path(self.reader.frame_ids[0])
             with np.load(first, allow_pickle=False) as data:
                 if "rgb_gripper" not in data.files:
-                    raise ValueError(f"{self.directory} has no gripper camera (its frames hold {sorted(data.files)}); "
-                                     f"train with system1_overrides {{\"cameras\": [\"static\"]}}")
+                    raise ValueError(f"{self.directory} has no gripper camera (its frames hold {sorted(data.files)}), "
+                                     f"and this System 1 takes cameras {list(system1_config.cameras)}: record the "
+                                     f"gripper camera, or train a System 1 for the static camera alone "
+                                     f"(system1_overrides {{\"cameras\": [\"static\"]}}, not from a two-camera "
+                                     f"checkpoint)")
         segments = self.reader.annotated_segments()
         if not segments:
             raise ValueError(f"{self.directory} has no language annotations "
@@ -468,6 +471,17 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         local = ref.frame - seg.start
         rows = [max(local - k, 0) for k in range(self.config.nhist - 1, -1, -1)]
         return gripper_states(self._proprio[ref.segment][rows])
+
+    def workspace_bounds(self) -> np.ndarray:
+        """``(2, 3)`` min / max of the absolute TCP positions of every annotated segment."""
+        positions = np.concatenate([proprio[:, :3] for proprio in self._proprio])
+        return np.stack([positions.min(axis=0), positions.max(axis=0)])
+
+    def image_sizes(self) -> dict[str, tuple]:
+        """``{camera: (H, W)}`` of the recorded images (first frame)."""
+        frame = self.reader.load_frame(self.segments[0].start)
+        return {name: tuple(frame[f"rgb_{name}"].shape[:2]) for name in ("static", "gripper")
+                if f"rgb_{name}" in frame}
 
     def position_bounds(self) -> np.ndarray:
         """``(2, 3)`` min / max over all samples of the positions System 1 normalises: target
