@@ -21,7 +21,7 @@ from openhelix_core.data.calvin_format import CalvinDataset
 from openhelix_core.geometry import quaternion_to_euler
 from openhelix_core.models.system1 import System1Config
 from openhelix_core.training.dataset import CameraCalibration, OpenHelixCalvinDataset
-from openhelix_ros.bags.io import BagWriter
+from openhelix_ros.bags.io import BagWriter, default_typestore
 from openhelix_ros.bags.to_dataset import CONVERSION_REPORT, ConversionError, ConversionOptions, convert_bags
 
 T0 = 100.0
@@ -344,3 +344,91 @@ def test_output_directory_with_frames_is_not_overwritten(tmp_path):
     with pytest.raises(ConversionError, match="already holds frames"):
         convert_bags([bag], tmp_path / "data", options(tmp_path))
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
+
+
+PLANAR_URDF = """<?xml version="1.0"?>
+<robot name="planar">
+  <link name="base_link"/><link name="link1"/><link name="link2"/><link name="tcp"/>
+  <joint name="joint1" type="revolute"><parent link="base_link"/><child link="link1"/>
+    <origin xyz="0 0 0.5" rpy="0 0 0"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="1" velocity="1"/></joint>
+  <joint name="joint2" type="revolute"><parent link="link1"/><child link="link2"/>
+    <origin xyz="0.3 0 0" rpy="0 0 0"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="1" velocity="1"/></joint>
+  <joint name="tcp_joint" type="fixed"><parent link="link2"/><child link="tcp"/>
+    <origin xyz="0.2 0 0" rpy="3.141592653589793 0 0"/></joint>
+</robot>
+"""
+
+
+def planar_joints(t):
+    return 0.1 + 0.2 * (t - T0), -0.3 + 0.1 * (t - T0)
+
+
+def test_joint_states_through_the_urdf_give_the_tcp_pose(tmp_path):
+    robot = RobotBag(duration=2.0, instructions=((0.0, "turn on the lightbulb"),))
+    robot.drop("/ee_pose")
+    robot.drop("/joint_states")
+    for k in range(int(2.0 * STATE_RATE) + 1):
+        t = T0 + k / STATE_RATE
+        robot.add(t, "/joint_states", "sensor_msgs/msg/JointState",
+                  JointState(header=Header(stamp=stamp(t)), name=["joint1", "joint2"] + FINGERS,
+                             position=list(planar_joints(t)) + [0.04, 0.04]))
+    (tmp_path / "planar.urdf").write_text(PLANAR_URDF)
+    bag = robot.write(tmp_path / "bag")
+    report = convert_bags([bag], tmp_path / "data", options(tmp_path, urdf=str(tmp_path / "planar.urdf"),
+                                                            base_link="base_link", tip_link="tcp"))
+    assert report.state_source == "joints (/joint_states)" and report.base_frame == "base_link"
+    data = CalvinDataset(tmp_path / "data")
+    for index in (0, 7, 20):
+        t = T0 + CAMERA_OFFSET + index / CAMERA_RATE
+        q1, q2 = planar_joints(t)
+        expected = [0.3 * math.cos(q1) + 0.2 * math.cos(q1 + q2), 0.3 * math.sin(q1) + 0.2 * math.sin(q1 + q2), 0.5]
+        robot_obs = data.load_frame(index)["robot_obs"]
+        np.testing.assert_allclose(robot_obs[:3], expected, atol=1e-5)   # poses of joint samples, interpolated
+        np.testing.assert_allclose(np.cos(robot_obs[3:6] - [math.pi, 0.0, q1 + q2]), 1.0, atol=1e-6)
+        np.testing.assert_allclose(robot_obs[7:9], [q1, q2], atol=1e-9)
+
+    degrees = RobotBag(duration=1.0)
+    degrees.drop("/ee_pose")
+    degrees.drop("/joint_states")
+    for k in range(101):
+        t = T0 + k / STATE_RATE
+        degrees.add(t, "/joint_states", "sensor_msgs/msg/JointState",
+                    JointState(header=Header(stamp=stamp(t)), name=["joint1", "joint2"] + FINGERS,
+                               position=[45.0, -30.0, 0.04, 0.04]))
+    with pytest.raises(ConversionError, match="radians.*degrees"):
+        convert_bags([degrees.write(tmp_path / "deg")], tmp_path / "out_deg",
+                     options(tmp_path, urdf=str(tmp_path / "planar.urdf"), base_link="base_link", tip_link="tcp"))
+
+
+def tf_static(*transforms) -> bytes:
+    """A serialized tf2_msgs/TFMessage (built with rosbags' types: tf2_msgs is no wheel here)."""
+    store = default_typestore()
+    types = store.types
+    entries = []
+    for parent, child, xyz, quaternion in transforms:
+        header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=0, nanosec=0),
+                                             frame_id=parent)
+        transform = types["geometry_msgs/msg/Transform"](
+            translation=types["geometry_msgs/msg/Vector3"](*xyz),
+            rotation=types["geometry_msgs/msg/Quaternion"](*quaternion))
+        entries.append(types["geometry_msgs/msg/TransformStamped"](header=header, child_frame_id=child,
+                                                                   transform=transform))
+    return bytes(store.serialize_cdr(types["tf2_msgs/msg/TFMessage"](transforms=entries), "tf2_msgs/msg/TFMessage"))
+
+
+def test_camera_poses_from_tf_static(tmp_path):
+    robot = RobotBag(duration=1.0)
+    half = math.sqrt(0.5)
+    robot.add(T0 - 0.1, "/tf_static", "tf2_msgs/msg/TFMessage", tf_static(
+        ("world", "camera_mount", (1.0, 0.0, 0.8), (0.0, 0.0, half, half)),
+        ("camera_mount", "static_optical", (0.0, 0.1, 0.0), (0.0, 0.0, 0.0, 1.0)),
+        ("tcp", "gripper_optical", (0.0, 0.0, 0.05), (0.0, 0.0, 0.0, 1.0))))
+    bag = robot.write(tmp_path / "bag")
+    report = convert_bags([bag], tmp_path / "data", ConversionOptions())
+    calibration = CameraCalibration.for_split(tmp_path / "data")
+    np.testing.assert_allclose(calibration.static_to_base[:3, 3], [1.0 - 0.1, 0.0, 0.8], atol=1e-12)
+    np.testing.assert_allclose(calibration.gripper_to_tcp[:3, 3], [0.0, 0.0, 0.05], atol=1e-12)
+    assert report.camera_sources == {"static": "/tf_static world -> static_optical",
+                                     "gripper": "/tf_static tcp -> gripper_optical"}
+    with pytest.raises(ConversionError, match="'static_optical'.*--controller-config"):
+        convert_bags([RobotBag(duration=1.0).write(tmp_path / "no_tf")], tmp_path / "out2", ConversionOptions())

@@ -77,7 +77,7 @@ from openhelix_core.data.alignment import (
     uniform_ticks,
 )
 from openhelix_core.data.calvin_format import CalvinEpisodeWriter
-from openhelix_core.geometry import pose_to_matrix, quaternion_to_euler
+from openhelix_core.geometry import quaternion_to_euler
 from openhelix_core.training.dataset import CameraCalibration
 from openhelix_ros import topics
 from openhelix_ros.bags.io import (
@@ -768,17 +768,14 @@ def _calibration(contents: _BagContents, options: ConversionOptions, base_frame:
 
 
 def _static_tree(contents: _BagContents):
-    from openhelix_core.kinematics import TransformTree
+    from openhelix_core.kinematics import KinematicsError, TransformTree
 
     tree = TransformTree()
     for transform in contents.static_transforms:
-        t, r = transform.transform.translation, transform.transform.rotation
-        quaternion = np.array([r.x, r.y, r.z, r.w])
-        if not np.isfinite(quaternion).all() or abs(np.linalg.norm(quaternion) - 1.0) > 1e-3:
-            raise ConversionError(f"/tf_static {transform.header.frame_id} -> {transform.child_frame_id}: rotation is "
-                                  f"not a unit quaternion")
-        tree.add(str(transform.header.frame_id), str(transform.child_frame_id),
-                 pose_to_matrix([t.x, t.y, t.z], quaternion))
+        try:
+            tree.add_transform_message(transform)
+        except KinematicsError as error:
+            raise ConversionError(f"/tf_static: {error}") from error
     return tree
 
 
