@@ -415,3 +415,40 @@ def test_import_refuses_an_output_that_already_holds_frames(tmp_path):
     with pytest.raises(LeRobotFormatError, match="already holds"):
         import_lerobot(tmp_path / "lerobot", split)
     assert (split / LANG_FOLDER / LANG_FILE).is_file()
+
+
+def test_imports_camera_frames_stored_as_video_with_pyav(tmp_path):
+    av = pytest.importorskip("av")  # not installed in this project's venv; lerobot records with it
+    root = tmp_path / "video"
+    write_foreign_dataset(root, fps=10)
+    levels = [30, 60, 90, 120, 150, 180, 210]  # one flat grey level per frame, 3 + 4 frames
+    path = root / "videos" / "observation.images.front" / "chunk-000" / "file-000.mp4"
+    path.parent.mkdir(parents=True)
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+    for level in levels:
+        frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), level, dtype=np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["observation.images.front"] = {"dtype": "video", "shape": [32, 48, 3],
+                                                    "names": ["height", "width", "channels"]}
+    info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    info_path.write_text(json.dumps(info))
+    episodes_path = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    episodes = pq.read_table(episodes_path).to_pydict()
+    prefix = "videos/observation.images.front/"
+    episodes.update({prefix + "chunk_index": [0, 0], prefix + "file_index": [0, 0],
+                     prefix + "from_timestamp": [0.0, 0.3], prefix + "to_timestamp": [0.3, 0.7]})
+    pq.write_table(pa.table(episodes), episodes_path)
+
+    import_lerobot(root, tmp_path / "out", cameras={"static": "observation.images.front"})
+    split = CalvinDataset(tmp_path / "out")
+    for frame_id, level in enumerate(levels):
+        rgb = split.load_frame(frame_id)["rgb_static"]
+        assert rgb.shape == (32, 48, 3) and abs(float(rgb.mean()) - level) < 4, (frame_id, rgb.mean())

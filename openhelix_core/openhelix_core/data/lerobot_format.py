@@ -47,7 +47,14 @@ at 10 000, evenly spaced; images at least 300 px on a side strided down to about
 frames). Episodes are combined as ``aggregate_stats`` does: min of mins, max of maxes,
 count-weighted mean, pooled variance, the lower quantiles (<= q50) the min and the upper ones the
 max over episodes. Quantiles here are exact per episode (lerobot estimates them from 5000-bin
-histograms); depth quantiles use every 4th pixel of every 4th row of the sampled frames.
+histograms); depth quantiles use every 4th pixel of every 4th row of the sampled frames. Image
+``std`` is the true one, as lerobot >= 0.6 computes it (0.4 and 0.5 squared uint8 pixels without
+widening them, which wraps around and gives too small a ``std``).
+
+Checked against lerobot 0.4.4 itself (a throwaway venv, not this project's): its
+``LeRobotDataset`` loads an export (float32 tensors, ``(1, H, W)`` depth, ``delta_timestamps``,
+tasks), and datasets that it recorded, with a video camera (AV1, decoded here with PyAV) and with
+image cameras, import; min / max / mean / count of the statistics agree with lerobot's.
 
 Mapping of a CALVIN frame (see :mod:`.calvin_format`)::
 
