@@ -252,7 +252,7 @@ def test_mapping_to_a_missing_feature_lists_the_available_ones(tmp_path):
     # A feature of the wrong shape: CALVIN's robot_obs needs 15 numbers.
     with pytest.raises(LeRobotFormatError, match="robot_obs needs 15 numbers"):
         import_lerobot(tmp_path / "lerobot", tmp_path / "out", state_key="calvin.scene_obs")
-    assert not list((tmp_path / "out").glob("episode_*.npz")) if (tmp_path / "out").exists() else True
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_refuses_a_truncated_parquet_file(tmp_path):
@@ -412,9 +412,34 @@ def test_import_refuses_an_output_that_already_holds_frames(tmp_path):
     split = tmp_path / "split"
     write_split(split, lengths=(2, 2, 2))
     export_lerobot(split, tmp_path / "lerobot")
-    with pytest.raises(LeRobotFormatError, match="already holds"):
+    with pytest.raises(LeRobotFormatError, match="already holds a CALVIN split"):
         import_lerobot(tmp_path / "lerobot", split)
     assert (split / LANG_FOLDER / LANG_FILE).is_file()
+
+
+def test_a_failed_import_or_export_leaves_nothing_behind(tmp_path):
+    root = tmp_path / "so101"
+    write_foreign_dataset(root)
+    pq.write_table(pa.table({"task_index": [0], "task": ["pick the cube"]}), root / "meta" / "tasks.parquet")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("kept")
+    # Every frame is written before the missing task is noticed; the frames are removed again.
+    with pytest.raises(LeRobotFormatError, match=r"lacks task_index \[1\]"):
+        import_lerobot(root, tmp_path / "out", cameras={"static": "observation.images.front"})
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+    with pytest.raises(LeRobotFormatError):
+        import_lerobot(root, tmp_path / "new", cameras={"static": "observation.images.front"})
+    assert not (tmp_path / "new").exists()
+
+    split = tmp_path / "split"
+    write_split(split)
+    with np.load(split / episode_filename(109)) as data:
+        frame = dict(data)
+    frame["rgb_static"] = frame["rgb_static"][:6]  # a different image size in the last episode
+    np.savez_compressed(split / episode_filename(109), **frame)
+    with pytest.raises(LeRobotFormatError, match=r"frame 109: rgb_static is uint8 \(6, 16, 3\)"):
+        export_lerobot(split, tmp_path / "lerobot")
+    assert not (tmp_path / "lerobot").exists()
 
 
 def test_imports_camera_frames_stored_as_video_with_pyav(tmp_path):

@@ -101,7 +101,9 @@ import numpy as np
 
 from .calvin_format import (
     CALVIN_CONTROL_RATE_HZ,
+    EPISODE_IDS_FILE,
     FRAME_KEYS,
+    LANG_FOLDER,
     CalvinDataset,
     CalvinEpisodeWriter,
     episode_filename,
@@ -545,15 +547,41 @@ def export_lerobot(split_dir, out_dir, fps: float = CALVIN_CONTROL_RATE_HZ, robo
     """Write the CALVIN split ``split_dir`` as a LeRobotDataset v3.0 in the new directory ``out_dir``.
 
     One lerobot episode per row of ``ep_start_end_ids``; features, tasks and what travels in
-    ``meta/`` are described in the module doc. ``data_files_size_in_mb`` is lerobot's size at
-    which the next episode starts a new data file.
+    ``meta/`` are described in the module doc. ``repo_id`` is named in the dataset card (default
+    ``local/<out_dir name>``); ``data_files_size_in_mb`` is lerobot's size at which the next
+    episode starts a new data file. A failed export leaves no partial dataset behind.
 
     Raises:
         LeRobotFormatError: the split is missing or malformed, a frame differs from the first
             one in keys, shapes or dtypes, ``fps`` is not a whole number, or ``out_dir`` is not empty.
     """
+    out = Path(out_dir)
+    _require_empty(out, "output directory")
+    existed = out.exists()
+    try:
+        return _export(Path(split_dir), out, fps, robot_type, repo_id, data_files_size_in_mb)
+    except BaseException:
+        # out_dir was new or empty, so everything in it now was written by this export.
+        _remove_written(out, list(out.iterdir()) if out.is_dir() else [], remove_dir=not existed)
+        raise
+
+
+def _remove_written(directory: Path, paths: Sequence[Path], remove_dir: bool) -> None:
+    """Delete ``paths`` (files or whole folders) and, with ``remove_dir``, ``directory`` when empty."""
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    if remove_dir and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+
+
+def _export(split: Path, out: Path, fps: float, robot_type: str, repo_id: Optional[str],
+            data_files_size_in_mb: float) -> ExportSummary:
     pa, pq = _pyarrow()
-    split, out = Path(split_dir), Path(out_dir)
     fps_int = _integral_fps(fps)
     try:
         reader = CalvinDataset(split)
@@ -569,7 +597,6 @@ def export_lerobot(split_dir, out_dir, fps: float = CALVIN_CONTROL_RATE_HZ, robo
             json.loads(camera_info.read_text())
         except json.JSONDecodeError as error:
             raise LeRobotFormatError(f"{camera_info} is not valid JSON: {error}") from error
-    _require_empty(out, "output directory")
 
     def load(frame_id: int) -> Dict[str, np.ndarray]:
         try:
@@ -995,9 +1022,21 @@ def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, st
     Raises:
         LeRobotFormatError: see :func:`read_info` and :func:`resolve_mapping`; also missing or
             corrupt files, frames that disagree with the metadata or the features' shapes, and an
-            output folder that already holds frames.
+            output folder that already holds frames. A failed import removes what it wrote.
     """
-    root, out = Path(dataset_dir), Path(out_split_dir)
+    out = Path(out_split_dir)
+    existed = out.exists()
+    written: List[Path] = []
+    try:
+        return _import(Path(dataset_dir), out, cameras, state_key, action_key, fps_check, written)
+    except BaseException:
+        _remove_written(out, written, remove_dir=not existed)
+        raise
+
+
+def _import(root: Path, out: Path, cameras: Optional[Mapping[str, str]], state_key: Optional[str],
+            action_key: Optional[str], fps_check: bool, written: List[Path]) -> ImportSummary:
+    """:func:`import_lerobot`; appends every file or folder it creates in ``out`` to ``written``."""
     info = read_info(root)
     features = info["features"]
     mapping = resolve_mapping(features, cameras, state_key, action_key)
@@ -1013,8 +1052,10 @@ def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, st
     tasks = _read_tasks(root)
     episodes = _read_episodes(root, info)
     calvin_meta = _read_calvin_meta(root, episodes, warnings)
-    if out.is_dir() and any(out.glob("episode_*.npz")):
-        raise LeRobotFormatError(f"{out} already holds episode_*.npz frames; choose a new split folder")
+    if out.is_dir() and (any(out.glob("episode_*.npz")) or (out / EPISODE_IDS_FILE).exists()
+                         or (out / LANG_FOLDER).exists()):
+        raise LeRobotFormatError(f"{out} already holds a CALVIN split (episode_*.npz, {EPISODE_IDS_FILE} or "
+                                 f"{LANG_FOLDER}/); choose a new split folder")
     camera_info = root / CAMERA_INFO_META_PATH
     if camera_info.is_file():
         try:
@@ -1099,7 +1140,8 @@ def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, st
                     if "scene_obs" not in frame:
                         frame["scene_obs"] = np.zeros(VECTOR_SHAPES["scene_obs"])
                     frame_id = ids[episode_index][0] + frame_index
-                    np.savez_compressed(out / episode_filename(frame_id),
+                    written.append(out / episode_filename(frame_id))
+                    np.savez_compressed(written[-1],
                                         **{k: frame[k] for k in FRAME_KEYS if k in frame})
                     frame_tasks[episode_index].append(int(numeric["task_index"][row]))
                     counts[episode_index] += 1
@@ -1125,13 +1167,15 @@ def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, st
                 text = tasks[task_index]
                 if text:
                     annotations.append((start_id + run_start, start_id + run_end, text, text))
+    written += [out / EPISODE_IDS_FILE, out / LANG_FOLDER]
     writer = CalvinEpisodeWriter(out, start_index=max(e for _, e in ids) + 1)
     writer.episodes = [tuple(pair) for pair in ids]
     for start, end, task, ann in annotations:
         writer.annotate(start, end, task, ann)
     writer.close()
     if camera_info.is_file():
-        (out / CAMERA_INFO_FILE).write_bytes(camera_info.read_bytes())
+        written.append(out / CAMERA_INFO_FILE)
+        written[-1].write_bytes(camera_info.read_bytes())
     return ImportSummary(out, len(episodes), sum(counts.values()), len(annotations), fps, mapping,
                          calvin_meta is not None, camera_info.is_file(), warnings)
 
