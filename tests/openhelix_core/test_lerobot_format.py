@@ -107,17 +107,17 @@ def test_split_with_only_the_static_camera(tmp_path):
     split = tmp_path / "split"
     split.mkdir()
     rng = np.random.default_rng(2)
-    for frame_id in range(3):
+    for frame_id in range(3):  # as a converted bag writes them: no gripper camera, no scene_obs
         obs = fake_obs(rng, frame_id)
         np.savez_compressed(split / episode_filename(frame_id), actions=np.r_[obs["robot_obs"][:6], 1.0],
-                            rel_actions=np.zeros(7), robot_obs=obs["robot_obs"], scene_obs=obs["scene_obs"],
+                            rel_actions=np.zeros(7), robot_obs=obs["robot_obs"],
                             rgb_static=obs["rgb_static"], depth_static=obs["depth_static"])
     np.save(split / EPISODE_IDS_FILE, np.array([[0, 2]]))
     summary = export_lerobot(split, tmp_path / "lerobot")
-    assert set(summary.features) == {"actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", "depth_static"}
+    assert set(summary.features) == {"actions", "rel_actions", "robot_obs", "rgb_static", "depth_static"}
     info = read_info(tmp_path / "lerobot")
     assert "observation.images.gripper" not in info["features"]
-    assert "observation.images.gripper_depth" not in info["features"]
+    assert "observation.images.gripper_depth" not in info["features"] and "calvin.scene_obs" not in info["features"]
     result = import_lerobot(tmp_path / "lerobot", tmp_path / "restored")
     assert set(result.mapping) == set(summary.features)
     assert_same_split(split, tmp_path / "restored")

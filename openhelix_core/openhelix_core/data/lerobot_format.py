@@ -995,6 +995,7 @@ def _read_calvin_meta(root: Path, episodes: Sequence[_Episode], warnings: List[s
     try:
         ids = [(int(s), int(e)) for s, e in meta["ep_start_end_ids"]]
         annotations = [(int(a["start"]), int(a["end"]), str(a["task"]), str(a["ann"])) for a in meta["annotations"]]
+        frame_keys = [str(k) for k in meta["frame_keys"]]
         fmt = meta["format"]
     except (KeyError, TypeError, ValueError) as error:
         raise LeRobotFormatError(f"{path} is malformed ({error!r})") from error
@@ -1005,7 +1006,7 @@ def _read_calvin_meta(root: Path, episodes: Sequence[_Episode], warnings: List[s
         warnings.append(f"{path} no longer matches the episodes (edited with lerobot?); frame ids and annotations "
                         f"rebuilt from the tasks")
         return None
-    return {"ids": ids, "annotations": annotations}
+    return {"ids": ids, "annotations": annotations, "frame_keys": frame_keys}
 
 
 def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, str]] = None,
@@ -1013,9 +1014,10 @@ def import_lerobot(dataset_dir, out_split_dir, cameras: Optional[Mapping[str, st
                    fps_check: bool = False) -> ImportSummary:
     """Write the LeRobotDataset v3.0 ``dataset_dir`` as a CALVIN split in ``out_split_dir``.
 
-    Features are picked by :func:`resolve_mapping`. Missing ``calvin.rel_actions`` are computed
-    from the action and state (CALVIN's ``to_relative_action``); missing ``calvin.scene_obs`` are
-    zeros (24,). Depth images in millimetres (``depth_unit`` "mm", or integer pixels) become float32
+    Features are picked by :func:`resolve_mapping`. A dataset with ``meta/calvin_layout.json`` (an
+    export) gets back exactly the frame keys it had; in any other dataset, missing
+    ``calvin.rel_actions`` are computed from the action and state (CALVIN's ``to_relative_action``)
+    and missing ``calvin.scene_obs`` are zeros (24,). Depth images in millimetres (``depth_unit`` "mm", or integer pixels) become float32
     metres. ``fps_check``: refuse a dataset not at CALVIN's 30 fps, or whose timestamps are not
     ``frame_index / fps`` (lerobot's 1e-4 s tolerance); without it a different fps is only a warning.
 
@@ -1078,6 +1080,7 @@ def _import(root: Path, out: Path, cameras: Optional[Mapping[str, str]], state_k
     counts = {e.index: 0 for e in episodes}
     ids = calvin_meta["ids"] if calvin_meta else [(e.start, e.start + e.length - 1) for e in episodes]
     frame_tasks: Dict[int, List[int]] = {e.index: [] for e in episodes}
+    synthesized = set(calvin_meta["frame_keys"]) if calvin_meta else {"rel_actions", "scene_obs"}
     videos: Dict[str, _VideoFrames] = {}
     video_episode = -1
     tolerance = TIMESTAMP_TOLERANCE_S
@@ -1135,9 +1138,11 @@ def _import(root: Path, out: Path, cameras: Optional[Mapping[str, str]], state_k
                                 value = _depth_in_metres(value.reshape(value.shape[:2]), depth_units[key], key)
                             frame[calvin_key] = value
                         _check_shape(frame[calvin_key], features[key], key, calvin_key)
-                    if "rel_actions" not in frame:
+                    # An export's frames come back with exactly their keys; other datasets get
+                    # the two vectors every CALVIN frame has.
+                    if "rel_actions" not in frame and "rel_actions" in synthesized:
                         frame["rel_actions"] = to_relative_action(frame["actions"], frame["robot_obs"])
-                    if "scene_obs" not in frame:
+                    if "scene_obs" not in frame and "scene_obs" in synthesized:
                         frame["scene_obs"] = np.zeros(VECTOR_SHAPES["scene_obs"])
                     frame_id = ids[episode_index][0] + frame_index
                     written.append(out / episode_filename(frame_id))
