@@ -83,6 +83,15 @@ def test_round_trip_gives_back_the_split_exactly(tmp_path):
     assert (tmp_path / "restored" / "camera_info.json").read_bytes() == (split / "camera_info.json").read_bytes()
 
 
+def test_episodes_longer_than_a_write_batch_round_trip(tmp_path):
+    split = tmp_path / "split"
+    write_split(split, lengths=(70, 2, 130))  # 64 frames per parquet write / read batch
+    export_lerobot(split, tmp_path / "lerobot")
+    assert pq.ParquetFile(tmp_path / "lerobot" / "data" / "chunk-000" / "file-000.parquet").num_row_groups > 3
+    import_lerobot(tmp_path / "lerobot", tmp_path / "restored")
+    assert_same_split(split, tmp_path / "restored")
+
+
 def test_depth_is_stored_as_lossless_float_tiff_and_nan_survives(tmp_path):
     split = tmp_path / "split"
     rng = np.random.default_rng(1)

@@ -411,20 +411,20 @@ def _column_to_numpy(column, spec: Mapping) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     shape = [int(d) for d in spec["shape"]]
-    depth = 0
+    nesting = 0
     values = column
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
         values = values.flatten()
-        depth += 1
+        nesting += 1
     if values.null_count:
         raise LeRobotFormatError("null values in a numeric column")
     flat = values.to_numpy(zero_copy_only=False)
     n = len(column)
-    per_row = int(np.prod(shape)) if depth else 1
+    per_row = int(np.prod(shape)) if nesting else 1
     if flat.size != n * per_row:
         raise LeRobotFormatError(f"column holds {flat.size // max(n, 1)} values per frame, the feature's shape {shape} "
                                  f"needs {per_row}")
-    return flat.reshape((n,) + (tuple(shape) if depth else ()))
+    return flat.reshape((n,) + (tuple(shape) if nesting else ()))
 
 
 # ---------------------------------------------------------------------------------------------
