@@ -167,8 +167,8 @@ RGB_KEYS = ("rgb_static", "rgb_gripper")
 DEPTH_KEYS = ("depth_static", "depth_gripper")
 IMAGE_KEYS = RGB_KEYS + DEPTH_KEYS
 VECTOR_SHAPES = {"robot_obs": 15, "actions": 7, "rel_actions": 7, "scene_obs": 24}
-_CHUNK_FILE_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.parquet$")
-#: Frames per parquet write: bounds memory for CALVIN's long episodes (one row group each).
+#: Frames per parquet write (a row group) and per read batch: CALVIN's episodes run to tens of
+#: thousands of frames, which must not sit in memory at once.
 _BATCH_FRAMES = 64
 
 
