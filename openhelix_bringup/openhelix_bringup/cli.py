@@ -8,6 +8,9 @@
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
     openhelix bag-to-dataset BAG... --out DIR  a robot's bags -> a CALVIN-layout training split
+    openhelix dataset-export SPLIT --out DIR   a CALVIN-layout split -> LeRobotDataset v3.0
+    openhelix dataset-import DIR --out SPLIT   a LeRobotDataset v3.0 -> CALVIN-layout split
+                          [--camera static=FEATURE ...] [--state-key F] [--action-key F]
     openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
     openhelix security-keystore DIR       write an SROS2 keystore (planner / controller / sim_bridge /
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 from openhelix_bringup.bag_commands import add_bag_commands
+from openhelix_bringup.dataset_commands import add_dataset_commands
 from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_file
 from openhelix_bringup.learning_table import add_learning_table_command
 from openhelix_ros.domains import isolated_domain_id
@@ -480,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="the controller's heartbeat_topic: the operator may publish it, the controller reads it")
     keystore.set_defaults(run=run_security_keystore)
     add_bag_commands(commands)
+    add_dataset_commands(commands)
     add_learning_table_command(commands)
     options = parser.parse_args(argv)
     if getattr(options, "steps", 1) < 1:
