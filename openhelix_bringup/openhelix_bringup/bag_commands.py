@@ -361,8 +361,49 @@ def run_bag_record(options: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_mapping(pairs: list[str]) -> dict:
+    if not pairs:
+        return {"static": "/cameras/static", "gripper": "/cameras/gripper"}
+    cameras = {}
+    for pair in pairs:
+        slot, separator, prefix = pair.partition("=")
+        if not separator or not slot or not prefix:
+            raise ValueError(f"--camera '{pair}' is not of the form static=/topic/prefix")
+        cameras[slot] = prefix
+    return cameras
+
+
+def run_bag_to_dataset(options: argparse.Namespace) -> int:
+    from openhelix_ros.bags.to_dataset import ConversionOptions, convert_bags
+
+    conversion = ConversionOptions(
+        cameras=_camera_mapping(options.camera), state_source=options.state_source, ee_pose_topic=options.ee_pose_topic,
+        pose_command_topic=options.pose_command_topic, joint_states_topic=options.joint_states_topic,
+        twist_topic=options.twist_topic, gripper_command_topic=options.gripper_command_topic,
+        instruction_topic=options.instruction_topic, urdf=options.urdf or None, base_link=options.base_link or None,
+        tip_link=options.tip_link or None, initial_pose=options.initial_pose, base_frame=options.base_frame or None,
+        ee_frame=options.ee_frame, gripper_joints=options.gripper_joints, arm_joints=options.arm_joints,
+        gripper_max_width=options.gripper_max_width, rate_hz=options.rate_hz, image_tolerance=options.image_tolerance,
+        max_gap=options.max_gap, split=options.split, split_topic=options.split_topic, pause_s=options.pause,
+        instruction=options.instruction, task=options.task, stamps=options.stamps,
+        controller_config=options.controller_config or None, min_frames=options.min_frames,
+        remap=parse_remaps(options.remap))
+    report = convert_bags(options.bags, options.out, conversion)
+    print(f"{report.frames} frames in {len(report.episodes)} episodes from {len(report.bags)} bag(s) -> {options.out}")
+    print(f"  state: {report.state_source}; actions: {report.action_source}; gripper: {report.gripper_source}")
+    print(f"  frames at: {report.tick_source}; episodes split by: {report.split}; base frame: {report.base_frame}")
+    print("  cameras: " + "; ".join(f"{slot} from {source}" for slot, source in report.camera_sources.items()))
+    skipped = sum(stats["messages_skipped"] for stats in report.messages.values())
+    if skipped or report.ticks_without_data or report.pieces_too_short:
+        print(f"  skipped: {skipped} unreadable message(s), {report.ticks_without_data} frame time(s) without "
+              f"all data, {report.pieces_too_short} piece(s) shorter than --min-frames")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
+    return 0
+
+
 def add_bag_commands(subparsers) -> None:
-    """Adds ``bag-eval`` and ``bag-record`` to the ``openhelix`` command's subparsers."""
+    """Adds ``bag-eval``, ``bag-record`` and ``bag-to-dataset`` to the ``openhelix`` command's subparsers."""
     evaluate_parser = subparsers.add_parser(
         "bag-eval", help="replay a bag through the planner and controller and score their chunks",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,6 +438,67 @@ def add_bag_commands(subparsers) -> None:
     record.add_argument("--topics", nargs="*", default=[], help="topics (default: the policy's inputs and outputs)")
     record.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = Ctrl-C)")
     record.set_defaults(run=_guarded(run_bag_record))
+    add_bag_to_dataset_command(subparsers)
+
+
+def add_bag_to_dataset_command(subparsers) -> None:
+    from openhelix_ros.bags import to_dataset
+
+    convert = subparsers.add_parser(
+        "bag-to-dataset", help="turn a robot's bags into a CALVIN-layout training split",
+        description=to_dataset.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directories or .db3 / .mcap files")
+    convert.add_argument("--out", required=True, help="split directory to write (must not hold frames yet)")
+    convert.add_argument("--camera", action="append", default=[], metavar="SLOT=PREFIX",
+                         help="dataset camera (static: fixed to the base, gripper: on the hand) and its topic prefix "
+                              "(PREFIX/color/image_raw, PREFIX/depth/image_raw, PREFIX/color/camera_info); repeatable "
+                              "(default static=/cameras/static gripper=/cameras/gripper)")
+    convert.add_argument("--state-source", choices=to_dataset.STATE_SOURCES, default="auto",
+                         help="TCP pose from: a measured pose topic, the commanded poses, joint states through the "
+                              "URDF, or integrated twists (auto: the first the bag allows, in that order)")
+    convert.add_argument("--ee-pose-topic", default=topics.EE_POSE)
+    convert.add_argument("--pose-command-topic", default=topics.POSE_COMMAND)
+    convert.add_argument("--joint-states-topic", default=topics.JOINT_STATES)
+    convert.add_argument("--twist-topic", default="/ee_twist")
+    convert.add_argument("--gripper-command-topic", default=topics.GRIPPER_COMMAND)
+    convert.add_argument("--instruction-topic", default=topics.INSTRUCTION)
+    convert.add_argument("--urdf", default="", help="the arm's URDF (for --state-source joints)")
+    convert.add_argument("--base-link", default="", help="URDF base link (the base frame of the poses)")
+    convert.add_argument("--tip-link", default="", help="URDF TCP link")
+    convert.add_argument("--initial-pose", type=float, nargs=7, default=None, metavar=("X", "Y", "Z", "QX", "QY", "QZ",
+                                                                                         "QW"),
+                         help="starting pose for integrated twists (default: the first measured pose)")
+    convert.add_argument("--base-frame", default="", help="base frame (default: the frame of the pose messages)")
+    convert.add_argument("--ee-frame", default="tcp", help="TCP frame (hand cameras in /tf_static, body twists)")
+    convert.add_argument("--gripper-joints", nargs="+", default=["panda_finger_joint1", "panda_finger_joint2"],
+                         help="finger joints whose positions add up to the opening width (m)")
+    convert.add_argument("--arm-joints", nargs="+", default=None,
+                         help="arm joints kept in robot_obs[7:14] (default: the joint states' other joints)")
+    convert.add_argument("--gripper-max-width", type=float, default=0.08, help="fully open width (m)")
+    convert.add_argument("--rate-hz", type=float, default=None,
+                         help="frames per second (default: one frame per image of the static camera)")
+    convert.add_argument("--image-tolerance", type=float, default=0.05,
+                         help="largest distance of an image from its frame time (s)")
+    convert.add_argument("--max-gap", type=float, default=0.1,
+                         help="largest gap between two samples interpolated across (s)")
+    convert.add_argument("--split", choices=to_dataset.SPLITS, default="auto",
+                         help="episodes from the instruction topic, a marker topic, pauses, or one per bag "
+                              "(auto: instruction when the bag has one, else none)")
+    convert.add_argument("--split-topic", default="/episode", help="std_msgs/String episode markers (--split topic)")
+    convert.add_argument("--pause", type=float, default=1.0,
+                         help="holding still this long ends an episode (--split pause); such stretches are trimmed "
+                              "from every episode's start and end (s)")
+    convert.add_argument("--instruction", default="", help="instruction of episodes without one in the bag")
+    convert.add_argument("--task", default="", help="task name of the annotations (default: from the instruction)")
+    convert.add_argument("--stamps", choices=("header", "receive"), default="header",
+                         help="place messages at their header stamps or at the recorder's receive times")
+    convert.add_argument("--controller-config", default="",
+                         help="controller parameter file with camera_names/camera_mounts/camera_extrinsics "
+                              "(default: camera poses from /tf_static)")
+    convert.add_argument("--min-frames", type=int, default=2, help="shorter episode pieces are dropped")
+    convert.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                         help="rename a recorded topic (repeatable)")
+    convert.set_defaults(run=_guarded(run_bag_to_dataset))
 
 
 def _guarded(function):

@@ -7,6 +7,10 @@
     openhelix eval-calvin-merge DIR... --output OUT   one report from the shards' outputs
     openhelix bag-eval BAG [--rate R]     replay a bag through the nodes and score what they produce
     openhelix bag-record OUTPUT           record the policy's topics to a bag
+    openhelix bag-to-dataset BAG... --out DIR  a robot's bags -> a CALVIN-layout training split
+    openhelix dataset-export SPLIT --out DIR   a CALVIN-layout split -> LeRobotDataset v3.0
+    openhelix dataset-import DIR --out SPLIT   a LeRobotDataset v3.0 -> CALVIN-layout split
+                          [--camera static=FEATURE ...] [--state-key F] [--action-key F]
     openhelix record-demos BAG [--tasks T ...]  the scripted expert's demos recorded as a robot's drivers publish
                           [--episodes-per-task N]  them (cameras 15 Hz, joint states 100 Hz, sim-time stamps)
     openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 from openhelix_bringup.bag_commands import add_bag_commands
+from openhelix_bringup.dataset_commands import add_dataset_commands
 from openhelix_bringup.demo_commands import add_demo_commands
 from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_file
 from openhelix_bringup.learning_table import add_learning_table_command
@@ -482,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="the controller's heartbeat_topic: the operator may publish it, the controller reads it")
     keystore.set_defaults(run=run_security_keystore)
     add_bag_commands(commands)
+    add_dataset_commands(commands)
     add_demo_commands(commands)
     add_learning_table_command(commands)
     options = parser.parse_args(argv)

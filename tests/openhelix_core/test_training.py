@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from openhelix_core import geometry
-from openhelix_core.data import CalvinEpisodeWriter
+from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter
 from openhelix_core.models.system1 import CURRENT_GRIPPER, PCD, RGB, TRAJECTORY, System1Config, System1Processor
 from openhelix_core.training import (
     CameraCalibration,
@@ -386,6 +386,67 @@ def test_stage2_init_from_stage1_and_cli(split, tmp_path):
     torch.testing.assert_close(trainer.system2.act_embedding.detach(), saved["act_embedding"])
     with pytest.raises(ValueError, match="stage 1"):
         Trainer(cfg.replace(output_dir=str(tmp_path / "s1")), resume="auto")
+
+
+def _shifted_split(directory, shift, cameras=("static", "gripper")):
+    """The same motions in another robot's workspace (``shift`` metres away), optionally without
+    the gripper camera and simulator state (what bag-to-dataset writes)."""
+    reference = CalvinDataset(write_split(directory.parent / f"{directory.name}_reference"))
+    writer = CalvinEpisodeWriter(directory)
+    for (start, end), (_, _, task, sentence) in zip(reference.episodes(), reference.annotated_segments()):
+        first = writer.start_episode()
+        for index in range(start, end + 1):
+            frame = reference.load_frame(index)
+            frame["robot_obs"][:3] += shift
+            frame["actions"][:3] += shift
+            observation = {k: v for k, v in frame.items() if k != "scene_obs" and
+                           (not k.endswith("_gripper") or "gripper" in cameras)}
+            writer.add_frame(observation, frame["actions"])
+        writer.annotate(first, writer.last_index, task, sentence)
+        writer.end_episode()
+    writer.close()
+    return directory
+
+
+def test_fine_tuning_recomputes_statistics_and_refuses_data_without_the_models_cameras(split, tmp_path):
+    train(config(split, tmp_path / "base", steps=1, checkpoint_every=1))
+    base = tmp_path / "base" / "final"
+    shift = np.array([0.6, 0.3, -0.1])
+    robot = _shifted_split(tmp_path / "robot", shift)
+    trainer = Trainer(config(robot, tmp_path / "tuned", steps=1, init_from=str(base)))
+    before = json.loads((base / "system1" / "normalization.json").read_text())
+    report = json.loads((tmp_path / "tuned" / "fine_tuning.json").read_text())
+    assert report["adapted"]["normalization_before"] == before
+    after = trainer.system1.normalization.gripper_loc_bounds
+    assert after == tuple(tuple(row) for row in report["adapted"]["normalization_after"]["gripper_loc_bounds"])
+    relative = trainer.system1.config.relative
+    if relative:   # relative bounds do not move with the workspace
+        np.testing.assert_allclose(after, before["gripper_loc_bounds"], atol=1e-9)
+    else:
+        np.testing.assert_allclose(np.asarray(after), np.asarray(before["gripper_loc_bounds"]) + shift, atol=1e-6)
+    torch.testing.assert_close(trainer.system1.gripper_loc_bounds, torch.tensor(after, dtype=torch.float32))
+    assert report["must_match"]["cameras"]["data"] == ["gripper", "static"]
+
+    static_only = _shifted_split(tmp_path / "static_only", shift, cameras=("static",))
+    with pytest.raises(ValueError, match="has no gripper camera.*takes cameras"):
+        Trainer(config(static_only, tmp_path / "refused", steps=1, init_from=str(base)))
+
+
+def test_fine_tuning_moves_the_clipping_box_to_the_new_workspace(split, tmp_path):
+    from openhelix_core.models.system1 import DiffuserActor, Normalization
+
+    train(config(split, tmp_path / "base", steps=1, checkpoint_every=1))
+    base = tmp_path / "base" / "final"
+    system1 = DiffuserActor.from_pretrained(base / "system1")
+    clipped = Normalization(gripper_loc_bounds=system1.normalization.gripper_loc_bounds,
+                            action_position_bounds=((-0.5, -0.5, 0.0), (0.5, 0.5, 1.0)))
+    (base / "system1" / "normalization.json").write_text(json.dumps(clipped.to_dict()))
+    shift = np.array([2.0, 0.0, 0.0])
+    trainer = Trainer(config(_shifted_split(tmp_path / "robot", shift), tmp_path / "tuned", steps=1,
+                             init_from=str(base)))
+    low, high = np.asarray(trainer.system1.normalization.action_position_bounds)
+    positions = trainer.dataset.workspace_bounds()
+    assert np.all(low < positions[0]) and np.all(high > positions[1]) and low[0] > 1.5
 
 
 # --------------------------------------------------------------------------------------- DDP

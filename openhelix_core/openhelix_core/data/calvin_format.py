@@ -19,7 +19,9 @@ loaders iterate ``range(start, end + 1 - window)``.
 Frame keys (``FRAME_KEYS``): ``actions`` (7,) absolute TCP xyz, Euler xyz, gripper (+-1);
 ``rel_actions`` (7,) in [-1, 1]; ``robot_obs`` (15,); ``scene_obs`` (24,); ``rgb_static``
 (H, W, 3) uint8; ``rgb_gripper`` (h, w, 3) uint8; ``depth_static`` (H, W) float32;
-``depth_gripper`` (h, w) float32.
+``depth_gripper`` (h, w) float32. CALVIN's own data holds all of them; data converted from a
+robot's bags (``openhelix bag-to-dataset``) has no ``scene_obs`` (no simulator state) and may
+lack the gripper camera (``REQUIRED_OBS_KEYS`` are always there).
 
 Relative actions follow ``to_relative_action`` in ``calvin_agent/utils/utils.py`` (mees/calvin):
 ``clip(action_xyz - tcp_xyz, +-0.02) / 0.02``, ``clip(wrap(action_euler - tcp_euler), +-0.05) /
@@ -53,6 +55,9 @@ LANG_FILE = "auto_lang_ann.npy"
 EPISODE_IDS_FILE = "ep_start_end_ids.npy"
 FRAME_KEYS = ("actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", "rgb_gripper", "depth_static",
               "depth_gripper")
+#: Keys every frame holds; the gripper camera and ``scene_obs`` are optional (a real robot's
+#: data has no simulator state and may have one camera).
+REQUIRED_OBS_KEYS = ("robot_obs", "rgb_static", "depth_static")
 _FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
 
 #: CALVIN's frames are recorded, and its simulator is stepped, at this rate: one absolute action
@@ -110,6 +115,7 @@ class CalvinEpisodeWriter:
         self.indx: List[Tuple[int, int]] = []
         self._embedding_fn = embedding_fn
         self._closed = False
+        self._frame_keys: Optional[Tuple[str, ...]] = None
 
     @property
     def last_index(self) -> int:
@@ -122,30 +128,41 @@ class CalvinEpisodeWriter:
         return self._next
 
     def add_frame(self, obs: Dict[str, np.ndarray], action, rel_action=None) -> int:
-        """Save one frame: ``obs`` (robot_obs, scene_obs and the four camera arrays) seen when
-        the absolute ``action`` was taken. ``rel_action`` defaults to CALVIN's conversion."""
+        """Save one frame: ``obs`` seen when the absolute ``action`` was taken. ``rel_action``
+        defaults to CALVIN's conversion.
+
+        ``obs`` needs ``robot_obs`` and the static camera (``rgb_static``, ``depth_static``); the
+        gripper camera (``rgb_gripper`` with ``depth_gripper``) and ``scene_obs`` (the simulator's
+        object state, which a real robot does not have) are written when present. Every frame of
+        one writer must hold the same keys, so that the split is uniform."""
         if self._episode_start is None:
             raise RuntimeError("call start_episode() before add_frame()")
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (7,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 7 finite values, got shape {action.shape}")
-        missing = [k for k in FRAME_KEYS[2:] if k not in obs]
+        missing = [k for k in REQUIRED_OBS_KEYS if k not in obs]
         if missing:
-            raise ValueError(f"observation lacks {missing} (render both cameras when writing CALVIN data)")
+            raise ValueError(f"observation lacks {missing} (the static camera and robot_obs are needed)")
+        if ("rgb_gripper" in obs) != ("depth_gripper" in obs):
+            raise ValueError("the gripper camera needs both rgb_gripper and depth_gripper")
         robot_obs = np.asarray(obs["robot_obs"], dtype=np.float64)
         rel = to_relative_action(action, robot_obs) if rel_action is None else np.asarray(rel_action, dtype=np.float64)
         if rel.shape != (7,) or np.any(np.abs(rel) > 1.0 + 1e-9):
             raise ValueError("rel_action must have 7 values in [-1, 1]")
-        frame = {
-            "actions": action,
-            "rel_actions": rel,
-            "robot_obs": robot_obs,
-            "scene_obs": np.asarray(obs["scene_obs"], dtype=np.float64),
-            "rgb_static": np.asarray(obs["rgb_static"], dtype=np.uint8),
-            "rgb_gripper": np.asarray(obs["rgb_gripper"], dtype=np.uint8),
-            "depth_static": np.asarray(obs["depth_static"], dtype=np.float32),
-            "depth_gripper": np.asarray(obs["depth_gripper"], dtype=np.float32),
-        }
+        frame = {"actions": action, "rel_actions": rel, "robot_obs": robot_obs}
+        if "scene_obs" in obs:
+            frame["scene_obs"] = np.asarray(obs["scene_obs"], dtype=np.float64)
+        for key in ("rgb_static", "rgb_gripper"):
+            if key in obs:
+                frame[key] = np.asarray(obs[key], dtype=np.uint8)
+        for key in ("depth_static", "depth_gripper"):
+            if key in obs:
+                frame[key] = np.asarray(obs[key], dtype=np.float32)
+        keys = tuple(sorted(frame))
+        if self._frame_keys is None:
+            self._frame_keys = keys
+        elif keys != self._frame_keys:
+            raise ValueError(f"frame keys {list(keys)} differ from the split's {list(self._frame_keys)}")
         index = self._next
         np.savez_compressed(self.directory / episode_filename(index), **frame)
         self._next += 1
@@ -257,6 +274,9 @@ class CalvinDataset:
             raise IndexError(f"frame {index} not found ({path.name})")
         with np.load(path, allow_pickle=False) as data:
             names = data.files if keys is None else list(keys)
+            absent = [k for k in names if k not in data.files]
+            if absent:
+                raise KeyError(f"frame {index} ({path.name}) has no {absent}; it holds {sorted(data.files)}")
             return {k: data[k] for k in names}
 
     def load_range(self, start: int, end: int, keys: Sequence[str] = ("actions", "rel_actions", "robot_obs",

@@ -142,10 +142,12 @@ class CameraCalibration:
 
     Attributes:
         static_fov / gripper_fov: vertical fields of view in degrees (intrinsics follow the
-            recorded image sizes).
+            recorded image sizes) -- used for a camera without measured intrinsics.
         static_to_base: ``(4, 4)`` fixed pose of the static camera's optical frame.
         gripper_to_tcp: ``(4, 4)`` fixed pose of the gripper camera's optical frame in the TCP
             frame; per frame ``T_base_tcp @ gripper_to_tcp``.
+        static_intrinsics / gripper_intrinsics: ``(3, 3)`` pinhole K measured for the recorded
+            image size (a robot's CameraInfo), or None to derive K from the field of view.
         source: where the numbers came from (for messages and reports).
     """
 
@@ -154,6 +156,8 @@ class CameraCalibration:
     gripper_fov: float
     gripper_to_tcp: np.ndarray
     source: str = "calvin"
+    static_intrinsics: Optional[np.ndarray] = None
+    gripper_intrinsics: Optional[np.ndarray] = None
 
     @classmethod
     def calvin(cls) -> "CameraCalibration":
@@ -161,9 +165,13 @@ class CameraCalibration:
                    CALVIN_GRIPPER_FOV, calvin_gripper_camera_to_tcp(), "calvin")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"static_fov": float(self.static_fov), "static_to_base": np.asarray(self.static_to_base).tolist(),
+        data = {"static_fov": float(self.static_fov), "static_to_base": np.asarray(self.static_to_base).tolist(),
                 "gripper_fov": float(self.gripper_fov), "gripper_to_tcp": np.asarray(self.gripper_to_tcp).tolist(),
                 "source": self.source}
+        for name in ("static_intrinsics", "gripper_intrinsics"):
+            if getattr(self, name) is not None:
+                data[name] = np.asarray(getattr(self, name)).tolist()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CameraCalibration":
@@ -177,6 +185,12 @@ class CameraCalibration:
             matrix = getattr(calib, name)
             if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
                 raise ValueError(f"camera calibration {name} must be a finite 4x4 matrix")
+        for name in ("static_intrinsics", "gripper_intrinsics"):
+            if data.get(name) is not None:
+                matrix = np.asarray(data[name], dtype=np.float64)
+                if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)) or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+                    raise ValueError(f"camera calibration {name} must be a finite 3x3 K with positive focal lengths")
+                setattr(calib, name, matrix)
         return calib
 
     def save(self, directory) -> Path:
@@ -198,20 +212,30 @@ class CameraCalibration:
             return calib
         return cls.calvin()
 
+    def _intrinsics(self, camera: str, depth: np.ndarray) -> np.ndarray:
+        height, width = depth.shape
+        measured = getattr(self, f"{camera}_intrinsics")
+        if measured is None:
+            return intrinsics_from_fov(width, height, getattr(self, f"{camera}_fov"))
+        if not (0.0 <= measured[0, 2] <= width and 0.0 <= measured[1, 2] <= height):
+            raise ValueError(f"the {camera} camera's intrinsics ({self.source}) put the principal point "
+                             f"({measured[0, 2]:g}, {measured[1, 2]:g}) outside its {width}x{height} images")
+        return measured
+
     def frames(self, frame: Dict[str, np.ndarray]) -> Dict[str, CameraFrame]:
-        """The two :class:`CameraFrame` of one CALVIN frame (keys ``rgb_static`` ... ``robot_obs``)."""
+        """The :class:`CameraFrame` of each camera in one CALVIN frame (keys ``rgb_static`` ...
+        ``robot_obs``; a frame without ``rgb_gripper`` gives the static camera only)."""
         robot_obs = np.asarray(frame["robot_obs"], dtype=np.float64)
-        static_h, static_w = frame["depth_static"].shape
-        grip_h, grip_w = frame["depth_gripper"].shape
-        tcp = pose_from_xyz_euler(robot_obs[:3], robot_obs[3:6])
-        return {
-            "static": CameraFrame(np.asarray(frame["rgb_static"], dtype=np.uint8),
-                                  np.asarray(frame["depth_static"], dtype=np.float32),
-                                  intrinsics_from_fov(static_w, static_h, self.static_fov), self.static_to_base),
-            "gripper": CameraFrame(np.asarray(frame["rgb_gripper"], dtype=np.uint8),
-                                   np.asarray(frame["depth_gripper"], dtype=np.float32),
-                                   intrinsics_from_fov(grip_w, grip_h, self.gripper_fov), tcp @ self.gripper_to_tcp),
-        }
+        cameras = {"static": CameraFrame(np.asarray(frame["rgb_static"], dtype=np.uint8),
+                                         np.asarray(frame["depth_static"], dtype=np.float32),
+                                         self._intrinsics("static", frame["depth_static"]), self.static_to_base)}
+        if "rgb_gripper" in frame:
+            tcp = pose_from_xyz_euler(robot_obs[:3], robot_obs[3:6])
+            cameras["gripper"] = CameraFrame(np.asarray(frame["rgb_gripper"], dtype=np.uint8),
+                                             np.asarray(frame["depth_gripper"], dtype=np.float32),
+                                             self._intrinsics("gripper", frame["depth_gripper"]),
+                                             tcp @ self.gripper_to_tcp)
+        return cameras
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +384,15 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         if unknown_cams:
             raise ValueError(f"CALVIN data has cameras 'static' and 'gripper'; System 1 asks for {unknown_cams}")
 
+        if "gripper" in system1_config.cameras:
+            first = self.reader.frame_path(self.reader.frame_ids[0])
+            with np.load(first, allow_pickle=False) as data:
+                if "rgb_gripper" not in data.files:
+                    raise ValueError(f"{self.directory} has no gripper camera (its frames hold {sorted(data.files)}), "
+                                     f"and this System 1 takes cameras {list(system1_config.cameras)}: record the "
+                                     f"gripper camera, or train a System 1 for the static camera alone "
+                                     f"(system1_overrides {{\"cameras\": [\"static\"]}}, not from a two-camera "
+                                     f"checkpoint)")
         segments = self.reader.annotated_segments()
         if not segments:
             raise ValueError(f"{self.directory} has no language annotations "
@@ -439,6 +472,17 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
         rows = [max(local - k, 0) for k in range(self.config.nhist - 1, -1, -1)]
         return gripper_states(self._proprio[ref.segment][rows])
 
+    def workspace_bounds(self) -> np.ndarray:
+        """``(2, 3)`` min / max of the absolute TCP positions of every annotated segment."""
+        positions = np.concatenate([proprio[:, :3] for proprio in self._proprio])
+        return np.stack([positions.min(axis=0), positions.max(axis=0)])
+
+    def image_sizes(self) -> dict[str, tuple]:
+        """``{camera: (H, W)}`` of the recorded images (first frame)."""
+        frame = self.reader.load_frame(self.segments[0].start)
+        return {name: tuple(frame[f"rgb_{name}"].shape[:2]) for name in ("static", "gripper")
+                if f"rgb_{name}" in frame}
+
     def position_bounds(self) -> np.ndarray:
         """``(2, 3)`` min / max over all samples of the positions System 1 normalises: target
         positions minus the current position when ``config.relative`` (3DDA's relative-trajectory
@@ -456,8 +500,10 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
     # -- samples -------------------------------------------------------------------------------
     def _build(self, index: int) -> dict[str, Any]:
         ref = self.samples[index]
-        frame = self.reader.load_frame(ref.frame, keys=("rgb_static", "rgb_gripper", "depth_static",
-                                                        "depth_gripper", "robot_obs"))
+        keys = ["rgb_static", "depth_static", "robot_obs"]
+        if "gripper" in self.config.cameras:
+            keys += ["rgb_gripper", "depth_gripper"]
+        frame = self.reader.load_frame(ref.frame, keys=keys)
         cameras = self.calibration.frames(frame)
         current = self.current_gripper(index)
         observation = Observation(cameras={name: cameras[name] for name in self.config.cameras},

@@ -72,6 +72,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
 FINAL_DIR = "final"
 STATE_FILE = "training_state.pt"
+#: What a run started from another checkpoint (init_from) kept, checked and recomputed.
+FINE_TUNING_FILE = "fine_tuning.json"
 CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "loss_curve.png"
@@ -421,7 +423,10 @@ class Trainer:
             system1 = build_system1(cfg, normalization)
             system2, _ = build_system2(cfg)
         self.processor = processor_for(system2)
-        if cfg.stage == 2 and cfg.standardize_goals and system1.normalization.goal_mean is None:
+        fine_tuning = self.resume_dir is None and cfg.init_from is not None
+        if fine_tuning:
+            self._adapt_to_data(system1, Path(cfg.init_from))
+        if cfg.stage == 2 and cfg.standardize_goals and (system1.normalization.goal_mean is None or fine_tuning):
             system1.set_goal_statistics(*measure_goal_statistics(system2, self.processor, self.dataset,
                                                                  next(system2.parameters()).device))
         configure_stage(system1, system2, cfg.stage)
@@ -447,6 +452,45 @@ class Trainer:
         self.step, self.epoch, self.position = 0, 0, 0
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
+
+    def _adapt_to_data(self, system1: DiffuserActor, checkpoint: Path) -> None:
+        """Starting from another run's checkpoint (stage 1 -> 2, or fine-tuning on a robot's own
+        data): recompute the position statistics from this run's
+        data, and write what matched and what changed to ``fine_tuning.json``."""
+        cfg, dataset = self.config, self.dataset
+        sizes = dataset.image_sizes()   # the dataset has refused data without the model's cameras
+        before = system1.normalization.to_dict()
+        if cfg.compute_normalization:
+            pad = max(cfg.normalization_buffer, 1e-3)
+            bounds = dataset.position_bounds()
+            clip = None
+            if system1.normalization.action_position_bounds is not None:
+                workspace = dataset.workspace_bounds()
+                clip = (workspace[0] - pad, workspace[1] + pad)
+            system1.set_position_bounds((bounds[0] - pad, bounds[1] + pad), clip)
+        report = {
+            "checkpoint": str(checkpoint),
+            "train_data": str(cfg.train_data),
+            "must_match": {
+                "cameras": {"checkpoint": list(system1.config.cameras), "data": sorted(sizes),
+                            "note": "static = fixed to the base, gripper = on the hand, in this order"},
+                "history": {"nhist": system1.config.nhist, "note": "the data's earlier frames are used"},
+                "trajectory_length": system1.config.trajectory_length,
+                "action_frame": "absolute TCP poses in the data's base frame; System 1 predicts them relative to "
+                                "the current TCP" if system1.config.relative else "absolute TCP poses in the base frame",
+            },
+            "adapted": {
+                "image_sizes": {"data": {k: list(v) for k, v in sizes.items()},
+                                "model_input": [system1.config.image_resize, system1.config.image_size],
+                                "note": "images are resized to image_resize and cropped to image_size"},
+                "normalization_before": before,
+                "normalization_after": system1.normalization.to_dict(),
+                "recomputed": bool(cfg.compute_normalization),
+            },
+        }
+        if self.ctx.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / FINE_TUNING_FILE).write_text(json.dumps(report, indent=2) + "\n")
 
     def _load_state(self, directory: Path) -> None:
         state = torch.load(str(directory / STATE_FILE), map_location="cpu", weights_only=True)

@@ -291,6 +291,16 @@ class DiffuserActor(nn.Module):
         self.goal_statistics = torch.tensor([norm.goal_mean, norm.goal_std], dtype=torch.float32,
                                             device=self.gripper_loc_bounds.device)
 
+    def set_position_bounds(self, gripper_loc_bounds, action_position_bounds=None) -> None:
+        """Normalise positions with new ``(2, 3)`` bounds from now on (fine-tuning on another robot's
+        workspace); ``action_position_bounds`` replaces the clipping box when given."""
+        changes = {"gripper_loc_bounds": gripper_loc_bounds}
+        if action_position_bounds is not None:
+            changes["action_position_bounds"] = action_position_bounds
+        self.normalization = dataclasses.replace(self.normalization, **changes)
+        self.gripper_loc_bounds = torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32,
+                                               device=self.gripper_loc_bounds.device)
+
     def set_goal_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise goals with ``(goal_dim,)`` ``mean`` / ``std`` from now on (stored in the
         checkpoint's ``normalization.json``)."""
