@@ -19,6 +19,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_bridge = sim_bridge.sim_bridge_node:main",
+            "demo_robot = sim_bridge.demo_robot_node:main",
         ],
     },
 )

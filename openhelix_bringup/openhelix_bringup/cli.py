@@ -11,6 +11,8 @@
     openhelix dataset-export SPLIT --out DIR   a CALVIN-layout split -> LeRobotDataset v3.0
     openhelix dataset-import DIR --out SPLIT   a LeRobotDataset v3.0 -> CALVIN-layout split
                           [--camera static=FEATURE ...] [--state-key F] [--action-key F]
+    openhelix record-demos BAG [--tasks T ...]  the scripted expert's demos recorded as a robot's drivers publish
+                          [--episodes-per-task N]  them (cameras 15 Hz, joint states 100 Hz, sim-time stamps)
     openhelix learning-table [--out DIR]  demos -> training -> every variant in process and through ROS
     openhelix launch FILE [name:=value]  run a launch/*.launch.xml file without ros2 launch
     openhelix security-keystore DIR       write an SROS2 keystore (planner / controller / sim_bridge /
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from openhelix_bringup.bag_commands import add_bag_commands
 from openhelix_bringup.dataset_commands import add_dataset_commands
+from openhelix_bringup.demo_commands import add_demo_commands
 from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_file
 from openhelix_bringup.learning_table import add_learning_table_command
 from openhelix_ros.domains import isolated_domain_id
@@ -485,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     keystore.set_defaults(run=run_security_keystore)
     add_bag_commands(commands)
     add_dataset_commands(commands)
+    add_demo_commands(commands)
     add_learning_table_command(commands)
     options = parser.parse_args(argv)
     if getattr(options, "steps", 1) < 1:

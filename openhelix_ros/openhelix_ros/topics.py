@@ -11,6 +11,10 @@ JOINT_STATES = "/joint_states"
 EE_POSE = "/ee_pose"
 DIAGNOSTICS = "/diagnostics"
 SIM_STATUS = "/sim_bridge/status"
+TF_STATIC = "/tf_static"
+# The fixed transforms (camera extrinsics, hand-eye) as latched geometry_msgs/TransformStamped
+# messages, one per transform: readable where tf2_msgs is not installed (the PyPI wheels).
+STATIC_TRANSFORMS = "/openhelix/static_transforms"
 
 
 def camera_color(camera: str) -> str:

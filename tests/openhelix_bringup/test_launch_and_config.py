@@ -1,4 +1,5 @@
 """Launch files name things that exist, and every parameter file loads into its node."""
+import argparse
 import importlib
 from pathlib import Path
 
@@ -17,6 +18,7 @@ NODE_MODULES = {
     ("openhelix_ros", "planner"): "openhelix_ros.planner_node",
     ("openhelix_ros", "controller"): "openhelix_ros.controller_node",
     ("sim_bridge", "sim_bridge"): "sim_bridge.sim_bridge_node",
+    ("sim_bridge", "demo_robot"): "sim_bridge.demo_robot_node",
     ("openhelix_ros", "bag_player"): "openhelix_ros.bags.player_node",
     ("openhelix_ros", "recorder"): "openhelix_ros.bags.recorder_node",
 }
@@ -55,6 +57,30 @@ def test_launch_file_nodes_exist_and_their_parameters_validate(launch_file):
     for node in nodes:
         assert node.executable_path().is_file()
         validate_values(node_specs(node.package, node.executable), launched_values(node))
+
+
+def test_record_demos_nodes_exist_and_their_parameters_validate(tmp_path, capsys):
+    from openhelix_bringup.cli import main
+    from openhelix_bringup.demo_commands import add_demo_commands, demo_nodes
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["record-demos", "--help"])
+    assert exit_info.value.code == 0 and "--episodes-per-task" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    add_demo_commands(parser.add_subparsers())
+    options = parser.parse_args(["record-demos", str(tmp_path / "bag"), "--tasks", "turn_on_led", "open_drawer",
+                                 "--episodes-per-task", "3", "--seed", "7", "--storage", "mcap", "--camera-rate", "10",
+                                 "--state-rate", "50"])
+    nodes = demo_nodes(options, tmp_path / "bag")
+    assert [(n.package, n.executable) for n in nodes] == [("openhelix_ros", "recorder"), ("sim_bridge", "demo_robot")]
+    for node in nodes:
+        assert node.executable_path().is_file()
+        values = validate_values(node_specs(node.package, node.executable), launched_values(node))
+        if node.executable == "demo_robot":
+            assert values["tasks"] == "turn_on_led,open_drawer" and values["episodes_per_task"] == 3
+            assert (values["seed"], values["camera_rate_hz"], values["state_rate_hz"]) == (7, 10.0, 50.0)
+        else:
+            assert values["storage"] == "mcap" and "/openhelix/static_transforms" in values["topics"]
 
 
 @pytest.mark.parametrize("config_file", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)

@@ -13,7 +13,7 @@ PYTHON_PACKAGES = ("openhelix_core", "openhelix_sim", "openhelix_ros", "sim_brid
 REPO_PACKAGES = ("openhelix_msgs", *PYTHON_PACKAGES)
 ROS_MODULES = {"rclpy", "rcl_interfaces", "ament_index_python", "builtin_interfaces", "std_msgs", "sensor_msgs",
                "geometry_msgs", "trajectory_msgs", "diagnostic_msgs", "lifecycle_msgs", "visualization_msgs",
-               "message_filters", "tf2_ros", "cv_bridge", "rosbag2_py", "launch", "launch_ros", *REPO_PACKAGES}
+               "message_filters", "tf2_ros", "tf2_msgs", "cv_bridge", "rosbag2_py", "launch", "launch_ros", *REPO_PACKAGES}
 _FIND_PKG_SHARE = re.compile(r"\$\(find-pkg-share\s+([A-Za-z0-9_]+)\s*\)")
 
 

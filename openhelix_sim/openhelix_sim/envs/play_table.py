@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pybullet as p
@@ -141,8 +141,12 @@ class PlayTableEnv:
         return self.get_obs()
 
     # -------------------------------------------------------------------- step
-    def step(self, action, action_type: str = "absolute") -> dict:
+    def step(self, action, action_type: str = "absolute", on_substep: Optional[Callable[[int], None]] = None) -> dict:
         """Apply one 30 Hz control action (8 physics substeps) and return the observation.
+
+        ``on_substep(k)``, if given, is called after each physics substep (and the scene's update
+        that follows it) with ``k`` = 1 .. 8, the substeps done so far in this step: a caller can
+        read the robot's state at 240 Hz (e.g. to publish joint states at a robot's rate).
 
         Raises ValueError (and leaves the simulation untouched) for a wrong shape, NaN/inf,
         an unknown action_type, or relative values outside [-1, 1]."""
@@ -157,9 +161,11 @@ class PlayTableEnv:
             self.robot.apply_relative(a)
         else:
             self.robot.apply_absolute(a[:3], a[3:6], a[6])
-        for _ in range(SUBSTEPS):
+        for substep in range(1, SUBSTEPS + 1):
             p.stepSimulation(physicsClientId=self.cid)
             self.scene.update()
+            if on_substep is not None:
+                on_substep(substep)
         return self.get_obs()
 
     # ------------------------------------------------------------ observations

@@ -64,6 +64,22 @@ class DemoJob:
     scene_variation: str = "task"
 
 
+def demo_jobs(tasks: Sequence[str], episodes_per_task: int, seed: int = 0, paraphrases: bool = False,
+              scene_variation: str = "task") -> list[DemoJob]:
+    """The single-task demos of :func:`generate_demos`, task by task: seeds ``seed ..
+    seed + episodes_per_task - 1``, each with CALVIN's validation sentence (or, with
+    ``paraphrases``, its training phrasings in turn). ValueError for a task the expert cannot do."""
+    for task in tasks:
+        if task not in SUPPORTED:
+            raise ValueError(f"the scripted expert cannot perform {task!r}")
+    jobs = []
+    for task in tasks:
+        for k in range(episodes_per_task):
+            sentences = ANNOTATIONS[task] if paraphrases else (validation_annotation(task),)
+            jobs.append(DemoJob(task, seed + k, sentences[k % len(sentences)], scene_variation))
+    return jobs
+
+
 def _run_expert(env, oracle, job: DemoJob, writer: Optional[CalvinEpisodeWriter]) -> tuple[bool, int]:
     obs = initial_state(env, job.task, job.seed, scene_variation=job.scene_variation)
     start = oracle.capture(env)
@@ -222,13 +238,6 @@ def generate_demos(out_dir, tasks: Sequence[str] = DEFAULT_TASKS, episodes_per_t
     Returns ``{"kept": [(task, seed)], "failed": [...], "frames": n, "seconds": s}``."""
     if scene_variation == "calvin":
         raise ValueError("demos from CALVIN's start states follow CALVIN's chains: use generate_chain_demos")
-    for task in tasks:
-        if task not in SUPPORTED:
-            raise ValueError(f"the scripted expert cannot perform {task!r}")
-    jobs = []
-    for task in tasks:
-        for k in range(episodes_per_task):
-            sentences = ANNOTATIONS[task] if paraphrases else (validation_annotation(task),)
-            jobs.append(DemoJob(task, seed + k, sentences[k % len(sentences)], scene_variation))
+    jobs = demo_jobs(tasks, episodes_per_task, seed, paraphrases, scene_variation)
     return _write_split(out_dir, jobs, _demo_worker, workers, static_size, gripper_size, backend, extra=(),
                         info={"tasks": list(tasks), "scene_variation": scene_variation})
