@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openhelix_bringup.launch_files import resolve_launch_file
+from openhelix_bringup.launch_files import resolve_launch_file, write_evaluation_config
 from openhelix_core.evaluation.bag_scoring import (
     ChunkRecord,
     GoalRecord,
@@ -312,6 +312,10 @@ def run_bag_eval(options: argparse.Namespace) -> int:
         raise BagError(f"{out} already holds an evaluation; pass another --out")
     out.mkdir(parents=True, exist_ok=True)
     launch_arguments = {}
+    if options.checkpoint:
+        config = write_evaluation_config(out / "config", None, options.checkpoint)
+        launch_arguments = {"planner_config": str((config / "planner.yaml").resolve()),
+                            "controller_config": str((config / "controller_sim.yaml").resolve())}
     if options.planner_config:
         launch_arguments["planner_config"] = str(Path(options.planner_config).resolve())
     if options.controller_config:
@@ -426,6 +430,10 @@ def add_bag_commands(subparsers) -> None:
     evaluate_parser.add_argument("--tail", type=float, default=1.0, help="bag seconds of /clock after the end")
     evaluate_parser.add_argument("--drain", type=float, default=3.0,
                                  help="after playback, wait until no output came for this long (s)")
+    evaluate_parser.add_argument("--checkpoint", default="",
+                                 help="trainer checkpoint (system1/ + system2/) for the planner and controller of "
+                                      "the simulation parameter files; --planner-config / --controller-config "
+                                      "replace them")
     evaluate_parser.add_argument("--planner-config", default="", help="planner parameter file")
     evaluate_parser.add_argument("--controller-config", default="", help="controller parameter file")
     evaluate_parser.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a free random one)")

@@ -30,7 +30,7 @@ from pathlib import Path
 from openhelix_bringup.bag_commands import add_bag_commands
 from openhelix_bringup.dataset_commands import add_dataset_commands
 from openhelix_bringup.demo_commands import add_demo_commands
-from openhelix_bringup.launch_files import installed_config_dir, resolve_launch_file
+from openhelix_bringup.launch_files import resolve_launch_file, write_evaluation_config
 from openhelix_bringup.learning_table import add_learning_table_command
 from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file
@@ -341,31 +341,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not separator or count < 1 or not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"'{text}' is not I/N with 0 <= I < N (e.g. 3/10)")
     return index, count
-
-
-def write_evaluation_config(directory: Path, source_dir: str | None, checkpoint: str,
-                            bridge: dict | None = None, controller: dict | None = None) -> Path:
-    """Copies the simulation parameter files to ``directory``, pointing the planner and the
-    controller at a trainer checkpoint (``<checkpoint>/system2``, ``<checkpoint>/system1``) and
-    overriding the given bridge and controller parameters."""
-    import yaml
-
-    source = Path(source_dir) if source_dir else installed_config_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    system1 = {"checkpoint": str(Path(checkpoint) / "system1")} if checkpoint else {}
-    edits = {"planner.yaml": ("planner", {"checkpoint": str(Path(checkpoint) / "system2")} if checkpoint else {}),
-             "controller_sim.yaml": ("controller", {**system1, **(controller or {})}),
-             "sim_bridge.yaml": ("sim_bridge", dict(bridge or {}))}
-    if checkpoint:
-        for part in ("system1", "system2"):
-            if not (Path(checkpoint) / part).is_dir():
-                raise LaunchError(f"checkpoint {checkpoint} has no {part}/ directory (expected a trainer "
-                                  f"checkpoint such as runs/x/stage2/final)")
-    for name, (node, values) in edits.items():
-        data = yaml.safe_load((source / name).read_text())
-        data[node]["ros__parameters"].update(values)
-        (directory / name).write_text(yaml.safe_dump(data, sort_keys=False))
-    return directory
 
 
 def run_launch(options: argparse.Namespace) -> int:

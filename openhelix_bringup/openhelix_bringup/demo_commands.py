@@ -38,7 +38,9 @@ RECORDED_TOPICS = tuple(t for c in CAMERAS for t in (topics.camera_color(c), top
 def demo_nodes(options: argparse.Namespace, bag: Path) -> list[NodeDescription]:
     """The recorder (first, so that it is up when the robot waits for subscribers) and the robot."""
     recorder = NodeDescription("openhelix_ros", "recorder", RECORDER, parameters={
-        "output": str(bag), "storage": options.storage, "topics": f"[{','.join(RECORDED_TOPICS)}]"})
+        "output": str(bag), "storage": options.storage, "topics": f"[{','.join(RECORDED_TOPICS)}]",
+        # receive times on the robot's simulated clock (/clock), as when recording a simulator
+        "use_sim_time": "true"})
     robot = NodeDescription("sim_bridge", "demo_robot", ROBOT, parameters={
         "tasks": ",".join(options.tasks), "episodes_per_task": str(options.episodes_per_task),
         "seed": str(options.seed), "state_rate_hz": repr(float(options.state_rate)),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,9 +64,89 @@ def add_learning_table_command(commands) -> None:
     pl.add_argument("--ros-chain-variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
                     help="--eval-chains: variants evaluated through the ROS nodes")
     pl.add_argument("--chain-max-steps", type=int, default=STEPS_PER_SUBTASK, help="steps per subtask of a chain")
+    pl.add_argument("--demo-source", choices=("expert", "bags"), default="expert",
+                    help="expert: the demos are written directly; bags: the expert's demos are recorded as a "
+                         "robot's bags through the demo robot node and the recorder (openhelix record-demos), "
+                         "converted with openhelix bag-to-dataset, and the policy is also scored with "
+                         "openhelix bag-eval on a held-out recorded bag")
+    pl.add_argument("--camera-rate", type=float, default=15.0, help="--demo-source bags: camera rate (Hz)")
+    pl.add_argument("--state-rate", type=float, default=100.0, help="--demo-source bags: joint state / pose rate (Hz)")
+    pl.add_argument("--bag-eval-variants", nargs="*", choices=VARIANTS, default=["trained", "goal zeroed", "untrained"],
+                    help="--demo-source bags: variants scored with bag-eval on the held-out bag")
     add_scene_arguments(pl)
     add_evaluation_arguments(pl)
     pl.set_defaults(run=run_learning_table)
+
+
+def _record_demos(args, bag: Path, tasks, episodes: int, seed: int) -> None:
+    command = [sys.executable, "-m", "openhelix_bringup.cli", "record-demos", str(bag), "--tasks", *tasks,
+               "--episodes-per-task", str(episodes), "--seed", str(seed), "--storage", "mcap",
+               "--camera-rate", str(args.camera_rate), "--state-rate", str(args.state_rate),
+               "--static-size", str(args.static_size), "--gripper-size", str(args.gripper_size),
+               "--scene-variation", args.scene_variation]
+    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"record-demos {bag} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}")
+    summary = [line for line in completed.stdout.splitlines() if line.startswith(("demo robot:", "bag:"))]
+    print(f"[bags] {bag.name}: " + "; ".join(summary), flush=True)
+
+
+def demos_from_bags(args, out: Path, tasks) -> tuple[Path, Path, dict]:
+    """Records one training bag per task and a held-out bag (one episode per task, evaluation
+    seeds), converts the training bags into ``out/demos/training``; returns the split, the
+    held-out bag and the conversion summary."""
+    from openhelix_ros.bags.to_dataset import ConversionOptions, convert_bags
+
+    bags = out / "bags"
+    bags.mkdir(parents=True, exist_ok=True)
+    training = []
+    for task in tasks:
+        bag = bags / f"train_{task}"
+        if not bag.exists():
+            _record_demos(args, bag, [task], args.episodes, seed=0)
+        training.append(bag)
+    held_out = bags / "held_out"
+    if not held_out.exists():
+        _record_demos(args, held_out, tasks, 1, seed=EVAL_SEED_OFFSET)
+    demos = out / "demos" / "training"
+    report = convert_bags(training, demos, ConversionOptions())
+    summary = {"frames": report.frames, "episodes": len(report.episodes), "ticks_without_data": report.ticks_without_data,
+               "rates_hz": report.measured_rates_hz, "state": report.state_source, "actions": report.action_source,
+               "cameras": report.camera_sources}
+    print(f"[bag-to-dataset] {report.frames} frames in {len(report.episodes)} episodes; state {report.state_source}; "
+          f"actions {report.action_source}", flush=True)
+    return demos, held_out, summary
+
+
+def bag_eval_variants(checkpoints: dict, bag: Path, out: Path) -> dict:
+    """``openhelix bag-eval`` of each variant checkpoint on ``bag``: the overall scores."""
+    results = {}
+    for variant, checkpoint in checkpoints.items():
+        report_dir = out / variant.replace(" ", "_")
+        command = [sys.executable, "-m", "openhelix_bringup.cli", "bag-eval", str(bag), "--checkpoint",
+                   str(checkpoint), "--out", str(report_dir), "--no-progress"]
+        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"bag-eval of {variant!r} failed (exit {completed.returncode}):\n"
+                               f"{completed.stdout[-3000:]}")
+        overall = json.loads((report_dir / "report.json").read_text())["replay"]["overall"]
+        results[variant] = {"chunks": overall["chunks"], "chunks_scored": overall["chunks_scored"],
+                            "position_error_m": overall["position_error_m"],
+                            "rotation_error_deg": overall["rotation_error_deg"],
+                            "gripper_agreement": overall["gripper_agreement"]}
+        print(f"[bag-eval] {variant}: position error mean {overall['position_error_m']['mean']:.4f} m over "
+              f"{overall['chunks_scored']} chunks", flush=True)
+    return results
+
+
+def bag_eval_table(results: dict) -> str:
+    lines = ["| variant | chunks scored | position error mean / p95 (cm) | rotation error mean (deg) | gripper agreement |",
+             "|---|---|---|---|---|"]
+    for variant, r in results.items():
+        gripper = "n/a" if r["gripper_agreement"] is None else f"{100 * r['gripper_agreement']:.0f} %"
+        lines.append(f"| {variant} | {r['chunks_scored']}/{r['chunks']} | {100 * r['position_error_m']['mean']:.1f} / "
+                     f"{100 * r['position_error_m']['p95']:.1f} | {r['rotation_error_deg']['mean']:.1f} | {gripper} |")
+    return "\n".join(lines)
 
 
 def training_configs(args, demos: Path, out: Path):
@@ -72,7 +154,9 @@ def training_configs(args, demos: Path, out: Path):
     head) and stage 2 (+ System 1) on the demos in ``demos``, writing below ``out``."""
     from openhelix_core.training import TrainingConfig
 
-    common = dict(train_data=str(demos), tasks=selected_tasks(args.tasks), cache_dir=str(out / "cache"),
+    # converted bags hold only the recorded tasks, annotated with their instructions
+    tasks = None if args.demo_source == "bags" else selected_tasks(args.tasks)
+    common = dict(train_data=str(demos), tasks=tasks, cache_dir=str(out / "cache"),
                   frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
                   still_motion=args.still_motion,
                   system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
@@ -109,7 +193,16 @@ def run_learning_table(args) -> int:
             if existing.get(key, "embedded" if key == "backend" else "full") != asked:
                 raise ValueError(f"{demos} holds demos with {key} {existing.get(key)!r}, this run asks for "
                                  f"{asked!r}: choose another --out")
-    if not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
+    held_out_bag, conversion = None, None
+    if args.demo_source == "bags":
+        if args.scene_variation == "calvin" or args.backend != "embedded":
+            raise ValueError("--demo-source bags records the embedded play-table's demo robot: use --backend "
+                             "embedded and --scene-variation task or full")
+        if (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
+            held_out_bag = out / "bags" / "held_out"
+        else:
+            demos, held_out_bag, conversion = demos_from_bags(args, out, tasks)
+    elif not (demos / "lang_annotations" / "auto_lang_ann.npy").is_file():
         if args.scene_variation == "calvin":
             info = generate_chain_demos(demos, args.demo_chains, tasks, static_size=args.static_size,
                                         gripper_size=args.gripper_size, workers=args.workers, backend=args.backend)
@@ -136,6 +229,8 @@ def run_learning_table(args) -> int:
     timings["evaluation_s"] = time.perf_counter() - t0
     report = {"results": results, "seeds": seeds, "timings": timings,
               "args": {k: v for k, v in vars(args).items() if k != "run"}}
+    if conversion is not None:
+        report["conversion"] = conversion
     simulator = "calvin_env's scene D" if args.backend == "calvin" else "the embedded play-table"
     tables = [f"In process (DualSystemPolicy in {simulator}):\n\n" + success_table(results, seeds)]
 
@@ -177,6 +272,14 @@ def run_learning_table(args) -> int:
             tables.append(f"CALVIN's chains through ROS (`openhelix eval-calvin`, first {args.eval_chains} "
                           "evaluation sequences):\n\n" + chain_table(chains))
             save()
+    if held_out_bag is not None and args.bag_eval_variants:
+        checkpoints = write_variant_checkpoints(final, out / "variants", args.bag_eval_variants)
+        t0 = time.perf_counter()
+        report["bag_eval_results"] = bag_eval_variants(checkpoints, held_out_bag, out / "bag_eval")
+        timings["bag_eval_s"] = time.perf_counter() - t0
+        tables.append(f"`openhelix bag-eval` on the held-out recorded bag ({held_out_bag.name}; chunks scored "
+                      "against the poses the expert reached):\n\n" + bag_eval_table(report["bag_eval_results"]))
+        save()
     print("\n\n".join(tables))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return 0

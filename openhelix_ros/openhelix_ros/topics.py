@@ -12,6 +12,7 @@ EE_POSE = "/ee_pose"
 DIAGNOSTICS = "/diagnostics"
 SIM_STATUS = "/sim_bridge/status"
 TF_STATIC = "/tf_static"
+CLOCK = "/clock"
 # The fixed transforms (camera extrinsics, hand-eye) as latched geometry_msgs/TransformStamped
 # messages, one per transform: readable where tf2_msgs is not installed (the PyPI wheels).
 STATIC_TRANSFORMS = "/openhelix/static_transforms"

@@ -18,6 +18,11 @@ with a simulated clock (``start wall time + sim time``; physics at 240 Hz, actio
   camera in ``ee_frame``) on ``/tf_static`` (``tf2_msgs/TFMessage``, when tf2_msgs is
   installed) and, one ``geometry_msgs/TransformStamped`` each, on ``/openhelix/static_transforms``.
 
+The simulated clock is also published on ``/clock`` (``rosgraph_msgs/Clock``, at every published
+stamp), as a simulator does: a recorder with ``use_sim_time`` (``openhelix record-demos``) then
+stores receive times on the same clock as the stamps, whatever the real-time factor, so a replay
+(``openhelix bag-eval``) sees data as fresh as a robot's.
+
 After each episode the arm holds still for ``pause_s``, sensors still publishing, so episodes
 can be split by the instruction or by the pauses. With ``real_time`` (default) it never
 publishes a message before its stamp (when rendering is slower than real time it falls behind;
@@ -33,6 +38,7 @@ from geometry_msgs.msg import PoseStamped, Quaternion, Transform, TransformStamp
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header, String
 
@@ -120,6 +126,10 @@ RELIABLE_STATES = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliab
 RELIABLE_IMAGES = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 # Every transform stays available to late subscribers (one message per transform).
+#: /clock as rclpy's time source subscribes to it (every tick delivered, none kept for late joiners).
+CLOCK_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+#: Time for the first /clock message to reach the subscribers before anything stamped follows.
+CLOCK_SETTLE_S = 0.3
 LATCHED_TRANSFORMS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -164,6 +174,8 @@ class DemoRobotNode(Node):
                                                           LATCHED_TRANSFORMS)
         self.tf_static_publisher = (self.create_publisher(TFMessage, topics.TF_STATIC, LATCHED)
                                     if TFMessage is not None else None)
+        self.clock_publisher = self.create_publisher(Clock, topics.CLOCK, CLOCK_QOS)
+        self.clock_ns = -1
         self.joint_names = list(self.env.joint_names())
         self.intrinsics = {c: self.env.camera_intrinsics(c) for c in CAMERAS}
         self.start_ns = 0
@@ -186,6 +198,8 @@ class DemoRobotNode(Node):
             self.wait_for_subscribers(p["wait_for_subscribers_s"])
             self.start_ns = time.time_ns()
             self.start_monotonic = time.monotonic()
+            self.advance_clock(0.0)
+            time.sleep(CLOCK_SETTLE_S)
             self.publish_static_transforms()
             robot = DemoRobot(self.env, self.jobs, oracle_for("embedded"), self, self.schedule, p["pause_s"],
                               log=self.get_logger().info)
@@ -209,7 +223,7 @@ class DemoRobotNode(Node):
             return
         publishers = [*self.color_publishers.values(), *self.depth_publishers.values(), *self.info_publishers.values(),
                       self.joint_publisher, self.pose_publisher, self.pose_command_publisher,
-                      self.gripper_command_publisher]
+                      self.gripper_command_publisher, self.clock_publisher]
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_running()
@@ -238,6 +252,15 @@ class DemoRobotNode(Node):
     def stamp(self, t: float) -> Time:
         ns = self.start_ns + int(round(t * 1e9))
         return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def advance_clock(self, t: float) -> Time:
+        """``t``'s stamp, after publishing it on /clock when the clock has not reached it yet."""
+        stamp = self.stamp(t)
+        ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        if ns > self.clock_ns:
+            self.clock_publisher.publish(Clock(clock=stamp))
+            self.clock_ns = ns
+        return stamp
 
     def publish_static_transforms(self) -> None:
         p = self.params
@@ -268,7 +291,7 @@ class DemoRobotNode(Node):
             self._check_running()
 
     def state(self, t: float) -> None:
-        header = Header(stamp=self.stamp(t), frame_id=self.params["base_frame"])
+        header = Header(stamp=self.advance_clock(t), frame_id=self.params["base_frame"])
         position, orientation = self.env.tcp_pose()
         self.joint_publisher.publish(JointState(header=Header(stamp=header.stamp), name=self.joint_names,
                                                 position=[float(v) for v in self.env.joint_positions()],
@@ -276,7 +299,7 @@ class DemoRobotNode(Node):
         self.pose_publisher.publish(PoseStamped(header=header, pose=arrays_to_pose(position, orientation)))
 
     def cameras(self, t: float, images: dict) -> None:
-        stamp = self.stamp(t)
+        stamp = self.advance_clock(t)
         for camera, (rgb, depth) in images.items():
             header = Header(stamp=stamp, frame_id=optical_frame(camera))
             self.info_publishers[camera].publish(intrinsics_to_camera_info(self.intrinsics[camera], rgb.shape[1],
@@ -285,12 +308,13 @@ class DemoRobotNode(Node):
             self.depth_publishers[camera].publish(depth_to_image(depth, header))
 
     def command(self, t: float, action: np.ndarray) -> None:
-        header = Header(stamp=self.stamp(t), frame_id=self.params["base_frame"])
+        header = Header(stamp=self.advance_clock(t), frame_id=self.params["base_frame"])
         orientation = euler_to_quaternion(np.asarray(action[3:6], dtype=np.float64), "xyz")
         self.pose_command_publisher.publish(PoseStamped(header=header, pose=arrays_to_pose(action[:3], orientation)))
         self.gripper_command_publisher.publish(Float64(data=gripper_openness_command(action)))
 
     def instruction(self, t: float, text: str, job) -> None:
+        self.advance_clock(t)
         self.instruction_publisher.publish(String(data=text))
 
 

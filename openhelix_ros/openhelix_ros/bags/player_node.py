@@ -36,7 +36,7 @@ from openhelix_ros.parameters import ParameterSpec, declare_and_validate, non_ne
 
 POLICY_OUTPUTS = (topics.GOAL_EMBEDDING, topics.TRAJECTORY_CHUNK, topics.POSE_COMMAND, topics.GRIPPER_COMMAND,
                   topics.GOAL_AGE, topics.STEPS_PER_GOAL, topics.POLICY_POINT_CLOUD, topics.POLICY_MARKERS,
-                  topics.DIAGNOSTICS, "/clock", "/rosout", "/parameter_events")
+                  topics.DIAGNOSTICS, topics.CLOCK, "/rosout", "/parameter_events")
 
 
 def _remap_rule(value) -> str | None:
@@ -126,7 +126,7 @@ class BagPlayback:
                 message_class, target = ros_message_class(summary.msgtype), topic
             self.output_topic[topic] = target
             self.publishers[topic] = node.create_publisher(message_class, target, qos)
-        self.clock_publisher = node.create_publisher(Clock, "/clock", 10) if publish_clock else None
+        self.clock_publisher = node.create_publisher(Clock, topics.CLOCK, 10) if publish_clock else None
         self.total = reader.count(self.topics)
         self._iterator = None
         self._pending: BagMessage | None = None

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -54,7 +55,9 @@ class RecorderNode(Node):
         self.started = time.monotonic()
         self.finished = False
         self.discover()
-        self.create_timer(self.params["discovery_period_s"], self.discover)
+        # Discovery runs on wall time: with use_sim_time the simulated clock may not tick before
+        # its publisher sees a subscriber, which discovery creates.
+        self.create_timer(self.params["discovery_period_s"], self.discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"recording {len(self.pending)} topics into {output} ({self.params['storage']})")
 
     def discover(self) -> None:

@@ -44,8 +44,8 @@ option) is refused.
 (CALVIN's two views; name the cameras so in the controller too). Intrinsics come from each
 camera's ``CameraInfo`` (one K for the whole bag). Extrinsics come from the controller's
 parameter file (``camera_names`` / ``camera_mounts`` / ``camera_extrinsics``) or, without one,
-from ``/tf_static`` in the bag (base frame -> camera frame for a fixed camera, TCP frame ->
-camera frame for a hand camera).
+from ``/tf_static`` (or ``/openhelix/static_transforms``) in the bag (base frame -> camera frame
+for a fixed camera, TCP frame -> camera frame for a hand camera).
 
 Output: the CALVIN split (frames, ``ep_start_end_ids.npy``, language annotations),
 ``camera_info.json`` and ``conversion.json`` (sources, measured rates, tolerances, counts of
@@ -106,6 +106,9 @@ MAX_PLAUSIBLE_FINGER_M = 0.3
 END_MARKERS = ("end", "stop")
 OPEN_WIDTH_FRACTION = 0.9
 IMAGE_TYPES = ("sensor_msgs/msg/Image", COMPRESSED_IMAGE)
+#: Where static camera and robot transforms are read from: tf2's topic, and the latched topic
+#: this project's nodes use where tf2_msgs is not installed.
+TRANSFORM_TOPICS = (topics.TF_STATIC, topics.STATIC_TRANSFORMS)
 
 
 class ConversionError(ValueError):
@@ -299,7 +302,7 @@ class _BagContents:
                 raise ConversionError(f"{topic} has type {present[topic].msgtype}; the {slot} camera's {kind} "
                                       f"images must be sensor_msgs/Image or CompressedImage")
         small = [options.ee_pose_topic, options.pose_command_topic, options.joint_states_topic, options.twist_topic,
-                 options.gripper_command_topic, options.instruction_topic, options.split_topic, "/tf_static"]
+                 options.gripper_command_topic, options.instruction_topic, options.split_topic, *TRANSFORM_TOPICS]
         wanted = [t for t in small if t in present] + list(image_topics) + [s.topic for s in self.infos.values()]
         check_image = _image_check({topic: kind for topic, (_, kind) in image_topics.items()})
         for message in self.reader.messages(wanted, validate=lambda m: check_image(m) if m.topic in image_topics
@@ -310,8 +313,9 @@ class _BagContents:
                     and not hasattr(message.message, "header"):
                 self.strings[topic].append((receive, str(message.message.data)))
                 continue
-            if topic == "/tf_static":
-                self.static_transforms.extend(getattr(message.message, "transforms", []))
+            if topic in TRANSFORM_TOPICS:
+                # a TFMessage holds a list; the fallback topic one TransformStamped per message
+                self.static_transforms.extend(getattr(message.message, "transforms", [message.message]))
                 continue
             if not hasattr(message.message, "header"):
                 # a command without a header (std_msgs/Float64): receive time on the stamp clock
@@ -795,7 +799,8 @@ def _ticks(contents: _BagContents, options: ConversionOptions, report: Conversio
 
 
 def _rate(times: list) -> float:
-    return float(1.0 / np.median(np.diff(times))) if len(times) > 2 else float("nan")
+    """Messages per second over the topic's whole span (jittered drivers average out)."""
+    return float((len(times) - 1) / (times[-1] - times[0])) if len(times) > 2 else float("nan")
 
 
 def convert_bag(path, writer: CalvinEpisodeWriter, options: ConversionOptions, report: ConversionReport
