@@ -365,23 +365,27 @@ def run_bag_record(options: argparse.Namespace) -> int:
     return 0
 
 
-def _camera_mapping(pairs: list[str]) -> dict:
-    if not pairs:
-        return {"static": "/cameras/static", "gripper": "/cameras/gripper"}
-    cameras = {}
+def parse_camera_mapping(pairs: list[str], form: str) -> dict[str, str]:
+    """``--camera NAME=VALUE`` options -> ``{NAME: VALUE}``; ValueError naming a malformed or
+    repeated one (``form`` shows the expected shape)."""
+    mapping = {}
     for pair in pairs:
-        slot, separator, prefix = pair.partition("=")
-        if not separator or not slot or not prefix:
-            raise ValueError(f"--camera '{pair}' is not of the form static=/topic/prefix")
-        cameras[slot] = prefix
-    return cameras
+        name, separator, value = pair.partition("=")
+        if not separator or not name or not value:
+            raise ValueError(f"--camera {pair!r} is not of the form {form}")
+        if name in mapping:
+            raise ValueError(f"--camera {name} is given twice")
+        mapping[name] = value
+    return mapping
 
 
 def run_bag_to_dataset(options: argparse.Namespace) -> int:
     from openhelix_ros.bags.to_dataset import ConversionOptions, convert_bags
 
     conversion = ConversionOptions(
-        cameras=_camera_mapping(options.camera), state_source=options.state_source, ee_pose_topic=options.ee_pose_topic,
+        cameras=parse_camera_mapping(options.camera, "SLOT=/topic/prefix") or {"static": "/cameras/static",
+                                                                                "gripper": "/cameras/gripper"},
+        state_source=options.state_source, ee_pose_topic=options.ee_pose_topic,
         pose_command_topic=options.pose_command_topic, joint_states_topic=options.joint_states_topic,
         twist_topic=options.twist_topic, gripper_command_topic=options.gripper_command_topic,
         instruction_topic=options.instruction_topic, urdf=options.urdf or None, base_link=options.base_link or None,

@@ -13,22 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from openhelix_bringup.bag_commands import _guarded
+from openhelix_bringup.bag_commands import _guarded, parse_camera_mapping
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_RATE_HZ
-from openhelix_core.data.lerobot_format import CAMERA_NAMES, LeRobotFormatError, export_lerobot, import_lerobot
-
-
-def parse_camera_mapping(pairs: list[str]) -> dict[str, str]:
-    """``["static=observation.images.front", ...]`` -> ``{"static": "observation.images.front"}``."""
-    mapping = {}
-    for pair in pairs:
-        name, separator, feature = pair.partition("=")
-        if not separator or not name or not feature:
-            raise LeRobotFormatError(f"--camera {pair!r} is not of the form NAME=FEATURE")
-        if name in mapping:
-            raise LeRobotFormatError(f"--camera {name} is given twice")
-        mapping[name] = feature
-    return mapping
+from openhelix_core.data.lerobot_format import CAMERA_NAMES, export_lerobot, import_lerobot
 
 
 def run_dataset_export(options: argparse.Namespace) -> int:
@@ -47,7 +34,7 @@ def run_dataset_export(options: argparse.Namespace) -> int:
 
 
 def run_dataset_import(options: argparse.Namespace) -> int:
-    summary = import_lerobot(options.dataset, options.out, cameras=parse_camera_mapping(options.camera),
+    summary = import_lerobot(options.dataset, options.out, cameras=parse_camera_mapping(options.camera, "NAME=FEATURE"),
                              state_key=options.state_key, action_key=options.action_key, fps_check=options.fps_check)
     print(f"openhelix dataset-import: {summary.episodes} episodes, {summary.frames} frames, {summary.annotations} "
           f"annotations -> {summary.out_dir} (CALVIN layout; dataset at {summary.fps:g} fps)")

@@ -4,10 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from openhelix_bringup.bag_commands import parse_camera_mapping
 from openhelix_bringup.cli import main
-from openhelix_bringup.dataset_commands import parse_camera_mapping
 from openhelix_core.data import CalvinDataset, CalvinEpisodeWriter
-from openhelix_core.data.lerobot_format import LeRobotFormatError
 
 
 def write_split(directory):
@@ -76,9 +75,10 @@ def test_required_arguments(capsys):
 
 
 def test_parse_camera_mapping():
-    assert parse_camera_mapping(["static=observation.images.front", "gripper=observation.images.wrist"]) == {
-        "static": "observation.images.front", "gripper": "observation.images.wrist"}
-    with pytest.raises(LeRobotFormatError, match="twice"):
-        parse_camera_mapping(["static=a", "static=b"])
-    with pytest.raises(LeRobotFormatError, match="NAME=FEATURE"):
-        parse_camera_mapping(["=a"])
+    assert parse_camera_mapping(["static=observation.images.front", "gripper=observation.images.wrist"],
+                                "NAME=FEATURE") == {"static": "observation.images.front",
+                                                    "gripper": "observation.images.wrist"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_camera_mapping(["static=a", "static=b"], "NAME=FEATURE")
+    with pytest.raises(ValueError, match="NAME=FEATURE"):
+        parse_camera_mapping(["=a"], "NAME=FEATURE")
