@@ -268,7 +268,7 @@ def test_missing_and_misframed_topics_are_refused_with_the_reason(tmp_path):
     robot = RobotBag(duration=1.0, instructions=())
     with pytest.raises(ConversionError, match="no instruction"):
         convert_bags([robot.write(tmp_path / "f")], tmp_path / "out_f", options(tmp_path))
-    assert not list((tmp_path / "out_f").glob("episode_*.npz")) if (tmp_path / "out_f").exists() else True
+    assert not (tmp_path / "out_f").exists() and not list(tmp_path.glob(".out_f.partial-*"))
 
 
 def test_corrupt_messages_are_skipped_and_counted(tmp_path):
@@ -341,7 +341,7 @@ def test_output_directory_with_frames_is_not_overwritten(tmp_path):
     bag = RobotBag(duration=1.0).write(tmp_path / "bag")
     convert_bags([bag], tmp_path / "data", options(tmp_path))
     before = sorted(p.name for p in (tmp_path / "data").iterdir())
-    with pytest.raises(ConversionError, match="already holds frames"):
+    with pytest.raises(ConversionError, match="already exists and is not empty"):
         convert_bags([bag], tmp_path / "data", options(tmp_path))
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
 
@@ -432,3 +432,30 @@ def test_camera_poses_from_tf_static(tmp_path):
                                      "gripper": "/tf_static tcp -> gripper_optical"}
     with pytest.raises(ConversionError, match="'static_optical'.*--controller-config"):
         convert_bags([RobotBag(duration=1.0).write(tmp_path / "no_tf")], tmp_path / "out2", ConversionOptions())
+
+
+def test_a_pose_topic_slower_than_max_gap_is_refused_naming_it_and_the_flag(tmp_path):
+    robot = RobotBag(duration=2.0, instructions=((0.0, "open the drawer"),))
+    robot.drop("/ee_pose")
+    for k in range(11):   # 5 Hz: samples 0.2 s apart
+        t = T0 + k / 5.0
+        robot.add(t, "/ee_pose", "geometry_msgs/msg/PoseStamped", pose_msg(t))
+    bag = robot.write(tmp_path / "bag")
+    with pytest.raises(ConversionError, match=r"/ee_pose \d+ \(largest gap 0.200 s\).*--max-gap 0.1"):
+        convert_bags([bag], tmp_path / "data", options(tmp_path))
+    report = convert_bags([bag], tmp_path / "data", options(tmp_path, max_gap=0.25))
+    assert report.frames > 0 and report.frame_times_without["/ee_pose"] < 3
+
+
+def test_a_refused_bag_leaves_no_partial_dataset(tmp_path):
+    first = RobotBag(duration=1.0).write(tmp_path / "first")
+    other = RobotBag(duration=1.0)
+    for _, topic, _, message in other.messages:
+        if topic.endswith("camera_info"):
+            message.k = (K * [[1.1], [1.1], [1.0]]).ravel().tolist()   # another zoom
+    second = other.write(tmp_path / "second")
+    with pytest.raises(ConversionError, match="differ from those of"):
+        convert_bags([first, second], tmp_path / "data", options(tmp_path))
+    assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".data.partial-*"))
+    report = convert_bags([first], tmp_path / "data", options(tmp_path))
+    assert report.frames > 0 and (tmp_path / "data" / CONVERSION_REPORT).is_file()

@@ -57,7 +57,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,6 +206,9 @@ class ConversionReport:
     episodes: list = field(default_factory=list)
     frames: int = 0
     ticks_without_data: int = 0
+    #: per signal: frame times it did not cover (outside its samples, across a gap, no image near)
+    frame_times_without: dict = field(default_factory=dict)
+    largest_gaps_s: dict = field(default_factory=dict)
     pieces_too_short: int = 0
     messages: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -582,10 +587,12 @@ class _Signals:
         options = self.options
         times, positions, quaternions = self.state
         position, quaternion, valid = interpolate_poses(times, positions, quaternions, ticks, options.max_gap)
+        self._uncovered(self.state_topic, valid)
         if self.width is not None:
             width, width_valid = interpolate_linear(*self.width, ticks, options.max_gap)
             width = width[:, 0]
             valid &= width_valid
+            self._uncovered(options.joint_states_topic, width_valid)
         command = None
         if self.command is not None:
             held, command_valid = hold_last(*self.command, ticks)
@@ -593,6 +600,7 @@ class _Signals:
             if self.width is None:
                 width = np.clip(command, 0.0, 1.0) * options.gripper_max_width
                 valid &= command_valid
+                self._uncovered(options.gripper_command_topic, command_valid)
             else:
                 # before the first command the fingers say whether the gripper is open
                 command = np.where(command_valid, command, np.nan)
@@ -606,11 +614,16 @@ class _Signals:
             values, arm_valid = interpolate_linear(*self.arm, ticks, options.max_gap)
             arm[:, :values.shape[1]] = values
             valid &= arm_valid
+            self._uncovered(options.joint_states_topic, arm_valid)
         robot_obs = np.concatenate([position, _euler(quaternion), width[:, None], arm, gripper[:, None]], axis=1)
         actions, next_pose = self._actions(ticks, robot_obs)
         valid &= np.all(np.isfinite(actions), axis=1)
         return {"robot_obs": robot_obs, "actions": actions, "valid": valid, "quaternions": quaternion,
                 "action_is_next_pose": next_pose}
+
+    def _uncovered(self, topic: str, valid: np.ndarray) -> None:
+        self.report.frame_times_without[topic] = (self.report.frame_times_without.get(topic, 0)
+                                                  + int((~valid).sum()))
 
     def _actions(self, ticks: np.ndarray, robot_obs: np.ndarray) -> tuple[np.ndarray, bool]:
         """Absolute actions ``(T, 7)``, and whether they are the frames' own poses (each frame then
@@ -625,6 +638,7 @@ class _Signals:
             self.report.action_source = f"commanded pose {topic}"
             actions = np.concatenate([pose[:, :3], _euler(pose[:, 3:]), robot_obs[:, 14:15]], axis=1)
             actions[~valid] = np.nan
+            self._uncovered(topic, valid)
             return actions, False
         self.report.action_source = "the next frame's pose (no command topic recorded)"
         return np.concatenate([robot_obs[:, :6], robot_obs[:, 14:15]], axis=1), True
@@ -826,6 +840,13 @@ def convert_bag(path, writer: CalvinEpisodeWriter, options: ConversionOptions, r
             index, ok = nearest_sample(series.times, ticks, options.image_tolerance)
             picks[key] = index
             state["valid"] &= ok
+            signals._uncovered(series.topic, ok)
+        every_series = {**{series.topic: series for series in contents.images.values()}, **contents.series}
+        for topic in report.frame_times_without:
+            series = every_series.get(topic)
+            if series is not None and len(series) > 1:
+                report.largest_gaps_s[topic] = max(report.largest_gaps_s.get(topic, 0.0),
+                                                   float(np.diff(series.times).max()))
         image_sizes = _image_sizes(reader, contents, options)
         calibration = _calibration(contents, options, signals.base_frame, report, image_sizes)
         episodes = _episodes(contents, options, ticks, state, report)
@@ -931,15 +952,18 @@ def _write(reader: BagReader, contents: _BagContents, options: ConversionOptions
 
 
 def convert_bags(bags: Sequence, out_dir, options: ConversionOptions) -> ConversionReport:
-    """Converts ``bags`` into one CALVIN split at ``out_dir`` (which must not hold frames yet)."""
+    """Converts ``bags`` into one CALVIN split at ``out_dir`` (absent or empty). The split is written
+    beside it and moved into place only when every bag converted: a refused bag leaves nothing."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.glob("episode_*.npz")):
-        raise ConversionError(f"{out_dir} already holds frames; convert into a new directory")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConversionError(f"{out_dir} already exists and is not empty; convert into a new directory")
     report = ConversionReport(options={k: v for k, v in asdict(options).items() if k != "remap"})
     report.options["remap"] = dict(options.remap)
-    writer = CalvinEpisodeWriter(out_dir)
-    calibration = None
+    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     try:
+        writer = CalvinEpisodeWriter(partial)
+        calibration = None
         for bag in bags:
             bag_calibration = convert_bag(bag, writer, options, report)
             if calibration is None:
@@ -947,14 +971,26 @@ def convert_bags(bags: Sequence, out_dir, options: ConversionOptions) -> Convers
             elif not _same_calibration(calibration, bag_calibration):
                 raise ConversionError(f"bag {bag}: its cameras' intrinsics or poses differ from those of {bags[0]}; "
                                       f"convert bags of different camera setups into different datasets")
+        if not report.frames:
+            raise ConversionError(_nothing_written(report, options))
+        writer.close()
+        calibration.save(partial)
+        (partial / CONVERSION_REPORT).write_text(json.dumps(asdict(report), indent=2, default=_json_default) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()
+        partial.rename(out_dir)
     finally:
-        if writer.episodes or writer._episode_start is not None:
-            writer.close()
-    if not report.frames:
-        raise ConversionError("no frame could be written (see the warnings: every tick lacked some data)")
-    calibration.save(out_dir)
-    (out_dir / CONVERSION_REPORT).write_text(json.dumps(asdict(report), indent=2, default=_json_default) + "\n")
+        shutil.rmtree(partial, ignore_errors=True)
     return report
+
+
+def _nothing_written(report: ConversionReport, options: ConversionOptions) -> str:
+    uncovered = ", ".join(f"{topic} {count} (largest gap {report.largest_gaps_s.get(topic, float('nan')):.3f} s)"
+                          for topic, count in sorted(report.frame_times_without.items(), key=lambda i: -i[1]) if count)
+    return (f"no frame could be written: at every frame time some signal was missing. Frame times each signal did "
+            f"not cover: {uncovered}. Signals sampled further apart than --max-gap {options.max_gap} s (images: "
+            f"--image-tolerance {options.image_tolerance} s) are not interpolated across; raise the limit if that "
+            f"spacing is the topic's rate")
 
 
 def _same_calibration(a: CameraCalibration, b: CameraCalibration) -> bool:
