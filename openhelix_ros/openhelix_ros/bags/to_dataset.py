@@ -326,8 +326,12 @@ class _BagContents:
                 # a command without a header (std_msgs/Float64): receive time on the stamp clock
                 offset = self.clock_offsets[-1][1] if self.clock_offsets else 0.0
                 series = self.series.setdefault(topic, _Series(topic))
-                if not series.add(receive + offset, receive, message.message):
-                    self.duplicates[topic] += 1
+                time_on_stamps = receive + offset
+                if series.times and time_on_stamps <= series.times[-1]:
+                    # received within one tick of the recorder's clock: the newer command supersedes
+                    series.items[-1] = message.message
+                    continue
+                series.add(time_on_stamps, receive, message.message)
                 continue
             stamp = _stamp(message.message)
             if options.stamps == "receive":
