@@ -459,3 +459,14 @@ def test_a_refused_bag_leaves_no_partial_dataset(tmp_path):
     assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".data.partial-*"))
     report = convert_bags([first], tmp_path / "data", options(tmp_path))
     assert report.frames > 0 and (tmp_path / "data" / CONVERSION_REPORT).is_file()
+
+
+def test_commands_received_at_one_recorder_time_keep_the_newest(tmp_path):
+    robot = RobotBag(duration=1.0, instructions=((0.0, "close the gripper"),))
+    robot.drop("/joint_states")
+    robot.add(T0, "/openhelix/command/gripper", "std_msgs/msg/Float64", Float64(data=1.0))
+    robot.add(T0, "/openhelix/command/gripper", "std_msgs/msg/Float64", Float64(data=0.0))
+    report = convert_bags([robot.write(tmp_path / "bag")], tmp_path / "data", options(tmp_path))
+    frame = CalvinDataset(tmp_path / "data").load_frame(0)
+    assert frame["robot_obs"][6] == 0.0 and frame["robot_obs"][14] == -1.0
+    assert not report.warnings
