@@ -2,7 +2,9 @@
 on the same held-out seeds, in process and then through the ROS nodes (and, with
 ``--eval-chains N``, on CALVIN's chains of five: its first N evaluation sequences); writes
 ``results.json`` and ``results.md`` and prints the tables (README: "A policy that learns on this
-machine")."""
+machine"). With ``--demo-source bags`` the demos are recorded as a robot's bags and converted with
+``bag-to-dataset`` first, and ``bag-eval`` scores the variants on a held-out bag (README: "Proof on
+this machine: a policy trained only on recorded bags")."""
 from __future__ import annotations
 
 import argparse

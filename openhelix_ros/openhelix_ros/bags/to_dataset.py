@@ -279,6 +279,7 @@ class _BagContents:
         self.series: dict[str, _Series] = {}
         self.strings: dict[str, list] = defaultdict(list)   # topic -> [(receive s, text)]
         self.static_transforms: list = []
+        self.transform_topics: set = set()
         self.clock_offsets: list = []   # (receive s, stamp - receive)
         self.duplicates: defaultdict = defaultdict(int)
 
@@ -321,6 +322,7 @@ class _BagContents:
             if topic in TRANSFORM_TOPICS:
                 # a TFMessage holds a list; the fallback topic one TransformStamped per message
                 self.static_transforms.extend(getattr(message.message, "transforms", [message.message]))
+                self.transform_topics.add(topic)
                 continue
             if not hasattr(message.message, "header"):
                 # a command without a header (std_msgs/Float64): receive time on the stamp clock
@@ -777,7 +779,7 @@ def _calibration(contents: _BagContents, options: ConversionOptions, base_frame:
                 f"the {slot} camera's pose is unknown: /tf_static does not connect '{parent}' to its frame "
                 f"'{camera_frame}' ({error}); pass --controller-config with camera_names/camera_mounts/"
                 f"camera_extrinsics, or record /tf_static") from error
-        report.camera_sources[slot] = f"/tf_static {parent} -> {camera_frame}"
+        report.camera_sources[slot] = f"{' + '.join(sorted(contents.transform_topics))} {parent} -> {camera_frame}"
     def vertical_fov(slot: str) -> float:
         # kept beside K for readers that take the field of view; K is what the dataset uses
         if slot not in intrinsics:
