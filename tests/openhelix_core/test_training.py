@@ -430,6 +430,17 @@ def test_fine_tuning_recomputes_statistics_and_refuses_data_without_the_models_c
     static_only = _shifted_split(tmp_path / "static_only", shift, cameras=("static",))
     with pytest.raises(ValueError, match="has no gripper camera.*takes cameras"):
         Trainer(config(static_only, tmp_path / "refused", steps=1, init_from=str(base)))
+    # System 1 has no per-camera weights: the camera set may change, the architecture may not
+    one_camera = config(static_only, tmp_path / "one_camera", steps=1, init_from=str(base),
+                        system1_overrides={**S1_OVERRIDES, "cameras": ["static"]})
+    result = train(one_camera)
+    tuned = json.loads((result.final_dir / "system1" / "config.json").read_text())
+    assert tuned["cameras"] == ["static"]
+    cameras = json.loads((tmp_path / "one_camera" / "fine_tuning.json").read_text())["must_match"]["cameras"]
+    assert cameras["checkpoint"] == ["static", "gripper"] and cameras["this_run"] == ["static"]
+    with pytest.raises(ValueError, match="change \\['embedding_dim'\\]"):
+        Trainer(config(robot, tmp_path / "wider", steps=1, init_from=str(base),
+                       system1_overrides={**S1_OVERRIDES, "embedding_dim": 48}))
 
 
 def test_fine_tuning_moves_the_clipping_box_to_the_new_workspace(split, tmp_path):

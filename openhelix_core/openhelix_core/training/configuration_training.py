@@ -62,10 +62,11 @@ class TrainingConfig:
             a ``save_pretrained`` directory or an original 3DDA ``.pth`` (stage 2 may start from
             it); ``init_from`` a checkpoint directory of this trainer whose weights (not
             optimizer state) start the run (stage 1 -> stage 2, or fine-tuning on a robot's own
-            data): the data must hold its cameras, its history and trajectory length are
-            kept, and with ``compute_normalization`` its position bounds (and clipping box, if it
-            has one) are recomputed from this run's data, as are the goal statistics with
-            ``standardize_goals``; ``fine_tuning.json`` in the output directory lists both. ``standardize_goals``: at the
+            data): its architecture is kept (``system1_overrides`` may change only the camera
+            set), the data must hold its cameras, and with ``compute_normalization`` its
+            position bounds (and clipping box, if it has one) are recomputed from this run's
+            data, as are the goal statistics with ``standardize_goals``;
+            ``fine_tuning.json`` in the output directory lists both. ``standardize_goals``: at the
             start of stage 2, measure the mean and standard deviation of System 2's goals over
             the training data and have System 1 standardise its goal input with them (they are
             saved in ``normalization.json``); off for OpenHelix, needed for the tiny System 2.

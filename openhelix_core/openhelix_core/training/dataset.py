@@ -390,9 +390,9 @@ class OpenHelixCalvinDataset(torch.utils.data.Dataset):
                 if "rgb_gripper" not in data.files:
                     raise ValueError(f"{self.directory} has no gripper camera (its frames hold {sorted(data.files)}), "
                                      f"and this System 1 takes cameras {list(system1_config.cameras)}: record the "
-                                     f"gripper camera, or train a System 1 for the static camera alone "
-                                     f"(system1_overrides {{\"cameras\": [\"static\"]}}, not from a two-camera "
-                                     f"checkpoint)")
+                                     f"gripper camera, or train System 1 on the static camera alone "
+                                     f"(system1_overrides {{\"cameras\": [\"static\"]}}, also when starting from a "
+                                     f"two-camera checkpoint)")
         segments = self.reader.annotated_segments()
         if not segments:
             raise ValueError(f"{self.directory} has no language annotations "

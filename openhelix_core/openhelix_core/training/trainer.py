@@ -36,6 +36,7 @@ produces the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -74,6 +75,8 @@ FINAL_DIR = "final"
 STATE_FILE = "training_state.pt"
 #: What a run started from another checkpoint (init_from) kept, checked and recomputed.
 FINE_TUNING_FILE = "fine_tuning.json"
+#: System 1 settings a run started from a checkpoint may change with system1_overrides.
+CHANGEABLE_SYSTEM1_FIELDS = frozenset({"cameras"})
 CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "loss_curve.png"
@@ -398,6 +401,9 @@ class Trainer:
         if source is not None:
             system1 = DiffuserActor.from_pretrained(source / "system1")
             system2 = System2Planner.from_pretrained(source / "system2", llava_path=cfg.llava_path)
+            self.checkpoint_cameras = list(system1.config.cameras)
+            if self.resume_dir is None:
+                system1.config = self._checkpoint_config_with_overrides(system1.config, source)
             if system1.config.trajectory_length != cfg.trajectory_length:
                 raise ValueError(f"{source} predicts {system1.config.trajectory_length} waypoints; "
                                  f"interpolation_length {cfg.interpolation_length} needs {cfg.trajectory_length}")
@@ -453,6 +459,22 @@ class Trainer:
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
 
+    def _checkpoint_config_with_overrides(self, config: System1Config, checkpoint: Path) -> System1Config:
+        """The checkpoint's System 1 config with this run's ``system1_overrides``. Only the camera set
+        may change (System 1 has no per-camera weights: every camera goes through the same
+        backbone); any other override that differs would not fit the checkpoint's weights."""
+        values = config.to_dict()
+        values.update(self.config.system1_overrides)
+        values["trajectory_length"] = config.trajectory_length
+        wanted = System1Config.from_dict(values)
+        changed = [f.name for f in dataclasses.fields(System1Config)
+                   if getattr(wanted, f.name) != getattr(config, f.name) and f.name not in CHANGEABLE_SYSTEM1_FIELDS]
+        if changed:
+            raise ValueError(f"system1_overrides change {changed} of {checkpoint}'s System 1 "
+                             f"({', '.join(f'{n}: {getattr(config, n)!r} -> {getattr(wanted, n)!r}' for n in changed)}); "
+                             f"a checkpoint's architecture is fixed -- only {sorted(CHANGEABLE_SYSTEM1_FIELDS)} may change")
+        return wanted
+
     def _adapt_to_data(self, system1: DiffuserActor, checkpoint: Path) -> None:
         """Starting from another run's checkpoint (stage 1 -> 2, or fine-tuning on a robot's own
         data): recompute the position statistics from this run's
@@ -472,8 +494,10 @@ class Trainer:
             "checkpoint": str(checkpoint),
             "train_data": str(cfg.train_data),
             "must_match": {
-                "cameras": {"checkpoint": list(system1.config.cameras), "data": sorted(sizes),
-                            "note": "static = fixed to the base, gripper = on the hand, in this order"},
+                "cameras": {"checkpoint": self.checkpoint_cameras, "this_run": list(system1.config.cameras),
+                            "data": sorted(sizes),
+                            "note": "static = fixed to the base, gripper = on the hand; the set may change "
+                                    "(system1_overrides cameras), the backbone is shared"},
                 "history": {"nhist": system1.config.nhist, "note": "the data's earlier frames are used"},
                 "trajectory_length": system1.config.trajectory_length,
                 "action_frame": "absolute TCP poses in the data's base frame; System 1 predicts them relative to "
