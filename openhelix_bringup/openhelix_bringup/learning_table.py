@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from openhelix_bringup.ros_evaluation import evaluate_chains_through_ros, evaluate_variants_through_ros
+from openhelix_bringup.ros_evaluation import evaluate_chains_through_ros, evaluate_variants_through_ros, run_openhelix
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
 from openhelix_sim.experiments.cli import add_evaluation_arguments, add_scene_arguments, selected_tasks
 from openhelix_sim.experiments.demos import DEFAULT_DEMO_CHAINS, DEMOS_INFO, generate_chain_demos, generate_demos
@@ -81,15 +79,12 @@ def add_learning_table_command(commands) -> None:
 
 
 def _record_demos(args, bag: Path, tasks, episodes: int, seed: int) -> None:
-    command = [sys.executable, "-m", "openhelix_bringup.cli", "record-demos", str(bag), "--tasks", *tasks,
-               "--episodes-per-task", str(episodes), "--seed", str(seed), "--storage", "mcap",
-               "--camera-rate", str(args.camera_rate), "--state-rate", str(args.state_rate),
-               "--static-size", str(args.static_size), "--gripper-size", str(args.gripper_size),
-               "--scene-variation", args.scene_variation]
-    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"record-demos {bag} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}")
-    summary = [line for line in completed.stdout.splitlines() if line.startswith(("demo robot:", "bag:"))]
+    output = run_openhelix(["record-demos", str(bag), "--tasks", *tasks, "--episodes-per-task", str(episodes),
+                            "--seed", str(seed), "--storage", "mcap", "--camera-rate", str(args.camera_rate),
+                            "--state-rate", str(args.state_rate), "--static-size", str(args.static_size),
+                            "--gripper-size", str(args.gripper_size), "--scene-variation", args.scene_variation],
+                           f"record-demos {bag}")
+    summary = [line for line in output.splitlines() if line.startswith(("demo robot:", "bag:"))]
     print(f"[bags] {bag.name}: " + "; ".join(summary), flush=True)
 
 
@@ -125,12 +120,8 @@ def bag_eval_variants(checkpoints: dict, bag: Path, out: Path) -> dict:
     results = {}
     for variant, checkpoint in checkpoints.items():
         report_dir = out / variant.replace(" ", "_")
-        command = [sys.executable, "-m", "openhelix_bringup.cli", "bag-eval", str(bag), "--checkpoint",
-                   str(checkpoint), "--out", str(report_dir), "--no-progress"]
-        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if completed.returncode != 0:
-            raise RuntimeError(f"bag-eval of {variant!r} failed (exit {completed.returncode}):\n"
-                               f"{completed.stdout[-3000:]}")
+        run_openhelix(["bag-eval", str(bag), "--checkpoint", str(checkpoint), "--out", str(report_dir),
+                       "--no-progress"], f"bag-eval of {variant!r}")
         overall = json.loads((report_dir / "report.json").read_text())["replay"]["overall"]
         results[variant] = {"chunks": overall["chunks"], "chunks_scored": overall["chunks_scored"],
                             "position_error_m": overall["position_error_m"],

@@ -16,19 +16,26 @@ from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
 from openhelix_sim.experiments.variants import variant_directory
 
 
+def run_openhelix(arguments: List[str], what: str) -> str:
+    """``python -m openhelix_bringup.cli ARGUMENTS`` in a subprocess; its output, or RuntimeError
+    naming ``what`` with the output's tail when it fails."""
+    completed = subprocess.run([sys.executable, "-m", "openhelix_bringup.cli", *arguments], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}")
+    return completed.stdout
+
+
 def _eval_calvin(variant: str, checkpoint: Path, protocol_arguments: List[str], max_steps: int, execute_steps: int,
                  static_size: int, gripper_size: int, output: Path, workers: int, execution: str,
                  backend: str) -> List[dict]:
     """One ``openhelix eval-calvin`` run; returns its sequence records (RuntimeError if it fails)."""
-    command = [sys.executable, "-m", "openhelix_bringup.cli", "eval-calvin", *protocol_arguments,
-               "--checkpoint", str(checkpoint), "--static-size", str(static_size), "--gripper-size", str(gripper_size),
-               "--execution-horizon", str(execute_steps), "--max-steps", str(max_steps),
-               "--execution", execution, *(["--replan-after-horizon"] if execution == "chunks" else []),
-               "--backend", backend, "--workers", str(workers), "--output", str(output)]
-    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"ROS evaluation of {variant!r} failed (exit {completed.returncode}):\n"
-                           f"{completed.stdout[-3000:]}")
+    run_openhelix(["eval-calvin", *protocol_arguments,
+                   "--checkpoint", str(checkpoint), "--static-size", str(static_size), "--gripper-size", str(gripper_size),
+                   "--execution-horizon", str(execute_steps), "--max-steps", str(max_steps),
+                   "--execution", execution, *(["--replan-after-horizon"] if execution == "chunks" else []),
+                   "--backend", backend, "--workers", str(workers), "--output", str(output)],
+                  f"ROS evaluation of {variant!r}")
     return json.loads((output / "calvin_eval.json").read_text())["sequences"]
 
 

@@ -24,6 +24,7 @@ from typing import List, Tuple
 import numpy as np
 
 from ..geometry import quaternion_slerp
+from ..kinematics import quaternion_to_matrix
 
 
 def check_times(times, name: str) -> np.ndarray:
@@ -144,7 +145,7 @@ def integrate_twists(times, linear, angular, initial_position, initial_quaternio
         q = quaternions[k]
         delta = _rotation_vector_to_quaternion(angular[k] * dt)
         if body_frame:
-            rotation = _quaternion_matrix(q)
+            rotation = quaternion_to_matrix(q)
             positions[k + 1] = positions[k] + rotation @ linear[k] * dt
             quaternions[k + 1] = _hamilton(q, delta)
         else:
@@ -160,13 +161,6 @@ def _hamilton(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bx, by, bz, bw = b
     return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
                      aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
-
-
-def _quaternion_matrix(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def true_runs(mask) -> List[Tuple[int, int]]:

@@ -398,10 +398,11 @@ class Trainer:
         if not cfg.train_data:
             raise ValueError("TrainingConfig.train_data is empty: name a CALVIN split folder")
         source = self.resume_dir or (Path(cfg.init_from) if cfg.init_from else None)
+        checkpoint_cameras = None
         if source is not None:
             system1 = DiffuserActor.from_pretrained(source / "system1")
             system2 = System2Planner.from_pretrained(source / "system2", llava_path=cfg.llava_path)
-            self.checkpoint_cameras = list(system1.config.cameras)
+            checkpoint_cameras = list(system1.config.cameras)
             if self.resume_dir is None:
                 system1.config = self._checkpoint_config_with_overrides(system1.config, source)
             if system1.config.trajectory_length != cfg.trajectory_length:
@@ -423,15 +424,13 @@ class Trainer:
         if system1 is None:
             normalization = None
             if cfg.compute_normalization and not cfg.system1_checkpoint:
-                bounds = self.dataset.position_bounds()
-                pad = max(cfg.normalization_buffer, 1e-3)  # 3DDA widens the bounds by 0.01
-                normalization = Normalization(gripper_loc_bounds=(bounds[0] - pad, bounds[1] + pad))
+                normalization = Normalization(gripper_loc_bounds=self._widened(self.dataset.position_bounds()))
             system1 = build_system1(cfg, normalization)
             system2, _ = build_system2(cfg)
         self.processor = processor_for(system2)
         fine_tuning = self.resume_dir is None and cfg.init_from is not None
         if fine_tuning:
-            self._adapt_to_data(system1, Path(cfg.init_from))
+            self._adapt_to_data(system1, Path(cfg.init_from), checkpoint_cameras)
         if cfg.stage == 2 and cfg.standardize_goals and (system1.normalization.goal_mean is None or fine_tuning):
             system1.set_goal_statistics(*measure_goal_statistics(system2, self.processor, self.dataset,
                                                                  next(system2.parameters()).device))
@@ -459,6 +458,11 @@ class Trainer:
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
 
+    def _widened(self, bounds) -> tuple:
+        """``(2, 3)`` min / max widened by ``normalization_buffer`` (3DDA widens by 0.01) on each side."""
+        pad = max(self.config.normalization_buffer, 1e-3)
+        return bounds[0] - pad, bounds[1] + pad
+
     def _checkpoint_config_with_overrides(self, config: System1Config, checkpoint: Path) -> System1Config:
         """The checkpoint's System 1 config with this run's ``system1_overrides``. Only the camera set
         may change (System 1 has no per-camera weights: every camera goes through the same
@@ -475,26 +479,24 @@ class Trainer:
                              f"a checkpoint's architecture is fixed -- only {sorted(CHANGEABLE_SYSTEM1_FIELDS)} may change")
         return wanted
 
-    def _adapt_to_data(self, system1: DiffuserActor, checkpoint: Path) -> None:
+    def _adapt_to_data(self, system1: DiffuserActor, checkpoint: Path, checkpoint_cameras: list) -> None:
         """Starting from another run's checkpoint (stage 1 -> 2, or fine-tuning on a robot's own
-        data): recompute the position statistics from this run's
-        data, and write what matched and what changed to ``fine_tuning.json``."""
+        data, ``checkpoint_cameras`` the ones it was trained with): recompute the position
+        statistics from this run's data, and write what matched and what changed to
+        ``fine_tuning.json``."""
         cfg, dataset = self.config, self.dataset
         sizes = dataset.image_sizes()   # the dataset has refused data without the model's cameras
         before = system1.normalization.to_dict()
         if cfg.compute_normalization:
-            pad = max(cfg.normalization_buffer, 1e-3)
-            bounds = dataset.position_bounds()
             clip = None
             if system1.normalization.action_position_bounds is not None:
-                workspace = dataset.workspace_bounds()
-                clip = (workspace[0] - pad, workspace[1] + pad)
-            system1.set_position_bounds((bounds[0] - pad, bounds[1] + pad), clip)
+                clip = self._widened(dataset.workspace_bounds())
+            system1.set_position_bounds(self._widened(dataset.position_bounds()), clip)
         report = {
             "checkpoint": str(checkpoint),
             "train_data": str(cfg.train_data),
             "must_match": {
-                "cameras": {"checkpoint": self.checkpoint_cameras, "this_run": list(system1.config.cameras),
+                "cameras": {"checkpoint": checkpoint_cameras, "this_run": list(system1.config.cameras),
                             "data": sorted(sizes),
                             "note": "static = fixed to the base, gripper = on the hand; the set may change "
                                     "(system1_overrides cameras), the backbone is shared"},

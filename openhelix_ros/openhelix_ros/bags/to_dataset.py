@@ -79,7 +79,8 @@ from openhelix_core.data.alignment import (
     uniform_ticks,
 )
 from openhelix_core.data.calvin_format import CalvinEpisodeWriter
-from openhelix_core.geometry import quaternion_to_euler
+from openhelix_core.geometry import matrix_to_quaternion, quaternion_to_euler
+from openhelix_core.kinematics import KinematicChain, KinematicsError, TransformTree
 from openhelix_core.training.dataset import CameraCalibration
 from openhelix_ros import topics
 from openhelix_ros.bags.io import (
@@ -235,31 +236,17 @@ class _Series:
 
     topic: str
     times: list = field(default_factory=list)
-    receive: list = field(default_factory=list)
     items: list = field(default_factory=list)
 
-    def add(self, time: float, receive: float, item) -> bool:
+    def add(self, time: float, item) -> bool:
         if self.times and time <= self.times[-1]:
             return False
         self.times.append(time)
-        self.receive.append(receive)
         self.items.append(item)
         return True
 
     def __len__(self) -> int:
         return len(self.times)
-
-
-def _image_check(kinds: dict):
-    """A ``BagReader.messages`` validator decoding each image (``kinds``: topic -> color/depth);
-    the pixels of the frames written are decoded again in the second pass."""
-    def check(message: BagMessage) -> Optional[str]:
-        try:
-            _decode_image(message, kinds[message.topic])
-        except (InvalidMessageError, ValueError) as error:
-            return str(error)
-        return None
-    return check
 
 
 def _decode_image(message: BagMessage, kind: str) -> np.ndarray:
@@ -276,6 +263,7 @@ class _BagContents:
         self.reader, self.options, self.report = reader, options, report
         self.images: dict[tuple, _Series] = {}
         self.infos: dict[str, _Series] = {}
+        self.image_sizes: dict[str, tuple] = {}   # slot -> (H, W) of its first valid colour image
         self.series: dict[str, _Series] = {}
         self.strings: dict[str, list] = defaultdict(list)   # topic -> [(receive s, text)]
         self.static_transforms: list = []
@@ -309,10 +297,23 @@ class _BagContents:
                                       f"images must be sensor_msgs/Image or CompressedImage")
         small = [options.ee_pose_topic, options.pose_command_topic, options.joint_states_topic, options.twist_topic,
                  options.gripper_command_topic, options.instruction_topic, options.split_topic, *TRANSFORM_TOPICS]
-        wanted = [t for t in small if t in present] + list(image_topics) + [s.topic for s in self.infos.values()]
-        check_image = _image_check({topic: kind for topic, (_, kind) in image_topics.items()})
-        for message in self.reader.messages(wanted, validate=lambda m: check_image(m) if m.topic in image_topics
-                                            else None):
+        info_series = {series.topic: series for series in self.infos.values()}
+        wanted = [t for t in small if t in present] + list(image_topics) + list(info_series)
+
+        def check_image(message: BagMessage) -> Optional[str]:
+            """Decodes every image (the frames written are decoded again in the second pass)."""
+            if message.topic not in image_topics:
+                return None
+            slot, kind = image_topics[message.topic]
+            try:
+                pixels = _decode_image(message, kind)
+            except (InvalidMessageError, ValueError) as error:
+                return str(error)
+            if kind == "color":
+                self.image_sizes.setdefault(slot, pixels.shape[:2])
+            return None
+
+        for message in self.reader.messages(wanted, validate=check_image):
             receive = message.timestamp_ns * 1e-9
             topic = message.topic
             if topic in (options.instruction_topic, options.split_topic) and hasattr(message.message, "data") \
@@ -333,7 +334,7 @@ class _BagContents:
                     # received within one tick of the recorder's clock: the newer command supersedes
                     series.items[-1] = message.message
                     continue
-                series.add(time_on_stamps, receive, message.message)
+                series.add(time_on_stamps, message.message)
                 continue
             stamp = _stamp(message.message)
             if options.stamps == "receive":
@@ -345,13 +346,13 @@ class _BagContents:
             if topic in image_topics:
                 series = self.images[image_topics[topic]]
                 item = None
-            elif topic in {s.topic for s in self.infos.values()}:
-                series = next(s for s in self.infos.values() if s.topic == topic)
+            elif topic in info_series:
+                series = info_series[topic]
                 item = message.message
             else:
                 series = self.series.setdefault(topic, _Series(topic))
                 item = message.message
-            if not series.add(stamp, receive, item):
+            if not series.add(stamp, item):
                 self.duplicates[topic] += 1
         for topic, count in self.duplicates.items():
             self.report.warn(f"{topic}: {count} message(s) with a stamp not after the previous one were skipped")
@@ -405,7 +406,7 @@ def _euler(quaternions: np.ndarray) -> np.ndarray:
     return np.asarray(quaternion_to_euler(np.asarray(quaternions, dtype=np.float64), "xyz"))
 
 
-def _joint_matrix(messages, names: Sequence[str], topic: str) -> tuple[np.ndarray, np.ndarray]:
+def _joint_matrix(messages, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(N, len(names))`` positions and a per-message mask of messages that hold all ``names``."""
     values = np.full((len(messages), len(names)), np.nan)
     for row, message in enumerate(messages):
@@ -424,6 +425,7 @@ class _Signals:
         self.contents, self.options, self.report = contents, options, report
         self.series = contents.series
         self.base_frame = options.base_frame
+        self.missing: dict[str, np.ndarray] = {}   # topic -> frame times it did not cover
         self._choose_state_source()
         self._gripper()
 
@@ -470,15 +472,13 @@ class _Signals:
                                   f"{self.contents.reader.describe_topics()}")
 
     def _forward_kinematics(self):
-        from openhelix_core.kinematics import KinematicChain
-
         options = self.options
         if not (options.urdf and options.base_link and options.tip_link):
             raise ConversionError("--state-source joints needs --urdf, --base-link and --tip-link (the TCP link)")
         self._require(options.joint_states_topic, "the joint states")
         chain = KinematicChain.from_urdf(options.urdf, options.base_link, options.tip_link)
         series = self.series[options.joint_states_topic]
-        values, present = _joint_matrix(series.items, chain.joint_names, options.joint_states_topic)
+        values, present = _joint_matrix(series.items, chain.joint_names)
         if not present.any():
             names = sorted({n for m in series.items for n in m.name})
             raise ConversionError(f"{options.joint_states_topic}: no message holds the chain's joints "
@@ -489,8 +489,6 @@ class _Signals:
                                   f"{np.abs(values[present]).max():g}; ROS joint angles are radians (REP 103) -- "
                                   f"degrees? Fix the publisher")
         poses = chain.forward(values[present])
-        from openhelix_core.geometry import matrix_to_quaternion
-
         quaternions = np.asarray(matrix_to_quaternion(poses[:, :3, :3]))
         if self.base_frame is not None and self.base_frame != options.base_link:
             raise ConversionError(f"forward kinematics gives poses in {options.base_link}, the base frame is "
@@ -555,7 +553,7 @@ class _Signals:
         self.arm = None
         if self._have(options.joint_states_topic):
             series = self.series[options.joint_states_topic]
-            values, present = _joint_matrix(series.items, list(options.gripper_joints), options.joint_states_topic)
+            values, present = _joint_matrix(series.items, list(options.gripper_joints))
             if present.any():
                 widths = values[present].sum(axis=1)
                 if np.abs(values[present]).max() > MAX_PLAUSIBLE_FINGER_M:
@@ -583,7 +581,7 @@ class _Signals:
         names = list(names)[:ARM_JOINTS_IN_ROBOT_OBS]
         if not names:
             return None
-        values, present = _joint_matrix(series.items, names, self.options.joint_states_topic)
+        values, present = _joint_matrix(series.items, names)
         if not present.any():
             return None
         return np.array(series.times)[present], values[present]
@@ -593,12 +591,12 @@ class _Signals:
         options = self.options
         times, positions, quaternions = self.state
         position, quaternion, valid = interpolate_poses(times, positions, quaternions, ticks, options.max_gap)
-        self._uncovered(self.state_topic, valid)
+        self.uncovered(self.state_topic, valid)
         if self.width is not None:
             width, width_valid = interpolate_linear(*self.width, ticks, options.max_gap)
             width = width[:, 0]
             valid &= width_valid
-            self._uncovered(options.joint_states_topic, width_valid)
+            self.uncovered(options.joint_states_topic, width_valid)
         command = None
         if self.command is not None:
             held, command_valid = hold_last(*self.command, ticks)
@@ -606,30 +604,28 @@ class _Signals:
             if self.width is None:
                 width = np.clip(command, 0.0, 1.0) * options.gripper_max_width
                 valid &= command_valid
-                self._uncovered(options.gripper_command_topic, command_valid)
+                self.uncovered(options.gripper_command_topic, command_valid)
             else:
                 # before the first command the fingers say whether the gripper is open
                 command = np.where(command_valid, command, np.nan)
-        if command is None:
-            gripper = np.where(width >= OPEN_WIDTH_FRACTION * options.gripper_max_width, 1.0, -1.0)
-        else:
-            from_width = np.where(width >= OPEN_WIDTH_FRACTION * options.gripper_max_width, 1.0, -1.0)
-            gripper = np.where(np.isnan(command), from_width, np.where(command >= 0.5, 1.0, -1.0))
+        gripper = np.where(width >= OPEN_WIDTH_FRACTION * options.gripper_max_width, 1.0, -1.0)
+        if command is not None:
+            gripper = np.where(np.isnan(command), gripper, np.where(command >= 0.5, 1.0, -1.0))
         arm = np.zeros((len(ticks), ARM_JOINTS_IN_ROBOT_OBS))
         if self.arm is not None:
             values, arm_valid = interpolate_linear(*self.arm, ticks, options.max_gap)
             arm[:, :values.shape[1]] = values
             valid &= arm_valid
-            self._uncovered(options.joint_states_topic, arm_valid)
+            self.uncovered(options.joint_states_topic, arm_valid)
         robot_obs = np.concatenate([position, _euler(quaternion), width[:, None], arm, gripper[:, None]], axis=1)
         actions, next_pose = self._actions(ticks, robot_obs)
         valid &= np.all(np.isfinite(actions), axis=1)
         return {"robot_obs": robot_obs, "actions": actions, "valid": valid, "quaternions": quaternion,
                 "action_is_next_pose": next_pose}
 
-    def _uncovered(self, topic: str, valid: np.ndarray) -> None:
-        self.report.frame_times_without[topic] = (self.report.frame_times_without.get(topic, 0)
-                                                  + int((~valid).sum()))
+    def uncovered(self, topic: str, valid: np.ndarray) -> None:
+        """Notes the frame times ``topic`` did not cover (one topic may feed several signals)."""
+        self.missing[topic] = self.missing.get(topic, np.zeros(len(valid), dtype=bool)) | ~valid
 
     def _actions(self, ticks: np.ndarray, robot_obs: np.ndarray) -> tuple[np.ndarray, bool]:
         """Absolute actions ``(T, 7)``, and whether they are the frames' own poses (each frame then
@@ -644,7 +640,7 @@ class _Signals:
             self.report.action_source = f"commanded pose {topic}"
             actions = np.concatenate([pose[:, :3], _euler(pose[:, 3:]), robot_obs[:, 14:15]], axis=1)
             actions[~valid] = np.nan
-            self._uncovered(topic, valid)
+            self.uncovered(topic, valid)
             return actions, False
         self.report.action_source = "the next frame's pose (no command topic recorded)"
         return np.concatenate([robot_obs[:, :6], robot_obs[:, 14:15]], axis=1), True
@@ -792,8 +788,6 @@ def _calibration(contents: _BagContents, options: ConversionOptions, base_frame:
 
 
 def _static_tree(contents: _BagContents):
-    from openhelix_core.kinematics import KinematicsError, TransformTree
-
     tree = TransformTree()
     for transform in contents.static_transforms:
         try:
@@ -824,7 +818,7 @@ def _rate(times: list) -> float:
 
 
 def convert_bag(path, writer: CalvinEpisodeWriter, options: ConversionOptions, report: ConversionReport
-                ) -> Optional[CameraCalibration]:
+                ) -> CameraCalibration:
     """Appends the episodes of one bag to ``writer``; returns the bag's camera calibration."""
     with BagReader(path, remap=options.remap) as reader:
         contents = _BagContents(reader, options, report)
@@ -846,15 +840,16 @@ def convert_bag(path, writer: CalvinEpisodeWriter, options: ConversionOptions, r
             index, ok = nearest_sample(series.times, ticks, options.image_tolerance)
             picks[key] = index
             state["valid"] &= ok
-            signals._uncovered(series.topic, ok)
+            signals.uncovered(series.topic, ok)
+        for topic, missing in signals.missing.items():
+            report.frame_times_without[topic] = report.frame_times_without.get(topic, 0) + int(missing.sum())
         every_series = {**{series.topic: series for series in contents.images.values()}, **contents.series}
         for topic in report.frame_times_without:
             series = every_series.get(topic)
             if series is not None and len(series) > 1:
                 report.largest_gaps_s[topic] = max(report.largest_gaps_s.get(topic, 0.0),
                                                    float(np.diff(series.times).max()))
-        image_sizes = _image_sizes(reader, contents, options)
-        calibration = _calibration(contents, options, signals.base_frame, report, image_sizes)
+        calibration = _calibration(contents, options, signals.base_frame, report, contents.image_sizes)
         episodes = _episodes(contents, options, ticks, state, report)
         plan = _plan(ticks, state, episodes, report, str(path), options)
         _write(reader, contents, options, writer, plan, picks, state, report)
@@ -862,20 +857,9 @@ def convert_bag(path, writer: CalvinEpisodeWriter, options: ConversionOptions, r
         return calibration
 
 
-def _image_sizes(reader: BagReader, contents: _BagContents, options: ConversionOptions) -> dict:
-    sizes = {}
-    for slot in options.cameras:
-        topic = contents.images[(slot, "color")].topic
-        for message in reader.messages([topic], validate=_image_check({topic: "color"})):
-            sizes[slot] = _decode_image(message, "color").shape[:2]
-            break
-    return sizes
-
-
 @dataclass
 class _Piece:
     ticks: list
-    instruction: str
     report: EpisodeReport
 
 
@@ -892,7 +876,7 @@ def _plan(ticks, state, episodes, report: ConversionReport, bag: str, options: C
                         f"--max-gap / --image-tolerance); written as {len(kept)} separate episodes")
         for a, b in kept:
             episode = EpisodeReport(bag, float(ticks[a]), float(ticks[b]), instruction, b - a + 1, len(kept))
-            pieces.append(_Piece(list(range(a, b + 1)), instruction, episode))
+            pieces.append(_Piece(list(range(a, b + 1)), episode))
     return pieces
 
 
@@ -932,8 +916,9 @@ def _write(reader: BagReader, contents: _BagContents, options: ConversionOptions
             writer.add_frame(observation, action)
             if tick == piece.ticks[-1]:
                 writer.end_episode()
-                writer.annotate(piece.report.first_frame, writer.last_index,
-                                options.task or _slug(piece.instruction), piece.instruction)
+                instruction = piece.report.instruction
+                writer.annotate(piece.report.first_frame, writer.last_index, options.task or _slug(instruction),
+                                instruction)
                 report.episodes.append(asdict(piece.report))
             report.frames += 1
             for key, index in picks.items():
@@ -963,8 +948,7 @@ def convert_bags(bags: Sequence, out_dir, options: ConversionOptions) -> Convers
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConversionError(f"{out_dir} already exists and is not empty; convert into a new directory")
-    report = ConversionReport(options={k: v for k, v in asdict(options).items() if k != "remap"})
-    report.options["remap"] = dict(options.remap)
+    report = ConversionReport(options=asdict(options))
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
