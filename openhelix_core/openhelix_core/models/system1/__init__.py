@@ -7,6 +7,7 @@ from .configuration_system1 import (
     CALVIN_REL_TRAJ_BOUNDS_ABC_D,
     SYSTEM1_PRESETS,
     Normalization,
+    SamplerConfig,
     System1Config,
 )
 from .keys import CURRENT_GRIPPER, GOAL, PCD, RGB, TRAJECTORY
@@ -21,6 +22,6 @@ from .processor_system1 import System1Processor
 
 __all__ = [
     "CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "CURRENT_GRIPPER", "DiffuserActor", "GOAL",
-    "Normalization", "PCD", "RGB", "SYSTEM1_PRESETS", "System1Config", "System1Processor", "TRAJECTORY",
+    "Normalization", "PCD", "RGB", "SYSTEM1_PRESETS", "SamplerConfig", "System1Config", "System1Processor", "TRAJECTORY",
     "convert_original_state_dict", "count_parameters", "load_original_checkpoint", "map_original_state_dict",
 ]

@@ -22,10 +22,12 @@ constants (``clip.load(...)`` transform ``Normalize``).
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 #: CLIP image normalisation (openai/CLIP ``_transform``), RGB in [0, 1].
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -121,6 +123,24 @@ class CLIPResNetFeatures(nn.Module):
     def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` RGB in [0, 1] -> CLIP-normalised input."""
         return (rgb - self.pixel_mean) / self.pixel_std
+
+    def with_batch_norm_folded(self) -> "CLIPResNetFeatures":
+        """A copy for inference whose convolutions absorb the BatchNorm that follows them
+        (running statistics and affine parameters become the convolution's weight and bias;
+        the BatchNorm becomes an identity). Same outputs to float rounding, without the
+        separate normalisation passes over every feature map."""
+        folded = copy.deepcopy(self).eval()
+        for module in folded.modules():
+            for index in (1, 2, 3):
+                conv, norm = getattr(module, f"conv{index}", None), getattr(module, f"bn{index}", None)
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    setattr(module, f"conv{index}", fuse_conv_bn_eval(conv, norm))
+                    setattr(module, f"bn{index}", nn.Identity())
+            shortcut = getattr(module, "downsample", None)
+            if isinstance(shortcut, nn.Sequential) and isinstance(getattr(shortcut, "1", None), nn.BatchNorm2d):
+                setattr(shortcut, "0", fuse_conv_bn_eval(getattr(shortcut, "0"), getattr(shortcut, "1")))
+                setattr(shortcut, "1", nn.Identity())
+        return folded.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(N, 3, H, W)`` normalised images -> dict of ``(N, C_l, H/s_l, W/s_l)`` maps."""

@@ -51,7 +51,10 @@ CALVIN_ACTION_POSITION_BOUNDS_ABC_D = (
 )
 
 _SUPPORTED_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-_PREDICTION_TYPES = ("epsilon", "sample")
+#: What the denoiser may predict, per training objective.
+_PREDICTION_TYPES = {"ddpm": ("epsilon", "sample"), "flow_matching": ("velocity", "sample")}
+#: Samplers per training objective; the first is the objective's own (the reference).
+SAMPLERS = {"ddpm": ("ddpm", "ddim"), "flow_matching": ("euler",)}
 
 
 @dataclass
@@ -94,6 +97,13 @@ class System1Config:
             the input there) and the clipped x0 estimate it implies is arbitrary; a
             ``"sample"`` model regresses the trajectory from the scene and goal at every
             step, which is what a small model trained on CPU needs.
+        denoising: the training objective. ``"ddpm"`` (3DDA / OpenHelix): DDPM noise levels
+            ``0 .. diffusion_timesteps - 1`` and the two beta schedules. ``"flow_matching"``
+            (as 3D FlowMatch Actor): straight paths ``x_s = (1 - s) x_0 + s noise`` for
+            ``s`` drawn uniformly in [0, 1], the network sees ``s * FLOW_TIMESTEP_SCALE`` as
+            its timestep and predicts the velocity ``noise - x_0`` (``prediction_type
+            "velocity"``) or ``x_0`` (``"sample"``); inference integrates from ``s = 1`` to 0
+            in ``diffusion_timesteps`` Euler steps (beta schedules unused).
         num_vis_ins_attn_layers: vision->goal cross-attention layers in the encoder.
         num_gripper_context_layers: layers of the current-gripper -> scene head (3).
         num_cross_attn_layers: trajectory -> all scene tokens layers (2).
@@ -133,6 +143,7 @@ class System1Config:
     position_beta_schedule: str = "scaled_linear"
     rotation_beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
+    denoising: str = "ddpm"
     num_vis_ins_attn_layers: int = 2
     num_gripper_context_layers: int = 3
     num_cross_attn_layers: int = 2
@@ -187,9 +198,12 @@ class System1Config:
             if getattr(self, name) not in _SUPPORTED_SCHEDULES:
                 raise ValueError(f"System1Config.{name} must be one of {_SUPPORTED_SCHEDULES}, got "
                                  f"{getattr(self, name)!r}")
-        if self.prediction_type not in _PREDICTION_TYPES:
-            raise ValueError(f"System1Config.prediction_type must be one of {_PREDICTION_TYPES}, got "
-                             f"{self.prediction_type!r}")
+        if self.denoising not in _PREDICTION_TYPES:
+            raise ValueError(f"System1Config.denoising must be one of {tuple(_PREDICTION_TYPES)}, got "
+                             f"{self.denoising!r}")
+        if self.prediction_type not in _PREDICTION_TYPES[self.denoising]:
+            raise ValueError(f"System1Config.prediction_type must be one of {_PREDICTION_TYPES[self.denoising]} "
+                             f"with denoising {self.denoising!r}, got {self.prediction_type!r}")
         if self.euler_convention not in ("xyz", "XYZ"):
             raise ValueError(f"System1Config.euler_convention must be 'xyz' or 'XYZ', got "
                              f"{self.euler_convention!r}")
@@ -256,6 +270,70 @@ class System1Config:
 
 #: The named presets (``preset`` parameters of the controller node and the trainer).
 SYSTEM1_PRESETS = {"tiny": System1Config.tiny, "openhelix_calvin": System1Config.openhelix_calvin}
+
+
+#: Flow-matching models see noise level ``s`` in [0, 1] as timestep ``s * FLOW_TIMESTEP_SCALE``,
+#: the range DDPM timesteps span in 3DDA's sinusoidal embedding at 1000 training steps.
+FLOW_TIMESTEP_SCALE = 1000.0
+
+
+@dataclass
+class SamplerConfig:
+    """How System 1 turns noise into a trajectory at inference (not part of a checkpoint).
+
+    Attributes:
+        method: ``None`` -- the model's own sampler (DDPM for DDPM-trained weights, Euler for
+            flow-matching ones); ``"ddpm"``; ``"ddim"`` (deterministic, DDPM-trained weights
+            only, few steps: the noise levels are spaced evenly from the noisiest training
+            level down, diffusers' ``"trailing"`` spacing); ``"euler"`` (flow matching only).
+        steps: denoising steps; ``None`` -- ``diffusion_timesteps`` of the model. DDPM runs
+            exactly its training steps.
+        fast: compute once per call what does not depend on the noisy trajectory (projected
+            scene keys and values, goal attention, time embeddings), run the heads' last
+            layers only for the trajectory tokens, and encode with the single-goal-token
+            shortcut. Same mathematics as the reference modules (agrees to float rounding);
+            ``False`` runs every step through the original module forward (the reference).
+    """
+
+    method: Optional[str] = None
+    steps: Optional[int] = None
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        known = sorted({name for names in SAMPLERS.values() for name in names})
+        if self.method is not None and self.method not in known:
+            raise ValueError(f"SamplerConfig.method must be one of {known} or None, got {self.method!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):
+            raise ValueError(f"SamplerConfig.steps must be a positive int or None, got {self.steps!r}")
+        if not isinstance(self.fast, bool):
+            raise ValueError(f"SamplerConfig.fast must be a bool, got {self.fast!r}")
+
+    @classmethod
+    def reference(cls) -> "SamplerConfig":
+        """The original sampler at the training step count, module by module (3DDA's path)."""
+        return cls()
+
+    def resolved(self, config: "System1Config") -> "SamplerConfig":
+        """This sampler with method and steps filled in for a model; raises ValueError naming
+        what the model cannot do (DDIM on flow-matching weights, DDPM at another step count)."""
+        allowed = SAMPLERS[config.denoising]
+        method = self.method or allowed[0]
+        if method not in allowed:
+            raise ValueError(f"sampler {method!r} does not apply to a System 1 trained with denoising "
+                             f"{config.denoising!r}; use one of {allowed}")
+        steps = self.steps or config.diffusion_timesteps
+        if method == "ddpm" and steps != config.diffusion_timesteps:
+            raise ValueError(f"the DDPM sampler runs the model's {config.diffusion_timesteps} training steps, "
+                             f"not {steps}; use method 'ddim' for fewer steps")
+        if method == "ddim" and steps > config.diffusion_timesteps:
+            raise ValueError(f"DDIM steps ({steps}) cannot exceed the model's {config.diffusion_timesteps} "
+                             f"training noise levels")
+        return dataclasses.replace(self, method=method, steps=steps)
+
+    def describe(self) -> str:
+        """Short label, e.g. ``ddim-5-fast``."""
+        return f"{self.method or 'default'}-{self.steps or 'all'}" + ("-fast" if self.fast else "")
 
 
 @dataclass
@@ -340,5 +418,5 @@ class Normalization:
         return cls(**data)
 
 
-__all__ = ["CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "Normalization", "SYSTEM1_PRESETS",
-           "System1Config"]
+__all__ = ["CALVIN_ACTION_POSITION_BOUNDS_ABC_D", "CALVIN_REL_TRAJ_BOUNDS_ABC_D", "FLOW_TIMESTEP_SCALE", "Normalization",
+           "SAMPLERS", "SYSTEM1_PRESETS", "SamplerConfig", "System1Config"]

@@ -11,11 +11,13 @@ largest (ties -> lowest index).
 - :func:`farthest_point_sample_reference`: the textbook loop (distance from the
   newest pick to all points, recomputed every iteration).
 - :func:`farthest_point_sample`: the same loop on a precomputed squared-distance
-  matrix (one matmul), so each iteration is only a gather and a minimum. It picks
+  matrix (one matmul), so each iteration is only a gather and a minimum (in numpy on
+  CPU, where torch's per-call overhead would dominate these small steps). It picks
   the same indices except where distances tie to within float64 rounding.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -59,6 +61,9 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int,
     sq = (x * x).sum(-1)
     dist = (sq[:, :, None] + sq[:, None, :] - 2.0 * torch.bmm(x, x.transpose(1, 2))).clamp_min_(0.0)
     dist.diagonal(dim1=1, dim2=2).zero_()
+    if x.device.type == "cpu":
+        # The loop is hundreds of tiny steps: numpy's per-call cost is a fraction of torch's.
+        return torch.from_numpy(_greedy_farthest(dist.numpy(), num_samples, start_index))
     indices = torch.empty(batch, num_samples, dtype=torch.long, device=x.device)
     current = torch.full((batch, 1, 1), start_index, dtype=torch.long, device=x.device)
     min_dist = torch.gather(dist, 1, current.expand(batch, 1, n)).squeeze(1)
@@ -68,6 +73,22 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int,
         indices[:, i] = nxt
         row = torch.gather(dist, 1, nxt.view(batch, 1, 1).expand(batch, 1, n)).squeeze(1)
         torch.minimum(min_dist, row, out=min_dist)
+    return indices
+
+
+def _greedy_farthest(dist: np.ndarray, num_samples: int, start_index: int) -> np.ndarray:
+    """The selection loop on a ``(B, N, N)`` squared-distance array -> ``(B, num_samples)`` int64
+    (``argmax`` returns the first maximum, as torch's does)."""
+    batch = dist.shape[0]
+    indices = np.empty((batch, num_samples), dtype=np.int64)
+    for b in range(batch):
+        rows = dist[b]
+        min_dist = rows[start_index].copy()
+        indices[b, 0] = start_index
+        for i in range(1, num_samples):
+            nxt = int(min_dist.argmax())
+            indices[b, i] = nxt
+            np.minimum(min_dist, rows[nxt], out=min_dist)
     return indices
 
 

@@ -95,23 +95,47 @@ class MultiheadRelativeAttention(nn.Module):
                 query_pos: Optional[torch.Tensor] = None,
                 key_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``query (B, Lq, F)``, ``key``/``value (B, Lk, F)``, codes ``(B, L, F, 2)`` -> ``(B, Lq, F)``."""
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3, dim=0)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3, dim=0)
-        q = F.linear(query, w_q, b_q)
+        return self.attend(query, self.project_key_value(key, value, key_pos), query_pos)
+
+    def project_key_value(self, key: torch.Tensor, value: torch.Tensor,
+                          key_pos: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (rotated by ``key_pos`` when given) and values, split into heads: two
+        ``(B, heads, Lk, F / heads)``. Reusable across queries (the fast sampler projects a
+        call's scene tokens once for all its denoising steps)."""
+        _, w_k, w_v = self.in_proj_weight.chunk(3, dim=0)
+        _, b_k, b_v = self.in_proj_bias.chunk(3, dim=0)
         k = F.linear(key, w_k, b_k)
         v = F.linear(value, w_v, b_v)
-        if query_pos is not None:
-            q = apply_rotary(q, query_pos)
+        if key_pos is not None:
             k = apply_rotary(k, key_pos)
-        batch, len_q, width = q.shape
+        batch, _, width = k.shape
         head = width // self.num_heads
-        q = q.view(batch, len_q, self.num_heads, head).transpose(1, 2)
         k = k.view(batch, -1, self.num_heads, head).transpose(1, 2)
         v = v.view(batch, -1, self.num_heads, head).transpose(1, 2)
+        return k, v
+
+    def attend(self, query: torch.Tensor, key_value: tuple[torch.Tensor, torch.Tensor],
+               query_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``query (B, Lq, F)`` attends to projected :meth:`project_key_value` -> ``(B, Lq, F)``."""
+        w_q, _, _ = self.in_proj_weight.chunk(3, dim=0)
+        b_q, _, _ = self.in_proj_bias.chunk(3, dim=0)
+        q = F.linear(query, w_q, b_q)
+        if query_pos is not None:
+            q = apply_rotary(q, query_pos)
+        batch, len_q, width = q.shape
+        q = q.view(batch, len_q, self.num_heads, width // self.num_heads).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0)
+            q, *key_value, dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, len_q, width)
         return self.out_proj(out)
+
+    def single_key_output(self, value: torch.Tensor) -> torch.Tensor:
+        """Output for any query when ``value (B, 1, F)`` is the only key: softmax over one key
+        is exactly 1, so attention returns that key's projected value whatever the query (and
+        the query's projection and rotary code are not needed) -> ``(B, 1, F)``."""
+        _, _, w_v = self.in_proj_weight.chunk(3, dim=0)
+        _, _, b_v = self.in_proj_bias.chunk(3, dim=0)
+        return self.out_proj(F.linear(value, w_v, b_v))
 
 
 class AdaLN(nn.Module):

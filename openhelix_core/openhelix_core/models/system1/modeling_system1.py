@@ -66,7 +66,7 @@ from torch import nn
 from ... import geometry
 from ...checkpoint_keys import CheckpointError, ConvertedState, KeyMapping
 from .clip_resnet import CLIPResNetFeatures
-from .configuration_system1 import Normalization, System1Config
+from .configuration_system1 import FLOW_TIMESTEP_SCALE, Normalization, SamplerConfig, System1Config
 from .fpn import FeaturePyramidNetwork
 from .fps import farthest_point_sample
 from .keys import CURRENT_GRIPPER, GOAL, PCD, RGB, TRAJECTORY
@@ -77,6 +77,14 @@ from .layers import (
     ParallelAttention,
     RotaryPositionEncoding3D,
     SinusoidalPosEmb,
+)
+from .sampling_system1 import (
+    CachedDenoiser,
+    EulerLoop,
+    SchedulerLoop,
+    ddim_schedulers,
+    random_normal,
+    single_goal_vision_language_attention,
 )
 
 CONFIG_FILE = "config.json"
@@ -111,6 +119,9 @@ class Encoder(nn.Module):
         self.instruction_encoder = nn.Linear(config.goal_dim, width)
         self.vl_attention = nn.ModuleList([ParallelAttention(
             config.num_vis_ins_attn_layers, width, config.num_attn_heads, dropout=config.dropout)])
+        # (weights version, backbone copy with BatchNorm folded) for the fast path; inside a
+        # tuple so that the copy is no submodule (not in state_dict, not moved by .to()).
+        self._folded_backbone: Optional[tuple] = None
 
     def train(self, mode: bool = True) -> "Encoder":
         super().train(mode)
@@ -118,13 +129,27 @@ class Encoder(nn.Module):
             self.backbone.eval()  # frozen backbone: BatchNorm always uses its running statistics
         return self
 
-    def encode_images(self, rgb: torch.Tensor, pcd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inference_backbone(self) -> CLIPResNetFeatures:
+        """The backbone with BatchNorm folded into its convolutions, rebuilt whenever the
+        backbone's tensors change (loading weights, training, moving device or dtype)."""
+        tensors = list(self.backbone.parameters()) + list(self.backbone.buffers())
+        version = tuple((t.data_ptr(), t.dtype, t._version) for t in tensors)
+        if self._folded_backbone is None or self._folded_backbone[0] != version:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable in any mode
+                self._folded_backbone = (version, self.backbone.with_batch_norm_folded())
+        return self._folded_backbone[1]
+
+    def encode_images(self, rgb: torch.Tensor, pcd: torch.Tensor, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``rgb (B, ncam, 3, H, W)`` in [0, 1], ``pcd (B, ncam, 3, H, W)`` ->
-        features ``(B, ncam*h*w, F)`` and positions ``(B, ncam*h*w, 3)``."""
+        features ``(B, ncam*h*w, F)`` and positions ``(B, ncam*h*w, 3)``. ``fast`` (inference
+        only) runs :meth:`inference_backbone`."""
         batch, ncam = rgb.shape[:2]
         images = self.backbone.normalize(rgb.flatten(0, 1))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            pyramid = self.backbone(images)
+        if fast and not self.training:
+            pyramid = self.inference_backbone()(images)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+                pyramid = self.backbone(images)
         features = self.feature_pyramid(pyramid, levels=[self.feature_level])[self.feature_level]
         h, w = features.shape[-2:]
         points = F.interpolate(pcd.flatten(0, 1), (h, w), mode="bilinear")
@@ -242,11 +267,6 @@ class DiffusionHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Full policy
 # ---------------------------------------------------------------------------------------------
-def _randn(shape, generator: Optional[torch.Generator], device, dtype) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
 class DiffuserActor(nn.Module):
     """3D Diffuser Actor trajectory policy (OpenHelix System 1).
 
@@ -273,7 +293,8 @@ class DiffuserActor(nn.Module):
         self.rotation_noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.diffusion_timesteps,
             beta_schedule=config.rotation_beta_schedule, prediction_type=config.prediction_type)
-        self.n_steps = config.diffusion_timesteps
+        self.sampler = SamplerConfig.reference()
+        self._ddim: dict[int, tuple] = {}
         self.register_buffer("gripper_loc_bounds",
                              torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32),
                              persistent=False)
@@ -300,6 +321,23 @@ class DiffuserActor(nn.Module):
         self.normalization = dataclasses.replace(self.normalization, **changes)
         self.gripper_loc_bounds = torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32,
                                                device=self.gripper_loc_bounds.device)
+
+    def set_sampler(self, sampler: SamplerConfig) -> None:
+        """Sample with ``sampler`` from now on when :meth:`predict_trajectory` is given none;
+        raises ValueError when it does not apply to this model (see
+        :meth:`SamplerConfig.resolved`)."""
+        sampler.resolved(self.config)
+        self.sampler = sampler
+
+    def _sampling_loop(self, sampler: SamplerConfig):
+        if sampler.method == "euler":
+            return EulerLoop(sampler.steps, self.config.prediction_type)
+        if sampler.method == "ddim":
+            if sampler.steps not in self._ddim:
+                self._ddim[sampler.steps] = ddim_schedulers(self.position_noise_scheduler,
+                                                            self.rotation_noise_scheduler)
+            return SchedulerLoop(*self._ddim[sampler.steps], sampler.steps)
+        return SchedulerLoop(self.position_noise_scheduler, self.rotation_noise_scheduler, sampler.steps)
 
     def set_goal_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise goals with ``(goal_dim,)`` ``mean`` / ``std`` from now on (stored in the
@@ -379,8 +417,13 @@ class DiffuserActor(nn.Module):
             if not torch.isfinite(batch[key]).all():
                 raise ValueError(f"batch[{key!r}] contains non-finite values")
 
-    def encode_inputs(self, batch: Mapping[str, torch.Tensor]) -> dict[str, Optional[torch.Tensor]]:
+    def encode_inputs(self, batch: Mapping[str, torch.Tensor], fast: bool = False) -> dict[str, Optional[torch.Tensor]]:
         """Encode everything that does not depend on the noisy trajectory.
+
+        With ``fast`` (inference only) the backbone runs with BatchNorm folded
+        (:meth:`Encoder.inference_backbone`) and, for a goal of one token, the scene -> goal
+        attention skips the scene's query projections
+        (:func:`~.sampling_system1.single_goal_vision_language_attention`).
 
         Returns a dict with ``context_feats (B, N, F)``, ``context (B, N, 3)``
         (normalised positions), ``context_pos (B, N, F, 2)``, ``goal_feats (B, L, F)``
@@ -400,14 +443,18 @@ class DiffuserActor(nn.Module):
         pcd = self.normalize_pos(pcd.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
         grip_pos = self.normalize_pos(grip_pos)
 
-        context_feats, context = self.encoder.encode_images(rgb, pcd)
+        context_feats, context = self.encoder.encode_images(rgb, pcd, fast=fast)
         goal_feats = None
         if self.config.use_instruction:
             goal = batch[GOAL].to(dtype)
             if self.goal_statistics is not None:
                 goal = (goal - self.goal_statistics[0]) / self.goal_statistics[1]
             goal_feats = self.encoder.encode_instruction(goal)
-            context_feats = self.encoder.vision_language_attention(context_feats, goal_feats)
+            if fast and goal_feats.shape[1] == 1:
+                context_feats = single_goal_vision_language_attention(
+                    self.encoder.vl_attention[0], context_feats, goal_feats)
+            else:
+                context_feats = self.encoder.vision_language_attention(context_feats, goal_feats)
         context_pos = self.encoder.relative_pe_layer(context)
         gripper_feats = self.encoder.encode_curr_gripper(grip_pos, context_feats, context_pos)
         fps_feats, fps_pos = self.encoder.run_fps(context_feats, context_pos)
@@ -454,24 +501,30 @@ class DiffuserActor(nn.Module):
         Returns:
             ``{"loss", "position", "rotation", "openness"}`` scalars where
             ``position``/``rotation`` are the unweighted L1 errors of the predicted
-            noise (or, with ``prediction_type="sample"``, of the predicted normalised
-            trajectory), ``openness`` the BCE of the openness logits, and
+            noise (``prediction_type="epsilon"``), normalised trajectory (``"sample"``) or
+            flow velocity ``noise - trajectory`` (``"velocity"``), ``openness`` the BCE of the openness logits, and
             ``loss = 30 position + 10 rotation + openness`` (weights from config).
         """
         self._check_batch(batch, training=True)
         fixed = self.encode_inputs(batch)
         target, openness = self._targets(batch[TRAJECTORY].to(fixed["current"].dtype), fixed["current"])
         batch_size = target.shape[0]
-        noise = _randn(target.shape, generator, target.device, target.dtype)
+        noise = random_normal(target.shape, generator, target.device, target.dtype)
         gen_device = generator.device if generator is not None else target.device
-        timesteps = torch.randint(0, self.position_noise_scheduler.config.num_train_timesteps,
-                                  (batch_size,), generator=generator, device=gen_device).to(target.device)
-        noisy = torch.cat([
-            self.position_noise_scheduler.add_noise(target[..., :3], noise[..., :3], timesteps),
-            self.rotation_noise_scheduler.add_noise(target[..., 3:9], noise[..., 3:9], timesteps),
-        ], dim=-1)
+        if self.config.denoising == "flow_matching":
+            levels = torch.rand((batch_size,), generator=generator, device=gen_device).to(target)
+            level = levels[:, None, None]
+            noisy = (1.0 - level) * target + level * noise
+            timesteps = levels * FLOW_TIMESTEP_SCALE
+        else:
+            timesteps = torch.randint(0, self.position_noise_scheduler.config.num_train_timesteps,
+                                      (batch_size,), generator=generator, device=gen_device).to(target.device)
+            noisy = torch.cat([
+                self.position_noise_scheduler.add_noise(target[..., :3], noise[..., :3], timesteps),
+                self.rotation_noise_scheduler.add_noise(target[..., 3:9], noise[..., 3:9], timesteps),
+            ], dim=-1)
         pred = self.prediction_head(noisy, timesteps, fixed)
-        wanted = noise if self.config.prediction_type == "epsilon" else target
+        wanted = {"epsilon": noise, "sample": target, "velocity": noise - target}[self.config.prediction_type]
         position = F.l1_loss(pred[..., :3], wanted[..., :3])
         rotation = F.l1_loss(pred[..., 3:9], wanted[..., 3:9])
         open_loss = F.binary_cross_entropy_with_logits(pred[..., 9:], openness)
@@ -480,10 +533,10 @@ class DiffuserActor(nn.Module):
         return {"loss": loss, "position": position, "rotation": rotation, "openness": open_loss}
 
     # -- inference ------------------------------------------------------------------------------
-    @torch.no_grad()
     def predict_trajectory(self, batch: Mapping[str, torch.Tensor], generator: Optional[torch.Generator] = None,
-                           committed: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Sample a trajectory with ``diffusion_timesteps`` DDPM steps.
+                           committed: Optional[torch.Tensor] = None,
+                           sampler: Optional[SamplerConfig] = None) -> torch.Tensor:
+        """Sample a trajectory.
 
         Args:
             batch: ``RGB``, ``PCD``, ``GOAL``, ``CURRENT_GRIPPER`` (see class docstring).
@@ -495,53 +548,53 @@ class DiffuserActor(nn.Module):
                 waypoints of the sample are replaced by the committed ones noised to that
                 step's level -- and returned exactly, so the rest continues them. ``None``
                 (or ``K = 0``) is the original sampler.
+            sampler: how to sample (:class:`SamplerConfig`); ``None`` -- :attr:`sampler`,
+                by default the reference (3DDA's DDPM, ``diffusion_timesteps`` steps, module
+                by module).
 
         Returns:
             ``(B, T, 8)`` with ``T = config.trajectory_length``: absolute
             ``[x, y, z]`` (base frame), unit quaternion ``[qx, qy, qz, qw]`` (w >= 0)
             and openness probability in [0, 1].
         """
+        sampler = (sampler or self.sampler).resolved(self.config)
         self._check_batch(batch, training=False)
         was_training = self.training
         self.eval()
-        try:
-            fixed = self.encode_inputs(batch)
-            current = fixed["current"]
-            shape = (current.shape[0], self.config.trajectory_length, 9)
-            prefix = None
-            if committed is not None and committed.shape[1] > 0:
-                if committed.shape[0] != shape[0] or committed.shape[1] >= shape[1] or committed.shape[2] != 8:
-                    raise ValueError(f"committed waypoints must be (B, K < {shape[1]}, 8), got {tuple(committed.shape)}")
-                prefix, _ = self._targets(committed.to(current.dtype), current)
-            sample = _randn(shape, generator, current.device, current.dtype)
-            self.position_noise_scheduler.set_timesteps(self.n_steps)
-            self.rotation_noise_scheduler.set_timesteps(self.n_steps)
-            out = None
-            for t in self.position_noise_scheduler.timesteps:
-                timestep = torch.full((shape[0],), int(t), dtype=torch.long, device=current.device)
-                if prefix is not None:
-                    sample = torch.cat([self._noised(prefix, timestep, generator), sample[:, prefix.shape[1]:]], dim=1)
-                out = self.prediction_head(sample, timestep, fixed)
-                pos = self.position_noise_scheduler.step(
-                    out[..., :3], t, sample[..., :3], generator=generator).prev_sample
-                rot = self.rotation_noise_scheduler.step(
-                    out[..., 3:9], t, sample[..., 3:9], generator=generator).prev_sample
-                sample = torch.cat([pos, rot], dim=-1)
-            trajectory = self._to_absolute(sample, out[..., 9:], current)
-            if prefix is not None:
-                trajectory = torch.cat([committed.to(trajectory.dtype), trajectory[:, prefix.shape[1]:]], dim=1)
-            return trajectory
-        finally:
-            self.train(was_training)
+        # The fast path hands out inference tensors (cheaper); the reference keeps 3DDA's no_grad.
+        with torch.inference_mode() if sampler.fast else torch.no_grad():
+            try:
+                return self._sample(batch, generator, committed, sampler)
+            finally:
+                self.train(was_training)
 
-    def _noised(self, target: torch.Tensor, timestep: torch.Tensor,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
-        """Network targets ``(B, K, 9)`` noised to the level of ``timestep`` ``(B,)``."""
-        noise = _randn(target.shape, generator, target.device, target.dtype)
-        return torch.cat([
-            self.position_noise_scheduler.add_noise(target[..., :3], noise[..., :3], timestep),
-            self.rotation_noise_scheduler.add_noise(target[..., 3:9], noise[..., 3:9], timestep),
-        ], dim=-1)
+    def _sample(self, batch, generator, committed, sampler: SamplerConfig) -> torch.Tensor:
+        fixed = self.encode_inputs(batch, fast=sampler.fast)
+        current = fixed["current"]
+        shape = (current.shape[0], self.config.trajectory_length, 9)
+        prefix = None
+        if committed is not None and committed.shape[1] > 0:
+            if committed.shape[0] != shape[0] or committed.shape[1] >= shape[1] or committed.shape[2] != 8:
+                raise ValueError(f"committed waypoints must be (B, K < {shape[1]}, 8), got {tuple(committed.shape)}")
+            prefix, _ = self._targets(committed.to(current.dtype), current)
+        sample = random_normal(shape, generator, current.device, current.dtype)
+        loop = self._sampling_loop(sampler)
+        timesteps = [loop.network_timestep(index, shape[0], current.device) for index in range(len(loop.timesteps))]
+        if sampler.fast:
+            denoiser = CachedDenoiser(self.prediction_head, fixed, timesteps)
+        else:
+            def denoiser(trajectory, index):
+                return self.prediction_head(trajectory, timesteps[index], fixed)
+        out = None
+        for index in range(len(timesteps)):
+            if prefix is not None:
+                sample = torch.cat([loop.noised(prefix, index, generator), sample[:, prefix.shape[1]:]], dim=1)
+            out = denoiser(sample, index)
+            sample = loop.step(out, index, sample, generator)
+        trajectory = self._to_absolute(sample, out[..., 9:], current)
+        if prefix is not None:
+            trajectory = torch.cat([committed.to(trajectory.dtype), trajectory[:, prefix.shape[1]:]], dim=1)
+        return trajectory
 
     # -- checkpoints ----------------------------------------------------------------------------
     def load_checked_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
