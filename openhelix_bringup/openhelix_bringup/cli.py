@@ -34,6 +34,7 @@ from openhelix_bringup.launch_files import resolve_launch_file, write_evaluation
 from openhelix_bringup.learning_table import add_learning_table_command
 from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file
+from openhelix_sim.experiments.cli import add_sampler_arguments, sampler_from_arguments
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 SIM_NODE = "sim_bridge"
@@ -134,7 +135,10 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
     controller = {**({"blend_mode": options.blend_mode} if options.blend_mode else {}),
                   **({"inference_delay_s": options.inference_delay} if options.inference_delay else {}),
                   **({"control_rate_hz": options.control_rate} if options.control_rate else {}),
-                  **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {})}
+                  **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
+                  **({"sampler": options.sampler} if options.sampler != "model" else {}),
+                  **({"sampling_steps": options.sampling_steps} if options.sampling_steps else {}),
+                  **({"fast_sampling": False} if options.reference_sampling else {})}
     if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
                                                  bridge, controller))
@@ -213,7 +217,10 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               "execution": options.execution, "realtime": options.realtime,
               "observe_within_chunks": bridge.get("observe_within_chunks", True),
               "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
-              "control_rate_hz": options.control_rate or "(parameter files)"}
+              "control_rate_hz": options.control_rate or "(parameter files)",
+              "system1_sampler": (sampler_from_arguments(options).describe()
+                                  if {"sampler", "sampling_steps", "fast_sampling"} & set(controller)
+                                  else "(parameter files)")}
     if tasks_protocol:
         config.update(tasks=list(options.tasks), seeds=[options.first_seed + k for k in range(options.episodes_per_task)],
                       scene_variation=options.scene_variation)
@@ -426,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     calvin.add_argument("--control-rate", type=float, default=0.0,
                         help="System 1 calls per second at most (controller control_rate_hz); default: the "
                         "parameter file's")
+    add_sampler_arguments(calvin)
     calvin.add_argument("--inference-delay", type=float, default=0.0,
                         help="seconds added to every System 1 call, to measure what latency costs")
     calvin.add_argument("--replan-after-horizon", action="store_true",

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from openhelix_bringup.ros_evaluation import evaluate_chains_through_ros, evaluate_variants_through_ros, run_openhelix
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
-from openhelix_sim.experiments.cli import add_evaluation_arguments, add_scene_arguments, selected_tasks
+from openhelix_sim.experiments.cli import (
+    add_evaluation_arguments,
+    add_scene_arguments,
+    sampler_from_arguments,
+    selected_tasks,
+)
 from openhelix_sim.experiments.demos import DEFAULT_DEMO_CHAINS, DEMOS_INFO, generate_chain_demos, generate_demos
 from openhelix_sim.experiments.in_process import evaluate_variant_chains, evaluate_variants
 from openhelix_sim.experiments.report import chain_table, success_table
@@ -45,6 +50,9 @@ def add_learning_table_command(commands) -> None:
     pl.add_argument("--still-motion", type=float, default=0.01,
                     help="frames where the arm holds still (moves < this, m) target the motion after the hold "
                          "(0: every frame targets its next keypose, as 3DDA)")
+    pl.add_argument("--denoising", choices=("ddpm", "flow_matching"), default="ddpm",
+                    help="System 1's training objective: DDPM (3DDA, OpenHelix) or flow matching (velocity target, "
+                    "Euler steps at inference, as 3D FlowMatch Actor)")
     pl.add_argument("--position-frame", choices=("relative", "absolute"), default="absolute",
                     help="System 1 positions absolute (the CPU demo) or relative to the current gripper (CALVIN)")
     pl.add_argument("--resume", action="store_true", help="resume interrupted training stages")
@@ -152,7 +160,7 @@ def training_configs(args, demos: Path, out: Path):
     common = dict(train_data=str(demos), tasks=tasks, cache_dir=str(out / "cache"),
                   frame_sampling=args.frame_sampling, keypose_neighbors=args.keypose_neighbors,
                   still_motion=args.still_motion,
-                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame),
+                  system1_preset="tiny", system1_overrides=tiny_policy_overrides(args.position_frame, args.denoising),
                   system2_overrides=dict(TINY_SYSTEM2_OVERRIDES), batch_size=args.batch_size,
                   checkpoint_every=max(args.stage2_steps, args.stage1_steps), log_every=25, seed=0,
                   progress=not args.quiet)
@@ -202,7 +210,8 @@ def run_learning_table(args) -> int:
         else:
             info = generate_demos(demos, tasks, args.episodes, seed=0, static_size=args.static_size,
                                   gripper_size=args.gripper_size, workers=args.workers,
-                                  scene_variation=args.scene_variation, backend=args.backend)
+                                  scene_variation=args.scene_variation, backend=args.backend,
+                                sampler=sampler_from_arguments(args))
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
@@ -236,7 +245,8 @@ def run_learning_table(args) -> int:
         t0 = time.perf_counter()
         chains = evaluate_variant_chains(final, args.eval_chains, args.chain_max_steps, args.execute_steps,
                                          args.static_size, args.gripper_size, progress=not args.quiet,
-                                         variants=args.chain_variants, backend=args.backend)
+                                         variants=args.chain_variants, backend=args.backend,
+                                         sampler=sampler_from_arguments(args))
         report["chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
         timings["chain_evaluation_s"] = time.perf_counter() - t0
         tables.append(f"CALVIN's chains in process (first {args.eval_chains} evaluation sequences):\n\n"

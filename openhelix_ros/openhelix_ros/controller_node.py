@@ -41,7 +41,8 @@ from visualization_msgs.msg import MarkerArray
 
 from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S, CALVIN_CONTROL_RATE_HZ
-from openhelix_core.models.system1 import SYSTEM1_PRESETS
+from openhelix_core.models.system1 import SYSTEM1_PRESETS, SamplerConfig
+from openhelix_core.models.system1.configuration_system1 import SAMPLERS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.runtime.chunking import MODES, CommandStream
 from openhelix_core.runtime.controller import TrajectoryController
@@ -90,6 +91,7 @@ from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer
 
 UNBOUNDED = 1e6
+SAMPLER_METHODS = sorted({method for methods in SAMPLERS.values() for method in methods})
 
 
 PARAMETERS = (
@@ -113,6 +115,13 @@ PARAMETERS = (
                   "published weights) or 'tiny' (a release written from the tiny test models, for tests and smoke "
                   "runs only).", one_of(*RELEASE_ARCHITECTURES)),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
+    ParameterSpec("sampler", "", "System 1's sampler: '' (the model's own: DDPM for 3DDA / OpenHelix weights, "
+                  "Euler for flow-matching ones), 'ddim' (deterministic, few steps, for DDPM weights), 'ddpm' or "
+                  "'euler'. One that does not suit the model fails configure.", one_of("", *SAMPLER_METHODS)),
+    ParameterSpec("sampling_steps", 0, "Denoising steps per System 1 call (0 = the model's diffusion_timesteps; "
+                  "DDPM runs exactly those).", non_negative),
+    ParameterSpec("fast_sampling", True, "Compute per call, not per denoising step, what does not depend on the "
+                  "noisy trajectory (same mathematics as the original module-by-module path, which false runs)."),
     ParameterSpec("seed", 0, "Seed of the random initialisation and of the diffusion noise."),
     ParameterSpec("torch_threads", 1, "CPU threads torch may use (0 = torch's default). Several nodes "
                   "sharing a few cores run fastest with 1: idle OpenMP threads spin and starve the others.",
@@ -278,7 +287,9 @@ class ControllerNode(LifecycleNode):
         ready = self.create_guard_condition(self.collect_chunk)
         self.data_path.append((self.destroy_guard_condition, ready))
         self.worker = LatestOnlyWorker(self._infer, ready.trigger, name="system1")
-        self.get_logger().info(f"System 1 '{controller.model_id}' loaded; cameras {p['camera_names']}")
+        sampler = controller.model.sampler.resolved(controller.model.config)
+        self.get_logger().info(f"System 1 '{controller.model_id}' loaded; cameras {p['camera_names']}; sampler "
+                               f"{sampler.describe()}")
         return TransitionCallbackReturn.SUCCESS
 
     def _load_system1(self) -> TrajectoryController:
@@ -289,13 +300,13 @@ class ControllerNode(LifecycleNode):
         if not p["release_dir"]:
             return TrajectoryController.load(
                 checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"], seed=p["seed"],
-                waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter)
+                waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter, sampler=self._sampler())
         self.get_logger().info(f"loading System 1 of the OpenHelix release '{p['release_dir']}' "
                                f"({p['release_variant']}, architecture {p['release_architecture']}) on {p['device']}; "
                                "preset and checkpoint are not used")
         controller = TrajectoryController.from_release(
             p["release_dir"], p["release_variant"], p["release_architecture"], device=p["device"], seed=p["seed"],
-            waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter)
+            waypoint_period_s=p["waypoint_period_s"], depth_filter=self.depth_filter, sampler=self._sampler())
         self.get_logger().info(f"key mapping (system1): {controller.load_report.summary()}")
         if p["expected_goal_model_id"] not in ("", controller.model_id):
             self.get_logger().warning(f"expected_goal_model_id '{p['expected_goal_model_id']}' is replaced by the "
@@ -303,6 +314,10 @@ class ControllerNode(LifecycleNode):
                                       "from the System 2 of the release whose System 1 runs here")
         self.expected_goal_model_id = controller.model_id
         return controller
+
+    def _sampler(self) -> SamplerConfig:
+        p = self.params
+        return SamplerConfig.from_options(p["sampler"], p["sampling_steps"], fast=p["fast_sampling"])
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._reset_state()

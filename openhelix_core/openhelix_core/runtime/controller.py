@@ -12,7 +12,7 @@ import torch
 from openhelix_core.checkpoint_keys import KeyMapping
 from openhelix_core.checkpoints import ReleaseArchitecture, load_release_system1, release_model_id
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
-from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, System1Processor
+from openhelix_core.models.system1 import PCD, RGB, SYSTEM1_PRESETS, DiffuserActor, SamplerConfig, System1Processor
 from openhelix_core.models.system1.processor_system1 import gripper_state
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.runtime.devices import check_device
@@ -30,8 +30,11 @@ class TrajectoryController:
     """
 
     def __init__(self, model: DiffuserActor, model_id: str, waypoint_period_s: float, seed: int = 0,
-                 depth_filter: DepthFilter | None = None, load_report: KeyMapping | None = None) -> None:
+                 depth_filter: DepthFilter | None = None, load_report: KeyMapping | None = None,
+                 sampler: SamplerConfig | None = None) -> None:
         self.model = model.eval()
+        if sampler is not None:
+            model.set_sampler(sampler)
         self.load_report = load_report
         self.depth_filter = depth_filter or DepthFilter()
         self.processor = System1Processor(model.config)
@@ -44,8 +47,10 @@ class TrajectoryController:
 
     @classmethod
     def load(cls, checkpoint: str | None = None, preset: str = "tiny", device: str = "cpu", seed: int = 0,
-             waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S, depth_filter: DepthFilter | None = None) -> "TrajectoryController":
-        """Loads a trained checkpoint, or builds the preset with seeded random weights."""
+             waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S, depth_filter: DepthFilter | None = None,
+             sampler: SamplerConfig | None = None) -> "TrajectoryController":
+        """Loads a trained checkpoint, or builds the preset with seeded random weights; ``sampler``
+        (default: the model's reference sampler) must suit the model (ValueError otherwise)."""
         check_device(device)
         if checkpoint:
             model = DiffuserActor.from_pretrained(checkpoint, device=device)
@@ -56,20 +61,20 @@ class TrajectoryController:
             torch.manual_seed(seed)
             model = DiffuserActor(SYSTEM1_PRESETS[preset]()).to(device)
             model_id = f"system1/{preset}/random-seed{seed}"
-        return cls(model, model_id, waypoint_period_s, seed, depth_filter)
+        return cls(model, model_id, waypoint_period_s, seed, depth_filter, sampler=sampler)
 
     @classmethod
     def from_release(cls, directory: str | os.PathLike, variant: str,
                      architecture: str | ReleaseArchitecture = "openhelix", device: str = "cpu", seed: int = 0,
-                     waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S,
-                     depth_filter: DepthFilter | None = None) -> "TrajectoryController":
+                     waypoint_period_s: float = CALVIN_CONTROL_PERIOD_S, depth_filter: DepthFilter | None = None,
+                     sampler: SamplerConfig | None = None) -> "TrajectoryController":
         """System 1 of a published OpenHelix release (see
         :func:`~openhelix_core.checkpoints.load_release_system1`, which raises what fails), named
         :func:`~openhelix_core.checkpoints.release_model_id` like the goals of the release's System 2."""
         check_device(device)
         system1 = load_release_system1(directory, variant, architecture=architecture, device=device)
         return cls(system1.model, release_model_id(directory, variant), waypoint_period_s, seed, depth_filter,
-                   system1.report)
+                   system1.report, sampler=sampler)
 
     def reset(self) -> None:
         """Forgets the proprioception history (call at the start of an episode)."""

@@ -15,6 +15,8 @@ import argparse
 from typing import Optional, Sequence
 
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK, TASK_NAMES
+from openhelix_core.models.system1 import SamplerConfig
+from openhelix_core.models.system1.configuration_system1 import SAMPLERS
 
 from ..envs import BACKENDS
 from ..envs.expert import SUPPORTED
@@ -58,12 +60,13 @@ def _cmd_evaluate(args) -> int:
         seeds = [EVAL_SEED_OFFSET + k for k in range(args.eval_seeds)]
         results = evaluate_variants(args.checkpoint, selected_tasks(args.tasks), seeds, args.max_steps,
                                     args.execute_steps, args.static_size, args.gripper_size, variants=args.variants,
-                                    scene_variation=args.scene_variation, backend=args.backend)
+                                    scene_variation=args.scene_variation, backend=args.backend,
+                                    sampler=sampler_from_arguments(args))
         print(success_table(results, seeds))
     if args.chains:
         summaries = evaluate_variant_chains(args.checkpoint, args.chains, args.chain_max_steps, args.execute_steps,
                                             args.static_size, args.gripper_size, variants=args.variants,
-                                            backend=args.backend)
+                                            backend=args.backend, sampler=sampler_from_arguments(args))
         print(chain_table(summaries))
     return 0
 
@@ -87,6 +90,24 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=EPISODE_MAX_STEPS, help="30 Hz steps per episode")
     parser.add_argument("--execute-steps", type=int, default=EXECUTION_HORIZON,
                         help="waypoints executed per System 1 call (default: the whole trajectory to the next keypose)")
+    add_sampler_arguments(parser)
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """How System 1 samples (:class:`~openhelix_core.models.system1.SamplerConfig`)."""
+    parser.add_argument("--sampler", choices=("model", *sorted({m for ms in SAMPLERS.values() for m in ms})),
+                        default="model", help="System 1's sampler: the model's own (DDPM or Euler), or DDIM "
+                        "(deterministic, fewer steps) for DDPM-trained weights")
+    parser.add_argument("--sampling-steps", type=int, default=0,
+                        help="denoising steps of System 1 (0: the model's diffusion_timesteps)")
+    parser.add_argument("--reference-sampling", action="store_true",
+                        help="run System 1 module by module as the original code does, instead of the fast path "
+                        "(same mathematics, several times slower)")
+
+
+def sampler_from_arguments(args) -> SamplerConfig:
+    """The :class:`SamplerConfig` of :func:`add_sampler_arguments`' options."""
+    return SamplerConfig.from_options(args.sampler, args.sampling_steps, fast=not args.reference_sampling)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,13 +92,17 @@ def _roll_out(policy_factory, env, protocol, execute_steps: int, total: int, uni
         env.close()
 
 
-def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained"):
-    """A :class:`DualSystemPolicy` from loaded models (System 2 runs every ``goal_refresh_period`` calls)."""
+def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained",
+                       sampler=None):
+    """A :class:`DualSystemPolicy` from loaded models (System 2 runs every ``goal_refresh_period`` calls);
+    ``sampler`` (a :class:`~openhelix_core.models.system1.SamplerConfig`) is set on ``system1``."""
     from openhelix_core.models.system2 import processor_for
     from openhelix_core.runtime.controller import TrajectoryController
     from openhelix_core.runtime.planner import GoalPlanner
     from openhelix_core.runtime.policy import DualSystemPolicy
 
+    if sampler is not None:
+        system1.set_sampler(sampler)
     controller = TrajectoryController(system1.eval(), f"system1/{model_id}", waypoint_period_s=CALVIN_CONTROL_PERIOD_S)
     planner = GoalPlanner(system2.eval(), processor or processor_for(system2), f"system2/{model_id}")
     return DualSystemPolicy(controller=controller, planner=planner, goal_refresh_period=goal_refresh_period)
@@ -106,8 +110,10 @@ def dual_system_policy(system1, system2, processor=None, goal_refresh_period: in
 
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
                       static_size: int, gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
-                      scene_variation: str = "task", backend: str = "embedded") -> Dict[str, Dict[str, List[bool]]]:
-    """In-process :func:`evaluate_in_process` of every :func:`~.variants.variant_models` of a checkpoint."""
+                      scene_variation: str = "task", backend: str = "embedded",
+                      sampler=None) -> Dict[str, Dict[str, List[bool]]]:
+    """In-process :func:`evaluate_in_process` of every :func:`~.variants.variant_models` of a checkpoint,
+    System 1 sampling with ``sampler`` (default: the model's own sampler, fast path)."""
     import torch
 
     from openhelix_core.training.trainer import load_models_from_checkpoint
@@ -120,7 +126,7 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
         models = variant_models(system1, system2, variant)
 
         def factory(models=models, name=variant):
-            return dual_system_policy(*models, model_id=name)
+            return dual_system_policy(*models, model_id=name, sampler=sampler)
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
                                                static_size=static_size, gripper_size=gripper_size, progress=progress,
@@ -132,8 +138,9 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 
 def evaluate_variant_chains(checkpoint, sequences: int, max_steps: int, execute_steps: int, static_size: int,
                             gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
-                            backend: str = "embedded") -> Dict[str, EvaluationSummary]:
-    """In-process :func:`evaluate_chains_in_process` of every variant of a checkpoint."""
+                            backend: str = "embedded", sampler=None) -> Dict[str, EvaluationSummary]:
+    """In-process :func:`evaluate_chains_in_process` of every variant of a checkpoint (``sampler`` as
+    :func:`evaluate_variants`)."""
     from openhelix_core.training.trainer import load_models_from_checkpoint
 
     system1, system2 = load_models_from_checkpoint(checkpoint)
@@ -141,7 +148,8 @@ def evaluate_variant_chains(checkpoint, sequences: int, max_steps: int, execute_
     for variant in variants_to_run(system1, variants):
         start = time.perf_counter()
         models = variant_models(system1, system2, variant)
-        results = evaluate_chains_in_process(lambda models=models, name=variant: dual_system_policy(*models, model_id=name),
+        results = evaluate_chains_in_process(lambda models=models, name=variant: dual_system_policy(*models, model_id=name,
+                                                                                              sampler=sampler),
                                              sequences, max_steps, execute_steps, static_size, gripper_size, progress,
                                              backend)
         summaries[variant] = EvaluationSummary.from_results(results)

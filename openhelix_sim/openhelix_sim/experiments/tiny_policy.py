@@ -4,8 +4,11 @@ System 2 prompt for the byte-level tiny tokenizer."""
 from __future__ import annotations
 
 
-def tiny_policy_overrides(position_frame: str = "absolute") -> dict:
-    """System 1 settings of the CPU demo (see ``pipeline --help``)."""
+def tiny_policy_overrides(position_frame: str = "absolute", denoising: str = "ddpm") -> dict:
+    """System 1 settings of the CPU demo (see ``pipeline --help``); ``denoising="flow_matching"``
+    trains the same network on flow-matching velocities instead (10 Euler steps at inference)."""
+    if denoising == "flow_matching":
+        return {**tiny_policy_overrides(position_frame), "denoising": "flow_matching", "prediction_type": "velocity"}
     return {# Relative mode (CALVIN's) sees the scene only relative to the gripper, so it must
             # find the handle in 4x4 feature grids of 32-px crops; absolute positions let the
             # small model tie each instruction to where its task happens (measured: 27 % -> 70 %).

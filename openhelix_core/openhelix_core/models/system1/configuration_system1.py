@@ -310,6 +310,12 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig.fast must be a bool, got {self.fast!r}")
 
     @classmethod
+    def from_options(cls, method: str = "", steps: int = 0, fast: bool = True) -> "SamplerConfig":
+        """From node parameters or command-line options, where ``""`` / ``"model"`` and 0 stand for
+        the model's own method and step count."""
+        return cls(method=None if method in ("", "model") else method, steps=None if steps == 0 else steps, fast=fast)
+
+    @classmethod
     def reference(cls) -> "SamplerConfig":
         """The original sampler at the training step count, module by module (3DDA's path)."""
         return cls()
