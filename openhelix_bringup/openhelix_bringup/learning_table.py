@@ -211,7 +211,7 @@ def run_learning_table(args) -> int:
             info = generate_demos(demos, tasks, args.episodes, seed=0, static_size=args.static_size,
                                   gripper_size=args.gripper_size, workers=args.workers,
                                   scene_variation=args.scene_variation, backend=args.backend,
-                                sampler=sampler_from_arguments(args))
+                                sampler=sampler_from_arguments(args), environments=args.environments)
         print(f"[demos] kept {len(info['kept'])}, failed {len(info['failed'])}, {info['frames']} frames, "
               f"{info['seconds']:.0f} s", flush=True)
     timings["demos_s"] = time.perf_counter() - t0
@@ -246,7 +246,7 @@ def run_learning_table(args) -> int:
         chains = evaluate_variant_chains(final, args.eval_chains, args.chain_max_steps, args.execute_steps,
                                          args.static_size, args.gripper_size, progress=not args.quiet,
                                          variants=args.chain_variants, backend=args.backend,
-                                         sampler=sampler_from_arguments(args))
+                                         sampler=sampler_from_arguments(args), environments=args.environments)
         report["chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
         timings["chain_evaluation_s"] = time.perf_counter() - t0
         tables.append(f"CALVIN's chains in process (first {args.eval_chains} evaluation sequences):\n\n"

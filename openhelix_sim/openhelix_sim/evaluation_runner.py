@@ -110,32 +110,75 @@ def run(policy: Policy, env, protocol: CalvinEvaluationRunner, execution_horizon
         env: the environment ``protocol`` was built on (embedded play-table).
         on_sequence_end: called with each sequence's result as it ends (progress, streaming).
     """
-    executor = ChunkExecutor(execution_horizon, replan_after_horizon=True)
-    tick = 0
-    instruction = protocol.start_next_sequence()
-    while instruction is not None:
-        policy.reset(instruction, seed=protocol.episode_seed)
-        executor.clear(tick)
+    return run_together([policy], [env], [protocol], execution_horizon, lambda policies, observations: [
+        policy.act(observations[0])], on_sequence_end)
+
+
+def run_together(policies: Sequence[Policy], envs: Sequence, protocols: Sequence[CalvinEvaluationRunner],
+                 execution_horizon: int,
+                 act: Callable[[Sequence[Policy], Sequence[Observation]], list[TrajectoryChunk]],
+                 on_sequence_end: Callable[[SequenceResult], None] | None = None) -> list[SequenceResult]:
+    """:func:`run` of ``N`` environments side by side, each with its own policy and protocol (a
+    share of the episodes): whenever some of them need a chunk, ``act(policies, observations)``
+    serves them all at once (one batched System 1 call,
+    :func:`~openhelix_core.runtime.policy.act_together`). Each environment sees exactly what
+    :func:`run` would show it. Returns the results of all protocols, in protocol order."""
+    slots = [_Slot(policy, env, protocol, execution_horizon, on_sequence_end)
+             for policy, env, protocol in zip(policies, envs, protocols)]
+    while True:
+        waiting = [slot for slot in slots if not slot.finished]
+        if not waiting:
+            break
+        observations = [slot.observe() for slot in waiting]
+        for slot, chunk in zip(waiting, act([slot.policy for slot in waiting], observations)):
+            slot.execute(chunk)
+    return [result for protocol in protocols for result in protocol.results]
+
+
+class _Slot:
+    """One environment of :func:`run_together`: its protocol's state between two chunks."""
+
+    def __init__(self, policy: Policy, env, protocol: CalvinEvaluationRunner, execution_horizon: int,
+                 on_sequence_end: Callable[[SequenceResult], None] | None) -> None:
+        self.policy, self.env, self.protocol = policy, env, protocol
+        self.on_sequence_end = on_sequence_end
+        self.executor = ChunkExecutor(execution_horizon, replan_after_horizon=True)
+        self.tick = 0
+        self._begin(protocol.start_next_sequence())
+
+    @property
+    def finished(self) -> bool:
+        return self.instruction is None
+
+    def _begin(self, instruction: str | None) -> None:
+        self.instruction = instruction
+        if instruction is not None:
+            self.policy.reset(instruction, seed=self.protocol.episode_seed)
+            self.executor.clear(self.tick)
+
+    def observe(self) -> Observation:
+        stamp = self.tick * CALVIN_CONTROL_PERIOD_S
+        self.executor.observation_published(stamp, self.tick)
+        return observation_from_env(self.env, stamp=stamp)
+
+    def execute(self, chunk: TrajectoryChunk) -> None:
+        """Executes ``chunk`` up to its horizon, or until the subtask or sequence ends."""
+        self.executor.receive(chunk, self.tick * CALVIN_CONTROL_PERIOD_S, self.tick)
+        action = self.executor.next_action(self.tick)
+        if action is None:  # a chunk with nothing to do now: the arm holds for a step
+            action = hold_action(self.env)
         outcome = StepOutcome.RUNNING
-        while outcome is StepOutcome.RUNNING:
-            stamp = tick * CALVIN_CONTROL_PERIOD_S
-            executor.observation_published(stamp, tick)
-            executor.receive(policy.act(observation_from_env(env, stamp=stamp)), stamp, tick)
-            action = executor.next_action(tick)
-            if action is None:  # a chunk with nothing to do now: the arm holds for a step
-                action = hold_action(env)
-            while outcome is StepOutcome.RUNNING and action is not None:
-                env.step(action, action_type="absolute")
-                tick += 1
-                outcome = protocol.after_step()
-                action = executor.next_action(tick)
+        while outcome is StepOutcome.RUNNING and action is not None:
+            self.env.step(action, action_type="absolute")
+            self.tick += 1
+            outcome = self.protocol.after_step()
+            action = self.executor.next_action(self.tick)
         if outcome is StepOutcome.SUBTASK_SUCCEEDED:
-            instruction = protocol.instruction
-            continue
-        if on_sequence_end is not None:
-            on_sequence_end(protocol.results[-1])
-        instruction = protocol.start_next_sequence()
-    return protocol.results
+            self._begin(self.protocol.instruction)
+        elif outcome is StepOutcome.SEQUENCE_ENDED:
+            if self.on_sequence_end is not None:
+                self.on_sequence_end(self.protocol.results[-1])
+            self._begin(self.protocol.start_next_sequence())
 
 
 class CalvinEvaluationRunner:

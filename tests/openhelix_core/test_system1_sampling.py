@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from test_system1 import make_batch
 
 from openhelix_core.models.system1 import (
     CURRENT_GRIPPER,
@@ -16,8 +17,6 @@ from openhelix_core.models.system1 import (
 from openhelix_core.models.system1.configuration_system1 import FLOW_TIMESTEP_SCALE
 from openhelix_core.models.system1.fps import farthest_point_sample, farthest_point_sample_reference
 from openhelix_core.models.system1.sampling_system1 import CachedDenoiser
-
-from test_system1 import make_batch
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -261,3 +260,27 @@ def test_numpy_selection_loop_picks_the_reference_indices():
 def test_sampler_label_names_method_steps_and_path():
     assert SamplerConfig("ddim", 5, True).describe() == "ddim-5-fast"
     assert SamplerConfig().describe() == "default-all"
+
+
+@pytest.mark.parametrize("sampler", [SamplerConfig.reference(), SamplerConfig(fast=True), SamplerConfig("ddim", 3, True)])
+def test_one_generator_per_item_makes_a_batch_equal_its_items_one_by_one(sampler):
+    config = System1Config.tiny()
+    model = live_model(config)
+    batch = inputs(config, batch_size=3)
+    together = model.predict_trajectory(batch, sampler=sampler,
+                                        generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
+    for index, seed in enumerate((5, 6, 7)):
+        alone = model.predict_trajectory({k: v[index:index + 1] for k, v in batch.items()}, sampler=sampler,
+                                         generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(together[index:index + 1], alone, atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+        model.predict_trajectory(batch, sampler=sampler, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_controller_takes_a_sampler_that_suits_its_model_and_refuses_one_that_does_not():
+    from openhelix_core.runtime.controller import TrajectoryController
+
+    controller = TrajectoryController.load(preset="tiny", sampler=SamplerConfig("ddim", 2, fast=True))
+    assert controller.model.sampler == SamplerConfig("ddim", 2, fast=True)
+    with pytest.raises(ValueError, match="euler"):
+        TrajectoryController.load(preset="tiny", sampler=SamplerConfig("euler"))

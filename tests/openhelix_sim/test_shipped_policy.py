@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from openhelix_core.models.system1 import SamplerConfig
+from openhelix_core.runtime.controller import TrajectoryController
 from openhelix_core.training.trainer import load_models_from_checkpoint
 from openhelix_sim.envs import PlayTableEnv
 from openhelix_sim.envs.annotations import validation_annotation
@@ -52,3 +54,44 @@ def test_the_policy_solves_a_held_out_episode_that_it_fails_without_system_2(mod
                                              ["open_drawer"], [EVAL_SEED_OFFSET], max_steps=240)
                 for variant in ("trained", "goal zeroed")}
     assert outcomes == {"trained": {"open_drawer": [True]}, "goal zeroed": {"open_drawer": [False]}}
+
+
+
+@pytest.mark.parametrize("sampler", [None, SamplerConfig("ddim", 3, fast=True)])
+def test_environments_side_by_side_see_what_one_environment_sees(models, sampler, monkeypatch):
+    """Three play-tables, one batched System 1 call per step: every episode gets the chunks and
+    the outcome that the one-environment evaluation gives it."""
+    tasks, seeds = ["open_drawer", "turn_on_led"], [EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + 1]
+    batched = TrajectoryController.act_together
+    runs = {}
+    for environments in (1, 3):
+        episode_of, chunks, batch_sizes = {}, {}, []
+
+        def factory():
+            policy = dual_system_policy(*models, sampler=sampler)
+            reset = policy.reset
+
+            def remembering_reset(instruction=None, seed=None, policy=policy, reset=reset):
+                reset(instruction, seed=seed)
+                episode_of[id(policy.controller)] = (instruction, seed)
+
+            policy.reset = remembering_reset
+            return policy
+
+        def recording(controllers, observations, goals, committed=None):
+            batch_sizes.append(len(controllers))
+            out = batched(controllers, observations, goals, committed)
+            for controller, chunk in zip(controllers, out):
+                chunks.setdefault(episode_of[id(controller)], []).append(chunk.positions)
+            return out
+
+        monkeypatch.setattr(TrajectoryController, "act_together", staticmethod(recording))
+        outcomes = evaluate_in_process(factory, tasks, seeds, max_steps=45, environments=environments)
+        runs[environments] = outcomes, chunks, batch_sizes
+    (one_outcomes, one_chunks, one_sizes), (three_outcomes, three_chunks, three_sizes) = runs[1], runs[3]
+    assert three_outcomes == one_outcomes and list(three_outcomes) == tasks
+    assert set(three_chunks) == set(one_chunks) and len(one_chunks) == 4
+    for episode, positions in one_chunks.items():
+        assert len(three_chunks[episode]) == len(positions)
+        np.testing.assert_allclose(np.stack(three_chunks[episode]), np.stack(positions), atol=1e-4)
+    assert max(one_sizes) == 1 and max(three_sizes) == 3  # one call served three environments

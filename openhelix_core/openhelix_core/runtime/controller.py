@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -106,20 +107,43 @@ class TrajectoryController:
 
         Raises ValueError (from the processor) on invalid observations or goals.
         """
-        observation = self.filtered(observation)
-        batch = self.processor.observation_to_batch(observation, goal.embedding, history=list(self.history))
         prefix = None
         if committed is not None:
             prefix = torch.from_numpy(np.concatenate(
                 [committed.positions, committed.orientations, committed.gripper_openness[:, None]], axis=1)
             ).float()[None].to(self.device)
-        trajectory = self.model.predict_trajectory({k: v.to(self.device) for k, v in batch.items()},
-                                                   generator=self.generator, committed=prefix)
-        self.history.append(gripper_state(observation.ee_position, observation.ee_orientation,
-                                          observation.gripper_openness))
-        return self.processor.trajectory_to_chunk(
-            trajectory[0].cpu().numpy(), self.waypoint_period_s, goal_sequence=goal.sequence,
-            goal_instruction=goal.instruction, goal_age=observation.stamp - goal.stamp)
+        return self.act_together([self], [observation], [goal], committed=prefix)[0]
+
+    @staticmethod
+    @torch.inference_mode()
+    def act_together(controllers: Sequence["TrajectoryController"], observations: Sequence[Observation],
+                     goals: Sequence[Goal], committed: torch.Tensor | None = None) -> list[TrajectoryChunk]:
+        """One System 1 call with batch ``N`` for ``N`` controllers that share one model (e.g. one per
+        simulated environment): each keeps its own proprioception history and noise stream, so
+        chunk ``i`` is what ``controllers[i].act(observations[i], goals[i])`` returns, to float
+        rounding.
+
+        Raises ValueError when the controllers do not share a model, or from the processor.
+        """
+        model = controllers[0].model
+        if any(c.model is not model for c in controllers):
+            raise ValueError("act_together needs controllers that share one System 1 model")
+        observations = [c.filtered(o) for c, o in zip(controllers, observations)]
+        items = [c.processor.observation_to_batch(o, g.embedding, history=list(c.history))
+                 for c, o, g in zip(controllers, observations, goals)]
+        device = controllers[0].device
+        batch = {key: torch.cat([item[key] for item in items]).to(device) for key in items[0]}
+        generators = [c.generator for c in controllers]
+        trajectories = model.predict_trajectory(batch, generator=generators if len(generators) > 1 else generators[0],
+                                                committed=committed).cpu().numpy()
+        chunks = []
+        for controller, observation, goal, trajectory in zip(controllers, observations, goals, trajectories):
+            controller.history.append(gripper_state(observation.ee_position, observation.ee_orientation,
+                                                    observation.gripper_openness))
+            chunks.append(controller.processor.trajectory_to_chunk(
+                trajectory, controller.waypoint_period_s, goal_sequence=goal.sequence,
+                goal_instruction=goal.instruction, goal_age=observation.stamp - goal.stamp))
+        return chunks
 
     @torch.inference_mode()
     def warm_up(self) -> float:

@@ -9,6 +9,8 @@ Two ways to run it:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from openhelix_core.runtime.controller import TrajectoryController
@@ -69,6 +71,10 @@ class DualSystemPolicy:
 
     def act(self, observation: Observation) -> TrajectoryChunk:
         """One System 1 call; in one-process mode System 2 first runs when the goal is due."""
+        return act_together([self], [observation])[0]
+
+    def _current_goal(self, observation: Observation) -> Goal:
+        """The goal for this call, after running System 2 when it is due."""
         if self.planner is not None and (self.goal is None or self.steps_since_goal >= self.goal_refresh_period):
             if self.instruction is None:
                 raise NoGoalError("no instruction: call reset(instruction) or update_goal() first")
@@ -77,6 +83,16 @@ class DualSystemPolicy:
             self.update_goal(observation.cameras[self.goal_camera].rgb, self.instruction, observation.stamp)
         if self.goal is None:
             raise NoGoalError("no goal yet: System 1 does not act without one")
-        chunk = self.controller.act(observation, self.goal)
-        self.steps_since_goal += 1
-        return chunk
+        return self.goal
+
+
+def act_together(policies: Sequence[DualSystemPolicy], observations: Sequence[Observation]) -> list[TrajectoryChunk]:
+    """:meth:`DualSystemPolicy.act` for several policies whose controllers share one System 1 model,
+    with a single batched System 1 call (System 2 still runs per policy when its goal is due).
+    Chunk ``i`` equals ``policies[i].act(observations[i])`` to float rounding: every policy keeps
+    its own goal, history and noise stream."""
+    goals = [policy._current_goal(observation) for policy, observation in zip(policies, observations)]
+    chunks = TrajectoryController.act_together([p.controller for p in policies], observations, goals)
+    for policy in policies:
+        policy.steps_since_goal += 1
+    return chunks

@@ -61,12 +61,13 @@ def _cmd_evaluate(args) -> int:
         results = evaluate_variants(args.checkpoint, selected_tasks(args.tasks), seeds, args.max_steps,
                                     args.execute_steps, args.static_size, args.gripper_size, variants=args.variants,
                                     scene_variation=args.scene_variation, backend=args.backend,
-                                    sampler=sampler_from_arguments(args))
+                                    sampler=sampler_from_arguments(args), environments=args.environments)
         print(success_table(results, seeds))
     if args.chains:
         summaries = evaluate_variant_chains(args.checkpoint, args.chains, args.chain_max_steps, args.execute_steps,
                                             args.static_size, args.gripper_size, variants=args.variants,
-                                            backend=args.backend, sampler=sampler_from_arguments(args))
+                                            backend=args.backend, sampler=sampler_from_arguments(args),
+                                            environments=args.environments)
         print(chain_table(summaries))
     return 0
 
@@ -90,6 +91,9 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=EPISODE_MAX_STEPS, help="30 Hz steps per episode")
     parser.add_argument("--execute-steps", type=int, default=EXECUTION_HORIZON,
                         help="waypoints executed per System 1 call (default: the whole trajectory to the next keypose)")
+    parser.add_argument("--environments", type=int, default=1,
+                        help="play-tables stepped side by side in process, System 1 called once for all of them "
+                        "(same results as one; more steps per second)")
     add_sampler_arguments(parser)
 
 

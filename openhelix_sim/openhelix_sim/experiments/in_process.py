@@ -13,9 +13,10 @@ import numpy as np
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.evaluation.metrics import EvaluationSummary, SequenceResult
 from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
+from openhelix_core.runtime.policy import act_together
 
 from ..envs import make_play_table
-from ..evaluation_runner import CalvinEvaluationRunner, TaskEpisodeRunner, oracle_for, run
+from ..evaluation_runner import CalvinEvaluationRunner, TaskEpisodeRunner, oracle_for, run, run_together
 from ..task_set import DEMO_IMAGE_SIZES, EPISODE_MAX_STEPS, EXECUTION_HORIZON
 from .variants import VARIANTS, variant_models, variants_to_run
 
@@ -24,7 +25,7 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
                         max_steps: int = EPISODE_MAX_STEPS, execute_steps: int = EXECUTION_HORIZON,
                         static_size: int = DEMO_IMAGE_SIZES["static"], gripper_size: int = DEMO_IMAGE_SIZES["gripper"],
                         progress: bool = False, scene_variation: str = "task",
-                        backend: str = "embedded") -> Dict[str, List[bool]]:
+                        backend: str = "embedded", environments: int = 1) -> Dict[str, List[bool]]:
     """Run a :class:`~openhelix_core.runtime.policy.DualSystemPolicy` in ``backend``'s play-table
     (``"calvin"``: calvin_env's scene D, episodes judged by CALVIN's own oracle).
 
@@ -37,17 +38,23 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     diffusion noise.
 
     Args:
-        policy_factory: returns the policy (called once; reset before every episode).
+        policy_factory: returns the policy (called once per environment; reset before every episode).
+        environments: play-tables stepped side by side, the episodes dealt out among them in
+            turn; their policies must share one System 1, which then runs once per step for
+            all (:func:`~openhelix_sim.evaluation_runner.run_together`). Every episode sees
+            what it would with one environment.
 
     Returns:
         ``{task: [success per seed]}``.
     """
-    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
-                          render_static=False, render_gripper=False)
-    protocol = TaskEpisodeRunner(env, [(task, seed) for task in tasks for seed in seeds],
-                                 max_steps_per_subtask=max_steps, scene_variation=scene_variation,
-                                 oracle=oracle_for(backend))
-    results = _roll_out(policy_factory, env, protocol, execute_steps, len(protocol.episodes), "episode", progress)
+    episodes = [(task, seed) for task in tasks for seed in seeds]
+
+    def protocol(env, indices):
+        return TaskEpisodeRunner(env, episodes, indices, max_steps_per_subtask=max_steps,
+                                 scene_variation=scene_variation, oracle=oracle_for(backend))
+
+    results = _roll_out(policy_factory, protocol, len(episodes), environments, execute_steps, "episode", progress,
+                        backend, static_size, gripper_size)
     outcomes: Dict[str, List[bool]] = {task: [] for task in tasks}
     for result in results:
         outcomes[result.initial_state["task"]].append(result.completed == 1)
@@ -58,21 +65,29 @@ def evaluate_chains_in_process(policy_factory: Callable[[], object], sequences: 
                                max_steps: int = STEPS_PER_SUBTASK, execute_steps: int = EXECUTION_HORIZON,
                                static_size: int = DEMO_IMAGE_SIZES["static"],
                                gripper_size: int = DEMO_IMAGE_SIZES["gripper"], progress: bool = False,
-                               backend: str = "embedded") -> List[SequenceResult]:
+                               backend: str = "embedded", environments: int = 1) -> List[SequenceResult]:
     """CALVIN's protocol on the first ``sequences`` of its 1000 evaluation sequences (reset
     state, five instructions, ``max_steps`` steps each, a failed subtask ends the chain), the
     policy rolled out by :func:`~openhelix_sim.evaluation_runner.run` as in
-    :func:`evaluate_in_process`; returns one result per sequence."""
-    env = make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
-                          render_static=False, render_gripper=False)
-    protocol = CalvinEvaluationRunner(env, range(int(sequences)), max_steps_per_subtask=max_steps,
-                                      oracle=oracle_for(backend))
-    return _roll_out(policy_factory, env, protocol, execute_steps, int(sequences), "sequence", progress)
+    :func:`evaluate_in_process` (``environments`` too); returns one result per sequence, in order."""
+    def protocol(env, indices):
+        return CalvinEvaluationRunner(env, indices, max_steps_per_subtask=max_steps, oracle=oracle_for(backend))
+
+    return _roll_out(policy_factory, protocol, int(sequences), environments, execute_steps, "sequence", progress,
+                     backend, static_size, gripper_size)
 
 
-def _roll_out(policy_factory, env, protocol, execute_steps: int, total: int, unit: str,
-              progress: bool) -> List[SequenceResult]:
-    """:func:`run` with a progress bar; closes ``env``."""
+def _roll_out(policy_factory, make_protocol, total: int, environments: int, execute_steps: int, unit: str,
+              progress: bool, backend: str, static_size: int, gripper_size: int) -> List[SequenceResult]:
+    """Episodes ``0 .. total - 1`` dealt out to ``environments`` play-tables (episode ``i`` to
+    ``i % environments``), rolled out by :func:`run` (one) or :func:`run_together` (several), with a
+    progress bar; returns the results in episode order and closes the play-tables."""
+    if environments < 1:
+        raise ValueError(f"environments must be at least 1, got {environments}")
+    environments = min(environments, max(total, 1))
+    envs = [make_play_table(backend, image_size_static=static_size, image_size_gripper=gripper_size,
+                            render_static=False, render_gripper=False) for _ in range(environments)]
+    protocols = [make_protocol(env, list(range(index, total, environments))) for index, env in enumerate(envs)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -85,11 +100,17 @@ def _roll_out(policy_factory, env, protocol, execute_steps: int, total: int, uni
             bar.set_postfix(first_task=result.tasks[0], completed=result.completed)
 
     try:
-        return run(policy_factory(), env, protocol, execute_steps, on_sequence_end=ended)
+        if environments == 1:
+            results = run(policy_factory(), envs[0], protocols[0], execute_steps, on_sequence_end=ended)
+        else:
+            results = run_together([policy_factory() for _ in envs], envs, protocols, execute_steps, act_together,
+                                   on_sequence_end=ended)
+        return sorted(results, key=lambda result: result.info["sequence_index"])
     finally:
         if bar is not None:
             bar.close()
-        env.close()
+        for env in envs:
+            env.close()
 
 
 def dual_system_policy(system1, system2, processor=None, goal_refresh_period: int = 1, model_id: str = "trained",
@@ -111,9 +132,10 @@ def dual_system_policy(system1, system2, processor=None, goal_refresh_period: in
 def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], max_steps: int, execute_steps: int,
                       static_size: int, gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
                       scene_variation: str = "task", backend: str = "embedded",
-                      sampler=None) -> Dict[str, Dict[str, List[bool]]]:
+                      sampler=None, environments: int = 1) -> Dict[str, Dict[str, List[bool]]]:
     """In-process :func:`evaluate_in_process` of every :func:`~.variants.variant_models` of a checkpoint,
-    System 1 sampling with ``sampler`` (default: the model's own sampler, fast path)."""
+    System 1 sampling with ``sampler`` (default: the model's reference sampler) for ``environments``
+    play-tables at once."""
     import torch
 
     from openhelix_core.training.trainer import load_models_from_checkpoint
@@ -130,7 +152,8 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 
         results[variant] = evaluate_in_process(factory, tasks, seeds, max_steps=max_steps, execute_steps=execute_steps,
                                                static_size=static_size, gripper_size=gripper_size, progress=progress,
-                                               scene_variation=scene_variation, backend=backend)
+                                               scene_variation=scene_variation, backend=backend,
+                                               environments=environments)
         rate = np.mean([x for r in results[variant].values() for x in r])
         print(f"[evaluate] {variant}: {100 * rate:.0f} % in {time.perf_counter() - start:.0f} s", flush=True)
     return results
@@ -138,9 +161,10 @@ def evaluate_variants(checkpoint, tasks: Sequence[str], seeds: Sequence[int], ma
 
 def evaluate_variant_chains(checkpoint, sequences: int, max_steps: int, execute_steps: int, static_size: int,
                             gripper_size: int, progress: bool = True, variants: Sequence[str] = VARIANTS,
-                            backend: str = "embedded", sampler=None) -> Dict[str, EvaluationSummary]:
-    """In-process :func:`evaluate_chains_in_process` of every variant of a checkpoint (``sampler`` as
-    :func:`evaluate_variants`)."""
+                            backend: str = "embedded", sampler=None,
+                            environments: int = 1) -> Dict[str, EvaluationSummary]:
+    """In-process :func:`evaluate_chains_in_process` of every variant of a checkpoint (``sampler`` and
+    ``environments`` as :func:`evaluate_variants`)."""
     from openhelix_core.training.trainer import load_models_from_checkpoint
 
     system1, system2 = load_models_from_checkpoint(checkpoint)
@@ -148,10 +172,11 @@ def evaluate_variant_chains(checkpoint, sequences: int, max_steps: int, execute_
     for variant in variants_to_run(system1, variants):
         start = time.perf_counter()
         models = variant_models(system1, system2, variant)
-        results = evaluate_chains_in_process(lambda models=models, name=variant: dual_system_policy(*models, model_id=name,
-                                                                                              sampler=sampler),
-                                             sequences, max_steps, execute_steps, static_size, gripper_size, progress,
-                                             backend)
+        def factory(models=models, name=variant):
+            return dual_system_policy(*models, model_id=name, sampler=sampler)
+
+        results = evaluate_chains_in_process(factory, sequences, max_steps, execute_steps, static_size, gripper_size,
+                                             progress, backend, environments)
         summaries[variant] = EvaluationSummary.from_results(results)
         print(f"[evaluate chains] {variant}: average length {summaries[variant].average_length:.2f} "
               f"in {time.perf_counter() - start:.0f} s", flush=True)

@@ -55,7 +55,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -533,7 +533,8 @@ class DiffuserActor(nn.Module):
         return {"loss": loss, "position": position, "rotation": rotation, "openness": open_loss}
 
     # -- inference ------------------------------------------------------------------------------
-    def predict_trajectory(self, batch: Mapping[str, torch.Tensor], generator: Optional[torch.Generator] = None,
+    def predict_trajectory(self, batch: Mapping[str, torch.Tensor],
+                           generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
                            committed: Optional[torch.Tensor] = None,
                            sampler: Optional[SamplerConfig] = None) -> torch.Tensor:
         """Sample a trajectory.
@@ -541,7 +542,9 @@ class DiffuserActor(nn.Module):
         Args:
             batch: ``RGB``, ``PCD``, ``GOAL``, ``CURRENT_GRIPPER`` (see class docstring).
             generator: optional RNG; with the same generator state and weights the
-                output is reproducible.
+                output is reproducible. A list of ``B`` generators draws each item's noise from
+                its own one, so item ``b`` of a batch is what a call with ``B = 1`` and
+                ``generator[b]`` returns (batched evaluation of several episodes).
             committed: optional ``(B, K, 8)`` absolute waypoints (``K < T``) that will have
                 been executed by the time this trajectory is used (real-time chunking): they
                 are held fixed by inpainting -- before every denoising step the first ``K``

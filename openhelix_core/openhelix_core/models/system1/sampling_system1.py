@@ -17,7 +17,7 @@ it holds no weights of its own and follows any checkpoint loaded into the model.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -30,8 +30,15 @@ from .layers import (
 )
 
 
-def random_normal(shape, generator: Optional[torch.Generator], device, dtype) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, then moved to ``device``."""
+def random_normal(shape, generator: Union[None, torch.Generator, Sequence[torch.Generator]], device,
+                  dtype) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device, then moved to ``device``. With one
+    generator per batch item, item ``b`` is drawn from ``generator[b]`` alone (as diffusers does),
+    so a batch holds exactly the noise its items would draw one by one."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([random_normal((1, *shape[1:]), g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
