@@ -15,6 +15,15 @@ Data flow of :meth:`System2Planner.forward` (B prompts, L tokens, H = LLaVA hidd
 Trainable: ``act_embedding``, ``projection``, ``aux_head``. Every LLaVA weight has
 ``requires_grad=False`` and the LLaVA stays in eval mode.
 
+Fast paths, each beside the reference above: with ``config.prefix_cache`` (the default) step 2
+starts from the cached key/values of the prompt tokens before the image, which are the same
+for every call, and runs on the image, question and ``<ACT>`` only (same goal to float
+rounding; ``forward(..., use_prefix_cache=False)`` is the reference). On CPU,
+``config.quantization="int8_dynamic"`` (or :meth:`System2Planner.quantize_int8`) runs the
+language model's Linear layers in int8, at a goal deviation ``benchmarks/bench_system2.py
+--int8`` reports. On a GPU: ``torch_dtype="bfloat16"`` with ``attn_implementation="auto"``
+(flash-attention 2 when importable, else sdpa); ``benchmarks/gpu_system2.sh`` times it.
+
 Facts reproduced from OpenHelix-robot/OpenHelix: ``planer_utils.py`` (``Model_init``:
 ``<ACT>`` added to the tokenizer, out_dim 512, LLaVA in bfloat16; trainable modules
 ``text_hidden_fcs``, ``pred_act_mlps``, ``pred_pos_act``, ``pred_rot_act``,
