@@ -109,6 +109,17 @@ def test_changed_weights_invalidate_the_cache(tiny):
     torch.testing.assert_close(cached.goal, reference.goal, atol=CACHE_ATOL, rtol=0)
 
 
+def test_prefix_computed_under_autocast_is_not_reused_without_it(tiny):
+    planner, processor = tiny
+    batch = processor(_images(2), INSTRUCTIONS[:2])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        planner(**batch)
+    under_autocast = planner._prefix_cache[1]
+    reference, cached = _both(planner, batch)
+    assert planner._prefix_cache[1] is not under_autocast
+    torch.testing.assert_close(cached.goal, reference.goal, atol=CACHE_ATOL, rtol=0)
+
+
 def test_batch_without_a_shared_prefix_takes_the_full_forward(tiny):
     planner, processor = tiny
     batch = processor(_images(2), INSTRUCTIONS[:2])

@@ -615,15 +615,20 @@ class System2Planner(nn.Module):
     # ------------------------------------------------------------------ prefix cache
     def _prefix_cache_key(self, prefix_ids: tuple[int, ...]) -> tuple:
         """What the prefix key/values depend on besides the weights' values: the ids, where
-        and in which dtype and attention kernel they run, the quantization, and each
-        language-model parameter's storage and in-place version (``.to()``, ``.half()`` or
-        ``load_state_dict`` on the LLaVA change one of them)."""
+        and in which dtype (autocast included: training runs under bf16 autocast on a GPU)
+        and attention kernel they run, the quantization, and each language-model parameter's
+        storage and in-place version (``.to()``, ``.half()`` or ``load_state_dict`` on the
+        LLaVA change one of them). Reading the ~300 versions of a 7B costs well under a
+        millisecond, and on a GPU it overlaps the vision tower already queued."""
         language_model = self.llava.model.language_model
         weights = tuple((parameter.data_ptr(), parameter._version) for parameter in language_model.parameters())
+        device = self.device
+        autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
         return (
             prefix_ids,
-            str(self.device),
+            str(device),
             self.llava.dtype,
+            autocast,
             language_model.config._attn_implementation,
             self.config.quantization,
             weights,
