@@ -7,13 +7,13 @@ Paths (all under ``torch.inference_mode``):
   faithful to OpenHelix;
 * ``prefix-cached``: the prompt tokens before the image come from the cached key/values and
   the language model runs on the rest (``config.prefix_cache``, the default);
-* with ``--int8`` (CPU, float32 only): the language model's Linear layers quantized to int8
-  in place after the float32 paths were measured, then both paths again.
+* with ``--int8`` (CPU, float32 only): both paths again on a copy of the planner whose
+  language-model Linear layers are quantized to int8 (the copy doubles the memory).
 
 For each path it prints mean / p50 / p90 of the planner forward in milliseconds, the speed-up
 over the reference, and the goal's deviation from the reference goal (max abs, smallest
-cosine over the batch, relative L2). Reference and cached calls alternate, so load changes
-on a shared machine hit both alike; the int8 paths run after them.
+cosine over the batch, relative L2). The paths alternate call by call, so load changes on
+a shared machine hit them alike; ``--threads 1`` steadies figures on a busy 2-core host.
 
 Presets (random weights everywhere; nothing is downloaded):
 
@@ -43,6 +43,7 @@ tokenizer instead.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from dataclasses import replace
@@ -205,17 +206,17 @@ def main() -> None:
         batch = _synthetic_batch(planner, args.batch, args.prefix_tokens, args.suffix_tokens)
     batch = {key: value.to(device) for key, value in batch.items()}
 
-    def path(use_prefix_cache: bool) -> Callable[[], torch.Tensor]:
-        return lambda: planner(**batch, use_prefix_cache=use_prefix_cache).goal
+    def path(model: System2Planner, use_prefix_cache: bool) -> Callable[[], torch.Tensor]:
+        return lambda: model(**batch, use_prefix_cache=use_prefix_cache).goal
 
+    paths = {"reference": path(planner, False), "prefix-cached": path(planner, True)}
+    if args.int8:
+        quantized = copy.deepcopy(planner).quantize_int8()
+        paths.update({"int8 reference": path(quantized, False), "int8 prefix-cached": path(quantized, True)})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
-        results = _measure({"reference": path(False), "prefix-cached": path(True)}, args.warmup, args.iters, sync)
-        if args.int8:
-            planner.quantize_int8()
-            results.update(_measure({"int8 reference": path(False), "int8 prefix-cached": path(True)},
-                                    args.warmup, args.iters, sync))
+        results = _measure(paths, args.warmup, args.iters, sync)
     assert results["reference"][1].shape == (args.batch, planner.config.goal_dim)
 
     prefix = len(planner._prefix_cache[0][0]) if planner._prefix_cache is not None else 0
