@@ -148,12 +148,13 @@ def _split_at_image(
     prefix_length = int(prefix_lengths[0])
     if prefix_length == 0:
         return None
-    prefix_index = first_real.unsqueeze(1) + torch.arange(prefix_length, device=device)
-    prefix_ids = input_ids.gather(1, prefix_index.clamp(max=length - 1))
+    # Clamped: rows with a longer lead than row 0 are rejected below, but must gather safely first.
+    prefix_index = (first_real.unsqueeze(1) + torch.arange(prefix_length, device=device)).clamp(max=length - 1)
+    prefix_ids = input_ids.gather(1, prefix_index)
     shareable = (
         (prefix_lengths == prefix_length).all()
         & (act_positions > first_image).all()
-        & attention_mask.gather(1, prefix_index.clamp(max=length - 1)).bool().all()
+        & attention_mask.gather(1, prefix_index).bool().all()
         & (prefix_ids == prefix_ids[:1]).all()
     )
     if not bool(shareable):
