@@ -52,6 +52,7 @@ _ATTN = ("auto", "sdpa", "eager", "flash_attention_2")
 _AUX_ACTIVATIONS = ("gelu", "relu", "identity")
 _PADDING_SIDES = ("left", "right")
 _ACT_INITS = ("mean", "normal")
+_QUANTIZATIONS = ("none", "int8_dynamic")
 
 
 def _llava_15_7b_architecture() -> dict[str, Any]:
@@ -226,6 +227,16 @@ class System2Config:
             LLaVA-1.5); must match the vision tower.
         padding_side: where the processor pads shorter prompts in a batch, ``"right"``
             (as OpenHelix) or ``"left"``; the planner handles either.
+        prefix_cache: reuse the key/values of the prompt tokens before the image (the
+            system sentence and ``USER:``, the same for every call) instead of recomputing
+            them: they are computed once per prefix and weights, and each call runs the
+            language model on the image, question and ``<ACT>`` only. The goal equals the
+            full forward's to float rounding (``forward(..., use_prefix_cache=False)`` is
+            that reference path).
+        quantization: ``"none"`` or ``"int8_dynamic"``: int8 weights with per-call
+            activation quantization for every Linear of the LLaVA's language model (CPU
+            only, ``torch_dtype="float32"``). It trades goal fidelity for CPU latency;
+            ``benchmarks/bench_system2.py --int8`` reports both.
     """
 
     llava_path: str | None = None
@@ -245,6 +256,8 @@ class System2Config:
     torch_dtype: str = "float32"
     image_size: int = 336
     padding_side: str = "right"
+    prefix_cache: bool = True
+    quantization: str = "none"
 
     def __post_init__(self) -> None:
         if self.llava_path is not None:
@@ -296,6 +309,13 @@ class System2Config:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if self.padding_side not in _PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {_PADDING_SIDES}, got {self.padding_side!r}")
+        if not isinstance(self.prefix_cache, bool):
+            raise ValueError(f"prefix_cache must be a bool, got {self.prefix_cache!r}")
+        if self.quantization not in _QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {_QUANTIZATIONS}, got {self.quantization!r}")
+        if self.quantization == "int8_dynamic" and self.torch_dtype != "float32":
+            raise ValueError("quantization='int8_dynamic' quantizes a float32 LLaVA; set torch_dtype='float32' "
+                             f"(got {self.torch_dtype!r})")
 
     def _validate_template(self) -> None:
         template = self.prompt_template

@@ -15,6 +15,15 @@ Data flow of :meth:`System2Planner.forward` (B prompts, L tokens, H = LLaVA hidd
 Trainable: ``act_embedding``, ``projection``, ``aux_head``. Every LLaVA weight has
 ``requires_grad=False`` and the LLaVA stays in eval mode.
 
+Fast paths, each beside the reference above: with ``config.prefix_cache`` (the default) step 2
+starts from the cached key/values of the prompt tokens before the image, which are the same
+for every call, and runs on the image, question and ``<ACT>`` only (same goal to float
+rounding; ``forward(..., use_prefix_cache=False)`` is the reference). On CPU,
+``config.quantization="int8_dynamic"`` (or :meth:`System2Planner.quantize_int8`) runs the
+language model's Linear layers in int8, at a goal deviation ``benchmarks/bench_system2.py
+--int8`` reports. On a GPU: ``torch_dtype="bfloat16"`` with ``attn_implementation="auto"``
+(flash-attention 2 when importable, else sdpa); ``benchmarks/gpu_system2.sh`` times it.
+
 Facts reproduced from OpenHelix-robot/OpenHelix: ``planer_utils.py`` (``Model_init``:
 ``<ACT>`` added to the tokenizer, out_dim 512, LLaVA in bfloat16; trainable modules
 ``text_hidden_fcs``, ``pred_act_mlps``, ``pred_pos_act``, ``pred_rot_act``,
@@ -98,6 +107,101 @@ def resolve_attn_implementation(requested: str, device: torch.device | str | Non
     if has_flash and on_gpu and dtype in (torch.float16, torch.bfloat16):
         return "flash_attention_2"
     return "sdpa"
+
+
+@dataclass(frozen=True)
+class _PrefixSplit:
+    """How a batch splits into the shared prompt prefix and the rest (B rows, T = length of
+    the rest, including right padding added so rows line up).
+
+    Attributes:
+        prefix_ids: the P token ids every row starts with (all before the image).
+        index: ``(B, T)`` column in ``input_ids`` of each token after the prefix.
+        mask: ``(B, T)`` 1 for a real token, 0 for padding.
+        act_index: ``(B,)`` position of ``<ACT>`` within the T tokens.
+    """
+
+    prefix_ids: tuple[int, ...]
+    index: torch.Tensor
+    mask: torch.Tensor
+    act_index: torch.Tensor
+
+
+def _split_at_image(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_mask: torch.Tensor,
+    act_positions: torch.Tensor,
+) -> _PrefixSplit | None:
+    """Split ``(B, L)`` prompts before their first image token, or ``None`` when the batch
+    has no prefix that can be computed once: rows whose real tokens before the image differ
+    or hold padding, an empty prefix, or an ``<ACT>`` before the image.
+
+    Rows are realigned so each one's tokens after the prefix start at column 0 (left padding
+    moves behind them): with a causal mask, padding after ``<ACT>`` cannot change it.
+    """
+    batch, length = input_ids.shape
+    device = input_ids.device
+    first_real = attention_mask.argmax(dim=1)
+    first_image = image_mask.long().argmax(dim=1)
+    prefix_lengths = first_image - first_real
+    prefix_length = int(prefix_lengths[0])
+    if prefix_length == 0:
+        return None
+    # Clamped: rows with a longer lead than row 0 are rejected below, but must gather safely first.
+    prefix_index = (first_real.unsqueeze(1) + torch.arange(prefix_length, device=device)).clamp(max=length - 1)
+    prefix_ids = input_ids.gather(1, prefix_index)
+    shareable = (
+        (prefix_lengths == prefix_length).all()
+        & (act_positions > first_image).all()
+        & attention_mask.gather(1, prefix_index).bool().all()
+        & (prefix_ids == prefix_ids[:1]).all()
+    )
+    if not bool(shareable):
+        return None
+    rest = length - int(first_image.min())
+    index = first_image.unsqueeze(1) + torch.arange(rest, device=device)
+    inside = index < length
+    index = index.clamp(max=length - 1)
+    return _PrefixSplit(
+        prefix_ids=tuple(prefix_ids[0].tolist()),
+        index=index,
+        mask=attention_mask.gather(1, index) * inside,
+        act_index=act_positions - first_image,
+    )
+
+
+def quantize_language_model_int8(llava) -> None:
+    """Replace every ``nn.Linear`` of ``llava``'s language model, in place, by an int8
+    dynamically quantized one (int8 weights per tensor; activations quantized per call).
+
+    The vision tower and projector stay float32: they are a small share of the time, and
+    the image features are what the goal is read from. ``torch.ao.quantization`` is
+    deprecated upstream in favour of torchao, but in torch 2.13 it is still the one int8
+    path with fast CPU kernels (fbgemm/onednn): ``torch._int_mm`` on CPU, which torchao's
+    dynamic int8 relies on, was ~100x slower than a float32 matmul here. Its deprecation
+    warnings are silenced for this call only.
+
+    Raises:
+        RuntimeError: the LLaVA is not on CPU or not float32.
+    """
+    import warnings
+
+    language_model = llava.model.language_model
+    parameter = next(language_model.parameters())
+    if parameter.device.type != "cpu":
+        raise RuntimeError(
+            f"int8 dynamic quantization runs on CPU only, but the LLaVA is on {parameter.device}; "
+            "on a GPU use torch_dtype='bfloat16'"
+        )
+    if parameter.dtype != torch.float32:
+        raise RuntimeError(f"int8 dynamic quantization needs a float32 LLaVA, got {parameter.dtype}")
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.* are deprecated")
+        quantize_dynamic(language_model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _require_dir(path: str | os.PathLike, what: str) -> Path:
@@ -241,7 +345,13 @@ class System2Planner(nn.Module):
         super().__init__()
         if not isinstance(config, System2Config):
             raise TypeError(f"config must be a System2Config, got {type(config).__name__}")
+        if config.quantization != "none" and device is not None and torch.device(device).type != "cpu":
+            # Refused before a multi-GB LLaVA is built for nothing.
+            raise ValueError(f"quantization={config.quantization!r} runs on CPU only, but device={str(device)!r}; "
+                             "on a GPU use torch_dtype='bfloat16'")
         self.config = config
+        #: ``(key, per-layer key/values)`` of the prompt prefix; see :meth:`prefix_key_values`.
+        self._prefix_cache: tuple[tuple, tuple[tuple[torch.Tensor, torch.Tensor], ...]] | None = None
         if llava is None:
             llava = build_llava(config, device=device)
         else:
@@ -287,6 +397,8 @@ class System2Planner(nn.Module):
             self.act_embedding = nn.Parameter(act.to(embedding.device))
             self.projection = nn.Linear(self.hidden_size, config.goal_dim, device=embedding.device)
             self.aux_head = AuxHead(self.hidden_size, width, config.aux_activation).to(embedding.device)
+        if config.quantization == "int8_dynamic":
+            quantize_language_model_int8(llava)
 
     # ------------------------------------------------------------------ bookkeeping
     def train(self, mode: bool = True) -> "System2Planner":
@@ -343,6 +455,7 @@ class System2Planner(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        use_prefix_cache: bool | None = None,
     ) -> System2Output:
         """Run System 2 on a batch.
 
@@ -352,6 +465,11 @@ class System2Planner(nn.Module):
                 ``num_image_tokens`` image placeholders and exactly one ``<ACT>`` among its
                 unpadded tokens; padding may be on either side.
             attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding (all ones if None).
+            use_prefix_cache: reuse the cached key/values of the tokens before the image
+                (see :meth:`prefix_key_values`); ``None`` follows ``config.prefix_cache``.
+                ``False`` is the reference path: one forward over the whole sequence. A
+                batch whose rows do not share the tokens before the image (or whose
+                ``<ACT>`` precedes the image) takes the reference path either way.
 
         Returns:
             :class:`System2Output` with ``goal`` ``(B, goal_dim)``, ``act_hidden_state``
@@ -366,6 +484,8 @@ class System2Planner(nn.Module):
                 f"pixel_values must be (B, 3, S, S) with B={batch}, got shape {tuple(pixel_values.shape)}"
             )
         device = self.device
+        if self.config.quantization != "none" and device.type != "cpu":
+            raise RuntimeError(f"the int8 dynamic quantized planner runs on CPU only, but it is on {device}")
         input_ids = input_ids.to(device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -389,6 +509,43 @@ class System2Planner(nn.Module):
                 f"found {image_counts.tolist()}"
             )
 
+        use_cache = self.config.prefix_cache if use_prefix_cache is None else use_prefix_cache
+        split = _split_at_image(input_ids, attention_mask, image_mask, act_positions) if use_cache else None
+        if split is None:
+            inputs_embeds = self._embed(pixel_values, input_ids, act_mask, image_mask, real)
+            # Positions count real tokens only, so left and right padding give the same result.
+            position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            hidden = self.llava.model.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
+        else:
+            hidden, act_positions = self._forward_after_prefix(pixel_values, input_ids, attention_mask, split)
+        act_hidden = hidden[torch.arange(batch, device=device), act_positions].float()
+        goal = self.projection(act_hidden)
+        position, rotation, gripper = self.aux_head(act_hidden)
+        return System2Output(
+            goal=goal,
+            act_hidden_state=act_hidden,
+            aux_position=position,
+            aux_rotation_6d=rotation,
+            aux_gripper_logit=gripper,
+        )
+
+    def _embed(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        act_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        real: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, T, H)`` language-model inputs for ``(B, T)`` ids (a whole prompt or the part
+        after its prefix): table rows, projected CLIP features at the ``num_image_tokens``
+        image positions of each row, :attr:`act_embedding` at ``<ACT>``."""
+        batch, length = input_ids.shape
         llava_model = self.llava.model
         dtype = self.llava.dtype
         # Frozen table lookup; the spliced positions read a harmless id instead.
@@ -397,7 +554,7 @@ class System2Planner(nn.Module):
         inputs_embeds = llava_model.get_input_embeddings()(safe_ids)
 
         image_output = llava_model.get_image_features(
-            pixel_values=pixel_values.to(device=device, dtype=dtype),
+            pixel_values=pixel_values.to(device=input_ids.device, dtype=dtype),
             vision_feature_layer=self.llava.config.vision_feature_layer,
             vision_feature_select_strategy=self.llava.config.vision_feature_select_strategy,
             return_dict=True,
@@ -410,27 +567,105 @@ class System2Planner(nn.Module):
             )
         inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
         act = self.act_embedding.to(inputs_embeds.dtype).expand(batch, length, -1)
-        inputs_embeds = torch.where(act_mask.unsqueeze(-1), act, inputs_embeds)
+        return torch.where(act_mask.unsqueeze(-1), act, inputs_embeds)
 
-        # Positions count real tokens only, so left and right padding give the same result.
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        outputs = llava_model.language_model(
+    def _forward_after_prefix(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        split: "_PrefixSplit",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Language model over the tokens after the shared prefix, on top of its cached
+        key/values. Returns the ``(B, T, H)`` last hidden states of those T tokens and the
+        ``(B,)`` index of ``<ACT>`` among them."""
+        from transformers import DynamicCache
+
+        batch = input_ids.shape[0]
+        prefix_length = len(split.prefix_ids)
+        suffix_ids = input_ids.gather(1, split.index)
+        suffix_real = split.mask.bool()
+        act_mask = (suffix_ids == self.act_token_id) & suffix_real
+        image_mask = (suffix_ids == self.image_token_id) & suffix_real
+        inputs_embeds = self._embed(pixel_values, suffix_ids, act_mask, image_mask, suffix_real)
+
+        # A fresh cache per call around the stored tensors: DynamicLayer.update concatenates
+        # into new tensors, so the stored prefix is never written to; expand() shares it
+        # across the batch without a copy.
+        language_model = self.llava.model.language_model
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
+                for keys, values in self.prefix_key_values(split.prefix_ids)
+            ],
+            config=language_model.config,
+        )
+        # The prefix is all real tokens, so the full forward's positions (real tokens counted
+        # from 0) continue at prefix_length after it.
+        position_ids = prefix_length + (split.mask.cumsum(dim=1) - 1).clamp(min=0)
+        prefix_mask = attention_mask.new_ones((batch, prefix_length))
+        hidden = language_model(
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            attention_mask=torch.cat([prefix_mask, split.mask], dim=1),
             position_ids=position_ids,
-            use_cache=False,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        return hidden, split.act_index
+
+    # ------------------------------------------------------------------ prefix cache
+    def _prefix_cache_key(self, prefix_ids: tuple[int, ...]) -> tuple:
+        """What the prefix key/values depend on besides the weights' values: the ids, where
+        and in which dtype (autocast included: training runs under bf16 autocast on a GPU)
+        and attention kernel they run, the quantization, and each language-model parameter's
+        storage and in-place version (``.to()``, ``.half()`` or ``load_state_dict`` on the
+        LLaVA change one of them). Reading the ~300 versions of a 7B costs well under a
+        millisecond, and on a GPU it overlaps the vision tower already queued."""
+        language_model = self.llava.model.language_model
+        weights = tuple((parameter.data_ptr(), parameter._version) for parameter in language_model.parameters())
+        device = self.device
+        autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
+        return (
+            prefix_ids,
+            str(device),
+            self.llava.dtype,
+            autocast,
+            language_model.config._attn_implementation,
+            self.config.quantization,
+            weights,
         )
-        hidden = outputs.last_hidden_state
-        act_hidden = hidden[torch.arange(batch, device=device), act_positions].float()
-        goal = self.projection(act_hidden)
-        position, rotation, gripper = self.aux_head(act_hidden)
-        return System2Output(
-            goal=goal,
-            act_hidden_state=act_hidden,
-            aux_position=position,
-            aux_rotation_6d=rotation,
-            aux_gripper_logit=gripper,
-        )
+
+    def prefix_key_values(self, prefix_ids: tuple[int, ...]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per language-model layer ``(keys, values)``, each ``(1, kv_heads, P, head_dim)``,
+        of the P prompt tokens ``prefix_ids`` (those before the image), computed on first use
+        and kept until the ids, device, dtype, quantization or language-model weights change.
+
+        They are computed outside inference mode and without autograd, so the same tensors
+        serve inference and training (nothing trainable comes before the image)."""
+        key = self._prefix_cache_key(prefix_ids)
+        if self._prefix_cache is not None and self._prefix_cache[0] == key:
+            return self._prefix_cache[1]
+        self._prefix_cache = None  # drop the stale tensors before computing the new ones
+        language_model = self.llava.model.language_model
+        with torch.inference_mode(False), torch.no_grad():
+            ids = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
+            outputs = language_model(
+                inputs_embeds=self.llava.model.get_input_embeddings()(ids),
+                position_ids=torch.arange(len(prefix_ids), device=self.device).unsqueeze(0),
+                use_cache=True,
+            )
+            layers = tuple((layer.keys, layer.values) for layer in outputs.past_key_values.layers)
+        self._prefix_cache = (key, layers)
+        return layers
+
+    # ------------------------------------------------------------------ int8 on CPU
+    def quantize_int8(self) -> "System2Planner":
+        """Quantize the language model's Linear layers to int8 in place (see
+        :func:`quantize_language_model_int8`) and record it in ``config.quantization``."""
+        quantize_language_model_int8(self.llava)
+        self.config = replace(self.config, quantization="int8_dynamic")
+        self._prefix_cache = None
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
