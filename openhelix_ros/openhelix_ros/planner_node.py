@@ -18,7 +18,7 @@ controller must be able to trust it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -80,6 +80,10 @@ PARAMETERS = (
                   "runs only).", one_of(*RELEASE_ARCHITECTURES)),
     ParameterSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'."),
     ParameterSpec("seed", 0, "Seed of the random initialisation when no checkpoint is given."),
+    ParameterSpec("prefix_cache", True, "Reuse the key/values of the prompt tokens before the image on every call "
+                  "(the same goal to float rounding; false runs the whole prompt every call, the reference)."),
+    ParameterSpec("int8", False, "Quantize the LLaVA language model's Linear layers to int8 (CPU and float32 only; "
+                  "faster, but the goal moves: see README, System 2 speed). Fails configure on another device."),
     ParameterSpec("prompt_question", "", "Which question the prompt asks: 'random' (a seeded draw per call, as "
                   "OpenHelix's evaluation; the default of the OpenHelix configurations), a question's index ('0': "
                   "'Can you <instruction>?', '1': 'Can you control the robot to <instruction>?'), or '' to keep "
@@ -165,8 +169,9 @@ class PlannerNode(LifecycleNode):
         checkpoint or the preset. Raises one of ``LOAD_ERRORS`` naming what failed."""
         p = self.params
         if not p["release_dir"]:
-            return GoalPlanner.load(checkpoint=p["checkpoint"] or None, preset=p["preset"],
-                                    llava_path=p["llava_path"] or None, device=p["device"], seed=p["seed"])
+            return self._with_speed_options(GoalPlanner.load(
+                checkpoint=p["checkpoint"] or None, preset=p["preset"], llava_path=p["llava_path"] or None,
+                device=p["device"], seed=p["seed"]))
         self.get_logger().info(f"loading System 2 of the OpenHelix release '{p['release_dir']}' "
                                f"({p['release_variant']}, architecture {p['release_architecture']}) on {p['device']}; "
                                "preset, checkpoint and llava_path are not used")
@@ -174,6 +179,16 @@ class PlannerNode(LifecycleNode):
                                            p["device"])
         for part, report in planner.reports.items():
             self.get_logger().info(f"key mapping ({part}): {report.summary()}")
+        return self._with_speed_options(planner)
+
+    def _with_speed_options(self, planner: GoalPlanner) -> GoalPlanner:
+        """Applies ``prefix_cache`` and ``int8``; raises ValueError / RuntimeError (both in
+        ``LOAD_ERRORS``) naming why int8 cannot run here."""
+        model = planner.model
+        model.config = replace(model.config, prefix_cache=self.params["prefix_cache"])
+        if self.params["int8"]:
+            model.quantize_int8()
+            self.get_logger().info("System 2's language model runs with int8 dynamic quantization")
         return planner
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

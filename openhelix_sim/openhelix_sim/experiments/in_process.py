@@ -47,18 +47,27 @@ def evaluate_in_process(policy_factory: Callable[[], object], tasks: Sequence[st
     Returns:
         ``{task: [success per seed]}``.
     """
+    results = task_episode_results(policy_factory, tasks, seeds, max_steps, execute_steps, static_size, gripper_size,
+                                   progress, scene_variation, backend, environments)
+    outcomes: Dict[str, List[bool]] = {task: [] for task in tasks}
+    for result in results:
+        outcomes[result.initial_state["task"]].append(result.completed == 1)
+    return outcomes
+
+
+def task_episode_results(policy_factory: Callable[[], object], tasks: Sequence[str], seeds: Sequence[int],
+                         max_steps: int, execute_steps: int, static_size: int, gripper_size: int, progress: bool,
+                         scene_variation: str, backend: str, environments: int) -> List[SequenceResult]:
+    """:func:`evaluate_in_process`'s episodes as one :class:`SequenceResult` each (steps taken in
+    ``info["steps_per_subtask"]``), in ``(task, seed)`` order."""
     episodes = [(task, seed) for task in tasks for seed in seeds]
 
     def protocol(env, indices):
         return TaskEpisodeRunner(env, episodes, indices, max_steps_per_subtask=max_steps,
                                  scene_variation=scene_variation, oracle=oracle_for(backend))
 
-    results = _roll_out(policy_factory, protocol, len(episodes), environments, execute_steps, "episode", progress,
-                        backend, static_size, gripper_size)
-    outcomes: Dict[str, List[bool]] = {task: [] for task in tasks}
-    for result in results:
-        outcomes[result.initial_state["task"]].append(result.completed == 1)
-    return outcomes
+    return _roll_out(policy_factory, protocol, len(episodes), environments, execute_steps, "episode", progress,
+                     backend, static_size, gripper_size)
 
 
 def evaluate_chains_in_process(policy_factory: Callable[[], object], sequences: int,
