@@ -132,6 +132,9 @@ class Encoder(nn.Module):
     def inference_backbone(self) -> CLIPResNetFeatures:
         """The backbone with BatchNorm folded into its convolutions, rebuilt whenever the
         backbone's tensors change (loading weights, training, moving device or dtype)."""
+        if torch.compiler.is_compiling() and self._folded_backbone is not None:
+            # Traced tensors (ONNX export) have no addresses: the caller builds the copy first.
+            return self._folded_backbone[1]
         tensors = list(self.backbone.parameters()) + list(self.backbone.buffers())
         version = tuple((t.data_ptr(), t.dtype, t._version) for t in tensors)
         if self._folded_backbone is None or self._folded_backbone[0] != version:
@@ -430,6 +433,13 @@ class DiffuserActor(nn.Module):
         or None, ``gripper_feats (B, nhist, F)``, ``fps_feats (B, K, F)``,
         ``fps_pos (B, K, F, 2)`` and ``current (B, 8)`` (the absolute current pose).
         """
+        fixed = self.encode_scene(batch, fast=fast)
+        fixed["fps_feats"], fixed["fps_pos"] = self.encoder.run_fps(fixed["context_feats"], fixed["context_pos"])
+        return fixed
+
+    def encode_scene(self, batch: Mapping[str, torch.Tensor], fast: bool = False) -> dict[str, Optional[torch.Tensor]]:
+        """:meth:`encode_inputs` without farthest point sampling (a data-dependent loop, which
+        an exported graph leaves to the caller): all its keys but ``fps_feats`` / ``fps_pos``."""
         dtype = self.gripper_loc_bounds.dtype
         rgb = batch[RGB].to(dtype)
         pcd = batch[PCD].to(dtype)
@@ -457,11 +467,9 @@ class DiffuserActor(nn.Module):
                 context_feats = self.encoder.vision_language_attention(context_feats, goal_feats)
         context_pos = self.encoder.relative_pe_layer(context)
         gripper_feats = self.encoder.encode_curr_gripper(grip_pos, context_feats, context_pos)
-        fps_feats, fps_pos = self.encoder.run_fps(context_feats, context_pos)
         return {
             "context_feats": context_feats, "context": context, "context_pos": context_pos,
-            "goal_feats": goal_feats, "gripper_feats": gripper_feats,
-            "fps_feats": fps_feats, "fps_pos": fps_pos, "current": current,
+            "goal_feats": goal_feats, "gripper_feats": gripper_feats, "current": current,
         }
 
     def _targets(self, trajectory: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -573,7 +581,29 @@ class DiffuserActor(nn.Module):
 
     def _sample(self, batch, generator, committed, sampler: SamplerConfig) -> torch.Tensor:
         fixed = self.encode_inputs(batch, fast=sampler.fast)
-        current = fixed["current"]
+        if sampler.fast:
+            def make_denoiser(timesteps):
+                return CachedDenoiser(self.prediction_head, fixed, timesteps)
+        else:
+            def make_denoiser(timesteps):
+                return lambda trajectory, index: self.prediction_head(trajectory, timesteps[index], fixed)
+        return self.denoise(fixed["current"], make_denoiser, generator, committed, sampler)
+
+    def denoise(self, current: torch.Tensor, make_denoiser, generator: Optional[torch.Generator],
+                committed: Optional[torch.Tensor], sampler: SamplerConfig) -> torch.Tensor:
+        """The sampling loop of :meth:`predict_trajectory` after encoding, for any denoiser
+        (the model's own, or an exported one: :mod:`.export_system1`).
+
+        Args:
+            current: ``(B, 8)`` absolute current pose (``encode_inputs(...)["current"]``).
+            make_denoiser: the ``S`` network timesteps ``(B,)`` of the call's steps, noisiest
+                first -> ``denoiser(trajectory (B, T, 9), step index) -> (B, T, 10)``.
+            generator, committed: as in :meth:`predict_trajectory`.
+            sampler: a resolved :class:`SamplerConfig`.
+
+        Returns:
+            ``(B, T, 8)`` absolute waypoints, as :meth:`predict_trajectory`.
+        """
         shape = (current.shape[0], self.config.trajectory_length, 9)
         prefix = None
         if committed is not None and committed.shape[1] > 0:
@@ -583,11 +613,7 @@ class DiffuserActor(nn.Module):
         sample = random_normal(shape, generator, current.device, current.dtype)
         loop = self._sampling_loop(sampler)
         timesteps = [loop.network_timestep(index, shape[0], current.device) for index in range(len(loop.timesteps))]
-        if sampler.fast:
-            denoiser = CachedDenoiser(self.prediction_head, fixed, timesteps)
-        else:
-            def denoiser(trajectory, index):
-                return self.prediction_head(trajectory, timesteps[index], fixed)
+        denoiser = make_denoiser(timesteps)
         out = None
         for index in range(len(timesteps)):
             if prefix is not None:

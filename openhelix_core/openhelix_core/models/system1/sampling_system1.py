@@ -215,7 +215,8 @@ class CachedDenoiser:
         num_traj = trajectory.shape[1]
         traj_feats = head.traj_encoder(trajectory)
         steps = torch.arange(num_traj, device=trajectory.device)
-        traj_time_pos = head.traj_time_emb(steps).to(traj_feats.dtype)[None].expand(len(trajectory), -1, -1)
+        # shape[0], not len(): an exported graph keeps the batch size symbolic
+        traj_time_pos = head.traj_time_emb(steps).to(traj_feats.dtype)[None].expand(trajectory.shape[0], -1, -1)
         if head.use_instruction:
             traj_feats = self._trajectory_goal_attention(traj_feats, traj_time_pos)
         traj_feats = traj_feats + traj_time_pos
