@@ -12,6 +12,10 @@ config, or a trained checkpoint (``--checkpoint``) -- and the same inputs, print
 - ``encode_inputs`` reference against fast (BatchNorm folded, single-goal shortcut);
 - throughput at larger batches (``--batch-sizes``): trajectories per second;
 - farthest point sampling, the textbook loop against the precomputed one (same indices);
+- optionally ONNX Runtime (``--onnx``): the model exported to a temporary directory
+  (:mod:`openhelix_core.models.system1.export_system1`) and each fast sampler run by
+  ``OnnxSystem1`` ("onnx ddim-3" rows) in the same alternation, with its largest difference
+  from the torch fast path on the same inputs and noise;
 - optionally the original code's timing (``--original-factory module:function``): a callable
   the caller provides, given ``(config, state_dict)``, returning ``run(batch) -> anything``
   on this project's batch dict (e.g. a wrapper building nickgkan/3d_diffuser_actor's
@@ -29,11 +33,13 @@ Usage::
     python benchmarks/bench_system1.py --checkpoint sim_bridge/checkpoints/play_table_demo/system1 \\
         --samplers ddpm-10 ddim-10 ddim-5 ddim-3 ddim-2
     python benchmarks/bench_system1.py --device cuda --iters 50      # GPU figures
+    python benchmarks/bench_system1.py --samplers ddim-3 --onnx      # ONNX Runtime beside torch
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import tempfile
 import time
 
 import numpy as np
@@ -140,11 +146,17 @@ def bench_samplers(args, model: DiffuserActor, device: torch.device) -> None:
         sampler.resolved(config)  # refuse what does not suit the model before timing anything
     batches = [random_batch(config, device, seed=k) for k in range(args.inputs)]
 
-    def call(sampler, batch, seed=0):
-        return model.predict_trajectory(batch, generator=torch.Generator(device=device).manual_seed(seed),
-                                        sampler=sampler)
+    def call(sampler, batch, seed=0, predictor=model):
+        return predictor.predict_trajectory(batch, generator=torch.Generator(device=device).manual_seed(seed),
+                                            sampler=sampler)
 
     runners = {label(s): (lambda s=s: call(s, batches[0])) for s in samplers}
+    onnx_samplers = {}
+    if args.onnx:
+        onnx = onnx_runner(model, device)
+        onnx_samplers = {f"onnx {label(s)}": s for s in samplers if s.fast}
+        for name, s in onnx_samplers.items():
+            runners[name] = lambda s=s: call(s, batches[0], predictor=onnx)
     if args.original_factory:
         original = original_runner(args.original_factory, model)
         runners["original code"] = lambda: original(batches[0])
@@ -161,6 +173,8 @@ def bench_samplers(args, model: DiffuserActor, device: torch.device) -> None:
             times[name].append((time.perf_counter() - start) * 1e3)
 
     outputs = {label(s): [call(s, b, seed=1) for b in batches] for s in samplers}
+    for name, s in onnx_samplers.items():
+        outputs[name] = [call(s, b, seed=1, predictor=onnx) for b in batches]
     spread = [deviation(call(reference, b, seed=2), ref) for b, ref in zip(batches, outputs[label(reference)])]
     ref_p50 = percentiles(times[label(reference)])[0]
     print(f"\nB=1, {args.iters} calls each, alternating; deviation from {label(reference)} on {args.inputs} inputs "
@@ -175,6 +189,24 @@ def bench_samplers(args, model: DiffuserActor, device: torch.device) -> None:
             row += _deviation_columns(devs)
         print(row)
     print(f"{'(ref, 2nd seed)':<16s} {'':>9s} {'':>9s} {'':>9s}" + _deviation_columns(spread))
+    for name, s in onnx_samplers.items():
+        gap = max(float((o - t).abs().max()) for o, t in zip(outputs[name], outputs[label(s)]))
+        print(f"{name}: largest difference from torch {label(s)} {gap:.2e} (same inputs and noise)")
+
+
+def onnx_runner(model: DiffuserActor, device: torch.device):
+    """``model`` exported to a temporary directory and loaded in ONNX Runtime (threads: torch's)."""
+    from openhelix_core.models.system1.export_system1 import OnnxSystem1, export_system1
+
+    if device.type != "cpu":
+        raise SystemExit("--onnx runs the model's sampling loop on the CPU (ONNX Runtime picks its own "
+                         "providers); use --device cpu")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:  # the sessions hold the graphs once loaded
+        export_system1(model, directory, random_batch(model.config, device, batch_size=2))
+        runner = OnnxSystem1(model, directory)
+    print(f"exported in {time.perf_counter() - start:.0f} s; ONNX Runtime providers {runner.providers}")
+    return runner
 
 
 def _deviation_columns(devs: list[dict]) -> str:
@@ -232,6 +264,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 4, 8])
     parser.add_argument("--original-factory", default="", help="module:function building the original code's "
                         "model (see above)")
+    parser.add_argument("--onnx", action="store_true", help="also time each fast sampler in ONNX Runtime")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -117,7 +117,7 @@ def export_system1(model: DiffuserActor, directory: Union[str, Path], batch: Map
     encoder_path, denoiser_path = directory / ENCODER_FILE, directory / DENOISER_FILE
     with torch.no_grad():
         torch.onnx.export(_EncoderGraph(model).eval(), encoder_args, str(encoder_path), input_names=encoder_names,
-                          output_names=_encoder_outputs(model), opset_version=opset, dynamo=True,
+                          output_names=_encoder_outputs(model), opset_version=opset, dynamo=True, verbose=False,
                           dynamic_shapes=(tuple({0: batch_dim} for _ in encoder_args),), external_data=False)
         fixed = model.encode_inputs(batch, fast=True)
         loop = model._sampling_loop(SamplerConfig(fast=True).resolved(model.config))
@@ -127,10 +127,23 @@ def export_system1(model: DiffuserActor, directory: Union[str, Path], batch: Map
                          *(fixed[name] for name in _denoiser_fixed(model)))
         torch.onnx.export(_DenoiserGraph(model).eval(), denoiser_args, str(denoiser_path),
                           input_names=["trajectory", "timestep"] + _denoiser_fixed(model), output_names=["output"],
-                          opset_version=opset, dynamo=True,
+                          opset_version=opset, dynamo=True, verbose=False,
                           dynamic_shapes=({0: batch_dim}, {0: batch_dim}, tuple({0: batch_dim} for _ in denoiser_args[2:])),
                           external_data=False)
+    for path in (encoder_path, denoiser_path):
+        _check_dynamic_batch(path)
     return encoder_path, denoiser_path
+
+
+def _check_dynamic_batch(path: Path) -> None:
+    """Raise when a graph input came out with a fixed batch size (the exporter falls back to the
+    example's shapes when the traced code turned the batch size into a constant)."""
+    import onnx
+
+    for graph_input in onnx.load(str(path)).graph.input:
+        if not graph_input.type.tensor_type.shape.dim[0].dim_param:
+            raise RuntimeError(f"{path.name}: input {graph_input.name!r} was exported with a fixed batch size; "
+                               f"some code on its path reads the batch size as a Python int")
 
 
 def available_providers(preferred: Sequence[str] = PREFERRED_PROVIDERS) -> list[str]:
