@@ -25,6 +25,13 @@ statistics): export again after them.
 waypoints), so with the same generator it returns what ``predict_trajectory`` does, to float
 rounding. ``onnx``, ``onnxscript`` (for ``torch.onnx.export``) and ``onnxruntime`` are
 imported only here.
+
+Usage::
+
+    model = DiffuserActor.from_pretrained("checkpoints/system1")
+    export_system1(model, "system1_onnx", example_batch)      # example_batch: B >= 2, L goal tokens
+    runner = OnnxSystem1(model, "system1_onnx")                 # TensorRT / CUDA when installed, else CPU
+    trajectory = runner.predict_trajectory(batch, generator=generator, sampler=SamplerConfig("ddim", 3))
 """
 from __future__ import annotations
 
@@ -191,7 +198,6 @@ class OnnxSystem1:
         model = self.model
         sampler = (sampler or model.sampler).resolved(model.config)
         model._check_batch(batch, training=False)
-        model.eval()
         with torch.inference_mode():
             feeds = {name: _array(batch[key]) for name, key in _encoder_inputs(model)}
             encoded = dict(zip(_encoder_outputs(model), self.encoder.run(None, feeds)))
