@@ -190,7 +190,8 @@ class OnnxSystem1:
         self.denoiser = onnxruntime.InferenceSession(str(directory / DENOISER_FILE), options, providers=providers)
         self.providers = self.denoiser.get_providers()
 
-    def predict_trajectory(self, batch: Mapping[str, torch.Tensor], generator: Optional[torch.Generator] = None,
+    def predict_trajectory(self, batch: Mapping[str, torch.Tensor],
+                           generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
                            committed: Optional[torch.Tensor] = None,
                            sampler: Optional[SamplerConfig] = None) -> torch.Tensor:
         """As :meth:`~.modeling_system1.DiffuserActor.predict_trajectory` (``sampler.fast`` is

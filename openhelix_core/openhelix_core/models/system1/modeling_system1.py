@@ -589,7 +589,8 @@ class DiffuserActor(nn.Module):
                 return lambda trajectory, index: self.prediction_head(trajectory, timesteps[index], fixed)
         return self.denoise(fixed["current"], make_denoiser, generator, committed, sampler)
 
-    def denoise(self, current: torch.Tensor, make_denoiser, generator: Optional[torch.Generator],
+    def denoise(self, current: torch.Tensor, make_denoiser,
+                generator: Union[None, torch.Generator, Sequence[torch.Generator]],
                 committed: Optional[torch.Tensor], sampler: SamplerConfig) -> torch.Tensor:
         """The sampling loop of :meth:`predict_trajectory` after encoding, for any denoiser
         (the model's own, or an exported one: :mod:`.export_system1`).
