@@ -17,6 +17,7 @@ from openhelix_core.evaluation.sequences import STEPS_PER_SUBTASK
 from openhelix_sim.experiments.cli import (
     add_evaluation_arguments,
     add_scene_arguments,
+    sampler_command_line,
     sampler_from_arguments,
     selected_tasks,
 )
@@ -259,7 +260,7 @@ def run_learning_table(args) -> int:
             {variant: checkpoints[variant] for variant in args.ros_variants if variant in checkpoints},
             tasks, seeds, args.max_steps, args.execute_steps, args.static_size, args.gripper_size,
             out / "ros_evaluation", workers=args.workers, scene_variation=args.scene_variation,
-            execution=args.execution, backend=args.backend)
+            execution=args.execution, backend=args.backend, sampler_arguments=sampler_command_line(args))
         timings["ros_evaluation_s"] = time.perf_counter() - t0
         tables.append("Through ROS (sim bridge, planner and controller nodes; `openhelix eval-calvin --protocol "
                       "tasks`):\n\n" + success_table(report["ros_results"], seeds))
@@ -269,7 +270,8 @@ def run_learning_table(args) -> int:
             chains = evaluate_chains_through_ros(
                 {variant: checkpoints[variant] for variant in args.ros_chain_variants if variant in checkpoints},
                 args.eval_chains, args.chain_max_steps, args.execute_steps, args.static_size, args.gripper_size,
-                out / "ros_evaluation", workers=args.workers, execution=args.execution, backend=args.backend)
+                out / "ros_evaluation", workers=args.workers, execution=args.execution, backend=args.backend,
+                sampler_arguments=sampler_command_line(args))
             report["ros_chain_results"] = {variant: summary.to_dict() for variant, summary in chains.items()}
             timings["ros_chain_evaluation_s"] = time.perf_counter() - t0
             tables.append(f"CALVIN's chains through ROS (`openhelix eval-calvin`, first {args.eval_chains} "

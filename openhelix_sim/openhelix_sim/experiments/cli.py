@@ -109,6 +109,12 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                         "(same mathematics, several times slower)")
 
 
+def sampler_command_line(args) -> list:
+    """:func:`add_sampler_arguments`' options as arguments for another command (``eval-calvin``)."""
+    return (["--sampler", args.sampler, "--sampling-steps", str(args.sampling_steps)]
+            + (["--reference-sampling"] if args.reference_sampling else []))
+
+
 def sampler_from_arguments(args) -> SamplerConfig:
     """The :class:`SamplerConfig` of :func:`add_sampler_arguments`' options."""
     return SamplerConfig.from_options(args.sampler, args.sampling_steps, fast=not args.reference_sampling)
