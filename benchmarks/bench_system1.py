@@ -109,10 +109,12 @@ def label(sampler: SamplerConfig) -> str:
 
 def deviation(out: torch.Tensor, reference: torch.Tensor) -> dict:
     """Waypoint differences of two ``(B, T, 8)`` trajectories."""
-    out, reference = out.double(), reference.double()  # float32 acos cannot resolve angles below ~0.03 deg
+    out, reference = out.double(), reference.double()
     position = (out[..., :3] - reference[..., :3]).norm(dim=-1) * 1e3
-    dots = (out[..., 3:7] * reference[..., 3:7]).sum(-1).abs().clamp(max=1.0)
-    angle = torch.rad2deg(2 * torch.acos(dots))
+    quat, quat_ref = out[..., 3:7], reference[..., 3:7]
+    quat = torch.where((quat * quat_ref).sum(-1, keepdim=True) < 0, -quat, quat)
+    # atan2 of the half-chord and half-sum: exact for small angles, where acos of a dot is not
+    angle = torch.rad2deg(4 * torch.atan2((quat - quat_ref).norm(dim=-1), (quat + quat_ref).norm(dim=-1)))
     return {"pos_mean_mm": float(position.mean()), "pos_max_mm": float(position.max()),
             "rot_mean_deg": float(angle.mean()), "rot_max_deg": float(angle.max()),
             "open_mean": float((out[..., 7] - reference[..., 7]).abs().mean())}

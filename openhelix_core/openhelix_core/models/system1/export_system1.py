@@ -184,6 +184,9 @@ class OnnxSystem1:
         self.model = model
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        # Idle ONNX Runtime threads spin by default; next to other nodes (and torch) on a few
+        # cores that spinning takes the CPU they need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(providers or available_providers())
         directory = Path(directory)
         self.encoder = onnxruntime.InferenceSession(str(directory / ENCODER_FILE), options, providers=providers)
