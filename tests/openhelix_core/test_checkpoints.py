@@ -57,15 +57,7 @@ ACT_ROW = 5  # <ACT> id of the tiny tokenizer
 TINY_VOCAB = 262
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-# ------------------------------------------------------------------------------ meta-device counts
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 def test_llava_7b_parameter_count_on_meta():
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 

@@ -29,14 +29,7 @@ from openhelix_core.models.system1 import (
 from openhelix_core.models.system1.fps import farthest_point_sample, farthest_point_sample_reference
 from openhelix_core.types import CameraFrame, Observation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Small ops are much faster on one thread on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

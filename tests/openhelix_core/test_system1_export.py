@@ -11,12 +11,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # torch.onnx.export's translator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

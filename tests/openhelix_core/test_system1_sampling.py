@@ -18,13 +18,7 @@ from openhelix_core.models.system1.configuration_system1 import FLOW_TIMESTEP_SC
 from openhelix_core.models.system1.fps import farthest_point_sample, farthest_point_sample_reference
 from openhelix_core.models.system1.sampling_system1 import CachedDenoiser
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def live_model(config: System1Config, seed: int = 0) -> DiffuserActor:
