@@ -133,8 +133,7 @@ class TrajectoryController:
                  for c, o, g in zip(controllers, observations, goals)]
         device = controllers[0].device
         batch = {key: torch.cat([item[key] for item in items]).to(device) for key in items[0]}
-        generators = [c.generator for c in controllers]
-        trajectories = model.predict_trajectory(batch, generator=generators if len(generators) > 1 else generators[0],
+        trajectories = model.predict_trajectory(batch, generator=[c.generator for c in controllers],
                                                 committed=committed).cpu().numpy()
         chunks = []
         for controller, observation, goal, trajectory in zip(controllers, observations, goals, trajectories):

@@ -297,7 +297,7 @@ class DiffuserActor(nn.Module):
             num_train_timesteps=config.diffusion_timesteps,
             beta_schedule=config.rotation_beta_schedule, prediction_type=config.prediction_type)
         self.sampler = SamplerConfig.reference()
-        self._ddim: dict[int, tuple] = {}
+        self.ddim_schedulers = ddim_schedulers(self.position_noise_scheduler, self.rotation_noise_scheduler)
         self.register_buffer("gripper_loc_bounds",
                              torch.tensor(self.normalization.gripper_loc_bounds, dtype=torch.float32),
                              persistent=False)
@@ -336,10 +336,7 @@ class DiffuserActor(nn.Module):
         if sampler.method == "euler":
             return EulerLoop(sampler.steps, self.config.prediction_type)
         if sampler.method == "ddim":
-            if sampler.steps not in self._ddim:
-                self._ddim[sampler.steps] = ddim_schedulers(self.position_noise_scheduler,
-                                                            self.rotation_noise_scheduler)
-            return SchedulerLoop(*self._ddim[sampler.steps], sampler.steps)
+            return SchedulerLoop(*self.ddim_schedulers, sampler.steps)
         return SchedulerLoop(self.position_noise_scheduler, self.rotation_noise_scheduler, sampler.steps)
 
     def set_goal_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
