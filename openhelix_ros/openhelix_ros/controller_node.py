@@ -1,14 +1,18 @@
 """System 1 controller node: synchronized RGB-D + EE pose + latest goal -> guarded arm commands.
 
 Subscribes:  per camera color / registered depth / camera_info, the EE pose
-             (``geometry_msgs/PoseStamped``), ``sensor_msgs/JointState`` (gripper fingers),
-             ``openhelix_msgs/GoalEmbedding``, the e-stop (``std_msgs/Bool``) and, when
-             configured, a deadman heartbeat (``std_msgs/Bool``, true while held).
+             (``geometry_msgs/PoseStamped``) or, ``ee_pose_source: tf``, ``/tf`` and
+             ``/tf_static`` (also for ``extrinsics_source: tf``), ``sensor_msgs/JointState``
+             (gripper fingers; the arm's joints seed the IK), ``openhelix_msgs/GoalEmbedding``,
+             the e-stop (``std_msgs/Bool``), when configured a deadman heartbeat
+             (``std_msgs/Bool``, true while held), and ``/robot_description`` when the joint
+             trajectory output has no ``urdf_path``.
 Publishes:   ``openhelix_msgs/TrajectoryChunk`` (one per inference), a blended, limited
              ``geometry_msgs/PoseStamped`` command stream and ``std_msgs/Float64`` gripper
-             openness at ``command_rate_hz``, goal age and System 1 steps per System 2 update,
-             ``diagnostic_msgs/DiagnosticArray``, and optionally the consumed point cloud and
-             the planned path for RViz / Foxglove.
+             openness at ``command_rate_hz`` -- optionally also as one-point
+             ``trajectory_msgs/JointTrajectory`` messages by inverse kinematics --, goal age and
+             System 1 steps per System 2 update, ``diagnostic_msgs/DiagnosticArray``, and
+             optionally the consumed point cloud and the planned path for RViz / Foxglove.
 Services:    ``~/engage_estop`` and ``~/clear_estop`` (``std_srvs/Trigger``); the lifecycle
              services (configure loads the model -- a trained checkpoint, a preset, or System 1
              of the published OpenHelix release when ``release_dir`` is set -- activate starts
@@ -35,18 +39,22 @@ from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
-from std_msgs.msg import Bool, Float64, Header
+from std_msgs.msg import Bool, Float64, Header, String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import MarkerArray
 
 from openhelix_core.checkpoints import LOAD_ERRORS, OPENHELIX_VARIANTS, RELEASE_ARCHITECTURES
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S, CALVIN_CONTROL_RATE_HZ
+from openhelix_core.geometry import matrix_to_quaternion, pose_to_matrix
+from openhelix_core.kinematics import KinematicsError
 from openhelix_core.models.system1 import SYSTEM1_PRESETS, SamplerConfig
 from openhelix_core.models.system1.configuration_system1 import SAMPLERS
 from openhelix_core.pointcloud import DepthFilter
 from openhelix_core.runtime.chunking import MODES, CommandStream
 from openhelix_core.runtime.controller import TrajectoryController
 from openhelix_core.runtime.devices import limit_cpu_threads
+from openhelix_core.runtime.joint_commands import JointCommandPlanner
 from openhelix_core.runtime.safety import (
     EStopLatch,
     FrozenInputDetector,
@@ -69,11 +77,18 @@ from openhelix_ros.conversions import (
     image_fingerprint,
     points_to_pointcloud2,
     pose_to_arrays,
+    seconds_to_duration,
     seconds_to_stamp,
     stamp_to_seconds,
 )
 from openhelix_ros.node_main import run_node
-from openhelix_ros.observation import build_observation, camera_mounts_from_parameters, gripper_openness
+from openhelix_ros.observation import (
+    TF_MOUNT,
+    build_observation,
+    camera_frames_from_parameters,
+    camera_mounts_from_parameters,
+    gripper_openness,
+)
 from openhelix_ros.parameters import (
     ParameterSpec,
     declare_and_validate,
@@ -86,9 +101,10 @@ from openhelix_ros.parameters import (
     positive,
     topic_name,
 )
-from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, LATEST_SENSOR, RELIABLE
+from openhelix_ros.qos import ANY_PUBLISHER, COMMAND_STREAM, LATCHED, LATEST_SENSOR, RELIABLE
 from openhelix_ros.refusals import RefusalLog
 from openhelix_ros.sync import ApproximateTimeSynchronizer
+from openhelix_ros.transforms import TransformLookupError, TransformSource
 
 UNBOUNDED = 1e6
 SAMPLER_METHODS = sorted({method for methods in SAMPLERS.values() for method in methods})
@@ -129,7 +145,19 @@ PARAMETERS = (
     ParameterSpec("camera_names", ["static", "gripper"], "Cameras in the order the model expects.", non_empty),
     ParameterSpec("camera_mounts", ["base", "ee"], "Per camera: 'base' (fixed) or 'ee' (on the hand)."),
     ParameterSpec("camera_extrinsics", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0] * 2,
-                  "Per camera x y z qx qy qz qw of the optical frame in its mount frame."),
+                  "Per camera x y z qx qy qz qw of the optical frame in its mount frame (extrinsics_source "
+                  "'parameters')."),
+    ParameterSpec("extrinsics_source", "parameters", "Camera poses: 'parameters' (camera_mounts and "
+                  "camera_extrinsics) or 'tf' (each camera's optical frame looked up in /tf and /tf_static at its "
+                  "image's stamp, so a hand camera may move).", one_of("parameters", "tf")),
+    ParameterSpec("camera_frames", ["static_camera_optical_frame", "gripper_camera_optical_frame"],
+                  "extrinsics_source 'tf': per camera, its optical frame (x right, y down, z forward) in TF."),
+    ParameterSpec("ee_pose_source", "topic", "The measured TCP: 'topic' (PoseStamped on ee_pose_topic, "
+                  "synchronized with the images) or 'tf' (tcp_frame in base_frame from TF at the images' stamp).",
+                  one_of("topic", "tf")),
+    ParameterSpec("tcp_frame", "tcp", "TF frame of the TCP (ee_pose_source 'tf'; default IK tip link).", non_empty),
+    ParameterSpec("max_transform_age_s", 0.1, "A moving frame whose newest transform is older than the time it is "
+                  "looked up for by more than this is refused, and so is the observation (s).", non_negative),
     ParameterSpec("sync_slop_s", 0.02, "Largest stamp spread of one synchronized observation (s).", positive),
     ParameterSpec("sync_queue_size", 10, "Messages kept per input while synchronizing.", positive),
     ParameterSpec("gripper_joint_names", ["panda_finger_joint1", "panda_finger_joint2"],
@@ -195,6 +223,21 @@ PARAMETERS = (
     ParameterSpec("chunk_topic", topics.TRAJECTORY_CHUNK, "Where trajectory chunks are published.", topic_name),
     ParameterSpec("pose_command_topic", topics.POSE_COMMAND, "Cartesian TCP command stream.", topic_name),
     ParameterSpec("gripper_command_topic", topics.GRIPPER_COMMAND, "Gripper openness commands.", topic_name),
+    ParameterSpec("joint_trajectory_topic", "", "Where each command is also published as a one-point "
+                  "trajectory_msgs/JointTrajectory for ros2_control's joint_trajectory_controller, converted by "
+                  "inverse kinematics seeded from joint_states ('' = off).", optional_topic_name),
+    ParameterSpec("urdf_path", "", "The arm's URDF for the inverse kinematics ('' = read it from "
+                  "robot_description_topic).", optional_path),
+    ParameterSpec("robot_description_topic", topics.ROBOT_DESCRIPTION, "The URDF as robot_state_publisher serves "
+                  "it (std_msgs/String, latched), used when urdf_path is ''.", topic_name),
+    ParameterSpec("ik_base_link", "", "URDF link the inverse kinematics starts from ('' = base_frame; another "
+                  "link is related to base_frame through TF).",),
+    ParameterSpec("ik_tip_link", "", "URDF link the commands place ('' = tcp_frame).",),
+    ParameterSpec("ik_position_tolerance_m", 0.001, "Largest TCP position error of an IK solution (m); a command "
+                  "whose IK does not reach it is not sent.", positive),
+    ParameterSpec("ik_orientation_tolerance_rad", 0.00873, "Largest TCP rotation error of an IK solution (rad).",
+                  positive),
+    ParameterSpec("ik_max_iterations", 100, "Damped least-squares iterations per IK solve.", positive),
 )
 
 
@@ -203,7 +246,14 @@ class ControllerNode(LifecycleNode):
         super().__init__("controller")
         self.params = declare_and_validate(self, PARAMETERS)
         p = self.params
-        self.cameras = camera_mounts_from_parameters(p["camera_names"], p["camera_mounts"], p["camera_extrinsics"])
+        self.cameras = (camera_frames_from_parameters(p["camera_names"], p["camera_frames"])
+                        if p["extrinsics_source"] == "tf" else
+                        camera_mounts_from_parameters(p["camera_names"], p["camera_mounts"], p["camera_extrinsics"]))
+        self.ik_base_link = p["ik_base_link"] or p["base_frame"]
+        self.ik_tip_link = p["ik_tip_link"] or p["tcp_frame"]
+        self.transforms: TransformSource | None = None
+        self.joint_commands: JointCommandPlanner | None = None  # the IK of joint_trajectory_topic
+        self.joint_trajectory_publisher = None
         self.limits = SafetyLimits(tuple(p["workspace_min"]), tuple(p["workspace_max"]), p["max_linear_velocity"],
                                    p["max_angular_velocity"], p["max_linear_acceleration"], p["gripper_min"],
                                    p["gripper_max"])
@@ -245,6 +295,7 @@ class ControllerNode(LifecycleNode):
         self._forget_inputs()
         self.chunk_sequence = 0
         self.commands_published = 0
+        self.joint_commands_published = 0
         self.steps_per_goal: list[int] = []
         self.steps_since_goal = 0
         self.last_goal_age = float("nan")
@@ -282,6 +333,12 @@ class ControllerNode(LifecycleNode):
         except LOAD_ERRORS as error:
             self.get_logger().error(f"cannot load System 1: {error}")
             return TransitionCallbackReturn.FAILURE
+        if p["joint_trajectory_topic"] and p["urdf_path"]:
+            try:
+                self.joint_commands = self._joint_command_planner(p["urdf_path"])
+            except (OSError, KinematicsError) as error:
+                self.get_logger().error(f"cannot set up the inverse kinematics from urdf_path: {error}")
+                return TransitionCallbackReturn.FAILURE
         self.system1 = controller
         self._create_data_path()
         ready = self.create_guard_condition(self.collect_chunk)
@@ -314,6 +371,27 @@ class ControllerNode(LifecycleNode):
                                       "from the System 2 of the release whose System 1 runs here")
         self.expected_goal_model_id = controller.model_id
         return controller
+
+    def _joint_command_planner(self, urdf: str) -> JointCommandPlanner:
+        """The IK of the joint trajectory output, from a URDF path or text; raises KinematicsError or
+        OSError naming the cause."""
+        p = self.params
+        planner = JointCommandPlanner.from_urdf(
+            urdf, self.ik_base_link, self.ik_tip_link, position_tolerance_m=p["ik_position_tolerance_m"],
+            orientation_tolerance_rad=p["ik_orientation_tolerance_rad"], max_iterations=p["ik_max_iterations"],
+            min_duration_s=1.0 / p["command_rate_hz"])
+        self.get_logger().info(f"joint trajectories on {p['joint_trajectory_topic']}: IK {self.ik_base_link} -> "
+                               f"{self.ik_tip_link}, joints {list(planner.chain.joint_names)}")
+        return planner
+
+    def on_robot_description(self, msg: String) -> None:
+        try:
+            planner = self._joint_command_planner(msg.data)
+        except KinematicsError as error:
+            self.refusals.refuse("invalid_robot_description", f"ignoring robot_description: {error}")
+            return
+        self.refusals.clear("invalid_robot_description")
+        self.joint_commands = planner
 
     def _sampler(self) -> SamplerConfig:
         p = self.params
@@ -359,6 +437,7 @@ class ControllerNode(LifecycleNode):
         self._destroy_data_path()
         self.system1 = None
         self.goal = None
+        self.joint_commands = None
 
     def _create_estop_interfaces(self) -> None:
         """The e-stop listens in every lifecycle state, from publishers of any QoS."""
@@ -398,23 +477,40 @@ class ControllerNode(LifecycleNode):
         self.data_path.append((self.destroy_lifecycle_publisher if lifecycle else self.destroy_publisher, publisher))
         return publisher
 
+    def _uses_transforms(self) -> bool:
+        p = self.params
+        return (p["extrinsics_source"] == "tf" or p["ee_pose_source"] == "tf"
+                or bool(p["joint_trajectory_topic"]) and self.ik_base_link != p["base_frame"])
+
     def _create_data_path(self) -> None:
         p = self.params
+        if self._uses_transforms():
+            self.transforms = TransformSource(self, p["max_transform_age_s"],
+                                              lambda text: self.refusals.refuse("invalid_transform", text))
+            self.data_path.append((TransformSource.destroy, self.transforms))
+            self.get_logger().info(f"transforms from {topics.TF} and {topics.TF_STATIC} "
+                                   f"({self.transforms.implementation})")
         synchronized_inputs = []
         for camera in self.cameras:
             synchronized_inputs += [(("color", camera.name), Image, topics.camera_color(camera.name)),
                                     (("depth", camera.name), Image, topics.camera_depth(camera.name))]
             self._subscribe(CameraInfo, topics.camera_info(camera.name),
                             lambda msg, name=camera.name: self.camera_infos.__setitem__(name, msg), LATEST_SENSOR)
-        synchronized_inputs.append((("ee_pose", ""), PoseStamped, p["ee_pose_topic"]))
+        if p["ee_pose_source"] == "topic":
+            synchronized_inputs.append((("ee_pose", ""), PoseStamped, p["ee_pose_topic"]))
         self._synchronize(synchronized_inputs)
         self._subscribe(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
         self._subscribe(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
         if p["heartbeat_topic"]:
             self._subscribe(Bool, p["heartbeat_topic"], self.on_heartbeat, ANY_PUBLISHER)
         self.chunk_publisher = self._publisher(TrajectoryChunk, p["chunk_topic"], RELIABLE, lifecycle=True)
-        self.pose_publisher = self._publisher(PoseStamped, p["pose_command_topic"], LATEST_SENSOR, lifecycle=True)
-        self.gripper_publisher = self._publisher(Float64, p["gripper_command_topic"], LATEST_SENSOR, lifecycle=True)
+        self.pose_publisher = self._publisher(PoseStamped, p["pose_command_topic"], COMMAND_STREAM, lifecycle=True)
+        self.gripper_publisher = self._publisher(Float64, p["gripper_command_topic"], COMMAND_STREAM, lifecycle=True)
+        if p["joint_trajectory_topic"]:
+            self.joint_trajectory_publisher = self._publisher(JointTrajectory, p["joint_trajectory_topic"],
+                                                              COMMAND_STREAM, lifecycle=True)
+            if not p["urdf_path"]:
+                self._subscribe(String, p["robot_description_topic"], self.on_robot_description, LATCHED)
         self.goal_age_publisher = self._publisher(Float64, topics.GOAL_AGE, 10)
         self.steps_per_goal_publisher = self._publisher(Float64, topics.STEPS_PER_GOAL, 10)
         self.cloud_publisher = self._publisher(PointCloud2, topics.POLICY_POINT_CLOUD, 1)
@@ -425,6 +521,8 @@ class ControllerNode(LifecycleNode):
             destroy(entity)
         self.data_path = []
         self.synchronizer = None
+        self.transforms = None
+        self.joint_trajectory_publisher = None
         self._forget_inputs()
 
     def _synchronize(self, inputs: list[tuple[tuple[str, str], type, str]]) -> None:
@@ -492,6 +590,13 @@ class ControllerNode(LifecycleNode):
         tracked = max(stamps) if max(stamps) > now + self.watchdog.future_tolerance_s else min(stamps)
         if not self._accept_stamp("observation", tracked):
             return
+        if self.params["ee_pose_source"] == "tf":
+            stamp = stamp_to_seconds(messages[("color", self.cameras[0].name)].header.stamp)
+            try:
+                messages = {**messages, ("ee_pose", ""): self._tcp_from_transforms(stamp)}
+            except TransformLookupError as error:
+                self._refuse_observation(f"TCP from TF: {error}")
+                return
         ee_pose = messages[("ee_pose", "")]
         try:
             position, _ = pose_to_arrays(ee_pose.pose)
@@ -510,6 +615,25 @@ class ControllerNode(LifecycleNode):
         for camera in self.cameras:
             self.frozen_cameras.update(camera.name, (image_fingerprint(messages[("color", camera.name)]),
                                                      image_fingerprint(messages[("depth", camera.name)])), now)
+
+    def _tcp_from_transforms(self, stamp: float) -> PoseStamped:
+        matrix = self.transforms.lookup(self.params["base_frame"], self.params["tcp_frame"], stamp)
+        return PoseStamped(header=Header(stamp=seconds_to_stamp(stamp), frame_id=self.params["base_frame"]),
+                           pose=arrays_to_pose(matrix[:3, 3], matrix_to_quaternion(matrix[:3, :3])))
+
+    def _camera_poses_from_transforms(self, messages: dict) -> dict[str, np.ndarray]:
+        """Each TF-mounted camera's optical frame in base_frame at its image's stamp; raises
+        InvalidMessageError naming the camera and the cause."""
+        poses = {}
+        for camera in self.cameras:
+            if camera.mount != TF_MOUNT:
+                continue
+            stamp = stamp_to_seconds(messages[("color", camera.name)].header.stamp)
+            try:
+                poses[camera.name] = self.transforms.lookup(self.params["base_frame"], camera.frame, stamp)
+            except TransformLookupError as error:
+                raise InvalidMessageError(f"camera '{camera.name}' pose from TF: {error}") from None
+        return poses
 
     def on_joint_state(self, msg: JointState) -> None:
         if self._accept_stamp("joint_states", stamp_to_seconds(msg.header.stamp)):
@@ -563,6 +687,8 @@ class ControllerNode(LifecycleNode):
                                   "history; motion resumes on fresh data")
         self.watchdog.forget_history()
         self._forget_inputs()
+        if self.transforms is not None:
+            self.transforms.clear()
         if self.worker is not None:
             self.worker.discard()
 
@@ -629,7 +755,8 @@ class ControllerNode(LifecycleNode):
             observation = build_observation(
                 self.cameras, [messages[("color", name)] for name in names],
                 [messages[("depth", name)] for name in names],
-                [self.camera_infos.get(name) for name in names], messages[("ee_pose", "")], openness)
+                [self.camera_infos.get(name) for name in names], messages[("ee_pose", "")], openness,
+                self._camera_poses_from_transforms(messages))
         except InvalidMessageError as error:
             self._refuse_observation(error)
             return
@@ -735,6 +862,36 @@ class ControllerNode(LifecycleNode):
                                                                                     command.orientation)))
         self.gripper_publisher.publish(Float64(data=command.gripper_openness))
         self.commands_published += 1
+        if self.joint_trajectory_publisher is not None:
+            self._publish_joint_command(command.position, command.orientation, now)
+
+    def _publish_joint_command(self, position: np.ndarray, orientation: np.ndarray, now: float) -> None:
+        """The command as a one-point JointTrajectory; none (and a diagnostic) when the IK has no URDF,
+        no joint state to start from, or finds no solution within tolerance."""
+        p = self.params
+        missing = (f"no URDF received on {p['robot_description_topic']} yet" if self.joint_commands is None else
+                   f"no joint state received on {p['joint_states_topic']}" if self.joint_state is None else None)
+        if missing:
+            self.refusals.refuse("no_joint_command", f"no joint trajectory command: {missing}")
+            return
+        try:
+            if self.ik_base_link != p["base_frame"]:
+                target = self.transforms.lookup(self.ik_base_link, p["base_frame"], now) @ pose_to_matrix(
+                    position, orientation)
+                position, orientation = target[:3, 3], matrix_to_quaternion(target[:3, :3])
+            command = self.joint_commands.plan(position, orientation, self.joint_state.name,
+                                               self.joint_state.position)
+        except KinematicsError as error:  # the IK's and the TF lookup's errors
+            self.refusals.refuse("no_joint_command", f"no joint trajectory command: {error}")
+            return
+        self.refusals.clear("no_joint_command")
+        seconds = command.time_from_start_s
+        point = JointTrajectoryPoint(positions=[float(q) for q in command.positions],
+                                     time_from_start=seconds_to_duration(seconds))
+        # A zero stamp: joint_trajectory_controller starts the point on receipt.
+        self.joint_trajectory_publisher.publish(JointTrajectory(joint_names=list(command.joint_names),
+                                                                points=[point]))
+        self.joint_commands_published += 1
 
     def publish_diagnostics(self) -> None:
         estop = self.estop.engaged
@@ -750,6 +907,7 @@ class ControllerNode(LifecycleNode):
             "active": self.active,
             "chunks_published": self.chunk_sequence,
             "commands_published": self.commands_published,
+            "joint_commands_published": self.joint_commands_published,
             "goal_sequence": goal.sequence if goal else 0,
             "goal_age_s": f"{self.last_goal_age:.3f}",
             "system1_steps_per_system2_update": f"{np.mean(recent):.2f}" if recent else "nan",

@@ -1,13 +1,13 @@
 """Builds an ``openhelix_core`` Observation from synchronized ROS messages.
 
-Camera extrinsics come from parameters (hand-eye calibration), not tf, so the controller
-runs without tf2: a camera is mounted either on the robot base (fixed ``camera_to_base``)
-or on the end effector (fixed ``camera_to_ee``, composed with the current EE pose).
+A camera's pose comes from parameters (hand-eye calibration) -- mounted on the robot base
+(fixed ``camera_to_base``) or on the end effector (fixed ``camera_to_ee``, composed with the
+current EE pose) -- or, mount ``tf``, from TF at its image's stamp (the caller looks it up).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -25,16 +25,29 @@ from openhelix_ros.conversions import (
 )
 
 MOUNTS = ("base", "ee")
+TF_MOUNT = "tf"
 EXTRINSICS_LENGTH = 7  # x, y, z, qx, qy, qz, qw
 
 
 @dataclass(frozen=True)
 class CameraMount:
-    """Where a camera is fixed and its optical frame's pose in that frame."""
+    """Where a camera is fixed and its optical frame's pose in that frame, or (mount ``tf``) the
+    TF frame its pose is looked up for."""
 
     name: str
     mount: str
-    optical_to_mount: np.ndarray  # (4, 4)
+    optical_to_mount: np.ndarray | None  # (4, 4); None for mount "tf"
+    frame: str = ""
+
+
+def camera_frames_from_parameters(names: Sequence[str], frames: Sequence[str]) -> list[CameraMount]:
+    """Cameras whose poses come from TF; raises ValueError naming the inconsistency."""
+    if len(frames) != len(names):
+        raise ValueError(f"camera_frames has {len(frames)} entries for {len(names)} camera_names")
+    empty = [name for name, frame in zip(names, frames) if not frame.strip()]
+    if empty:
+        raise ValueError(f"camera_frames: cameras {empty} have an empty frame name")
+    return [CameraMount(name, TF_MOUNT, None, frame.strip().lstrip("/")) for name, frame in zip(names, frames)]
 
 
 def camera_mounts_from_parameters(names: Sequence[str], mounts: Sequence[str],
@@ -70,8 +83,11 @@ def gripper_openness(joint_state: JointState, finger_joints: Sequence[str], max_
 
 
 def build_observation(cameras: Sequence[CameraMount], colors: Sequence[Image], depths: Sequence[Image],
-                      infos: Sequence[CameraInfo | None], ee_pose: PoseStamped, openness: float) -> Observation:
-    """Assembles one Observation; raises InvalidMessageError naming the first bad input."""
+                      infos: Sequence[CameraInfo | None], ee_pose: PoseStamped, openness: float,
+                      camera_poses: Mapping[str, np.ndarray] | None = None) -> Observation:
+    """Assembles one Observation; raises InvalidMessageError naming the first bad input.
+
+    ``camera_poses``: ``(4, 4)`` optical frame in the base frame of each ``tf``-mounted camera."""
     ee_position, ee_orientation = pose_to_arrays(ee_pose.pose)
     ee_to_base = pose_to_matrix(ee_position, ee_orientation)
     frames = {}
@@ -89,7 +105,14 @@ def build_observation(cameras: Sequence[CameraMount], colors: Sequence[Image], d
                 f"camera '{camera.name}': depth {depth.shape} is not registered to color {rgb.shape[:2]}")
         if not np.any(depth > 0):
             raise InvalidMessageError(f"camera '{camera.name}': depth image has no valid pixels")
-        to_base = camera.optical_to_mount if camera.mount == "base" else ee_to_base @ camera.optical_to_mount
+        if camera.mount == TF_MOUNT:
+            if camera_poses is None or camera.name not in camera_poses:
+                raise InvalidMessageError(f"camera '{camera.name}': no pose of frame '{camera.frame}' from TF")
+            to_base = camera_poses[camera.name]
+        elif camera.mount == "base":
+            to_base = camera.optical_to_mount
+        else:
+            to_base = ee_to_base @ camera.optical_to_mount
         frames[camera.name] = CameraFrame(rgb=rgb, depth=depth, intrinsics=intrinsics, camera_to_base=to_base)
     return Observation(cameras=frames, ee_position=ee_position, ee_orientation=ee_orientation,
                        gripper_openness=openness, stamp=stamp_to_seconds(colors[0].header.stamp))

@@ -16,3 +16,7 @@ LATEST_SENSOR = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability
 # set before this node started.)
 ANY_PUBLISHER = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                            durability=DurabilityPolicy.VOLATILE)
+# Command streams to a driver: a reliable writer matches readers of either reliability (ros2_control
+# controllers read with the reliable default); keeping only the newest means it never blocks.
+COMMAND_STREAM = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)

@@ -11,6 +11,7 @@ JOINT_STATES = "/joint_states"
 EE_POSE = "/ee_pose"
 DIAGNOSTICS = "/diagnostics"
 SIM_STATUS = "/sim_bridge/status"
+TF = "/tf"
 TF_STATIC = "/tf_static"
 CLOCK = "/clock"
 # The fixed transforms (camera extrinsics, hand-eye) as latched geometry_msgs/TransformStamped
@@ -32,6 +33,10 @@ def camera_info(camera: str) -> str:
 ESTOP = "/openhelix/estop"
 POSE_COMMAND = "/openhelix/command/ee_pose"
 GRIPPER_COMMAND = "/openhelix/command/gripper"
+# Off unless the controller is given joint_trajectory_topic; the sim bridge listens here.
+JOINT_TRAJECTORY_COMMAND = "/openhelix/command/joint_trajectory"
+# The URDF as robot_state_publisher serves it (std_msgs/String, latched).
+ROBOT_DESCRIPTION = "/robot_description"
 GOAL_AGE = "/openhelix/controller/goal_age"
 STEPS_PER_GOAL = "/openhelix/controller/system1_steps_per_goal"
 POLICY_POINT_CLOUD = "/openhelix/controller/point_cloud"

@@ -38,6 +38,8 @@ from openhelix_core.types import TrajectoryChunk
 #: ``k / 30``, and periods written with a few digits (``waypoint_period_s: 0.0333333`` is 20
 #: waypoints 2e-5 ticks short of tick 20).
 _TICK_SNAP = 1e-3
+#: Both play-table backends simulate a Panda and list its arm joints first, then the fingers.
+PANDA_ARM_JOINTS = 7
 
 
 def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, openness: float) -> np.ndarray:
@@ -47,9 +49,18 @@ def waypoint_to_absolute_action(position: np.ndarray, orientation: np.ndarray, o
     return System1Processor.trajectory_to_calvin_actions(trajectory)[0]
 
 
-def hold_action(env) -> np.ndarray:
-    """The CALVIN absolute action that keeps ``env``'s arm where it is, gripper as it is."""
+def hold_action(env, action_type: str = "absolute") -> np.ndarray:
+    """The action of ``action_type`` (``absolute``: CALVIN's TCP pose; ``joints``: arm joint
+    positions) that keeps ``env``'s arm where it is, gripper as it is."""
+    if action_type == "joints":
+        arm_joints = np.asarray(env.joint_positions(), dtype=float)[:PANDA_ARM_JOINTS]
+        return np.append(arm_joints, gripper_sign(env.gripper_openness()))
     return waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
+
+
+def gripper_sign(openness: float) -> float:
+    """CALVIN's gripper action of an openness: +1 (open) from 0.5 up, else -1 (close)."""
+    return 1.0 if openness >= 0.5 else -1.0
 
 
 def on_tick_clock(chunk: TrajectoryChunk, tick_period_s: float) -> TrajectoryChunk:
@@ -134,6 +145,8 @@ class ServoFollower:
     ``hold``, repeats the last command otherwise (a real-time world keeps moving).
     """
 
+    action_type = "absolute"
+
     def __init__(self, gripper_openness: float) -> None:
         self._pose: tuple[np.ndarray, np.ndarray] | None = None
         self._gripper = float(gripper_openness)
@@ -157,3 +170,42 @@ class ServoFollower:
             return None
         self._fresh = False
         return waypoint_to_absolute_action(*self._pose, self._gripper)
+
+
+class JointServoFollower(ServoFollower):
+    """:class:`ServoFollower` for a joint trajectory controller: each tick drives the arm joints to
+    the newest ``JointTrajectory`` target (the ``joints`` action of the play-table)."""
+
+    action_type = "joints"
+
+    def __init__(self, gripper_openness: float, arm_joint_names) -> None:
+        super().__init__(gripper_openness)
+        self.arm_joint_names = tuple(arm_joint_names)
+        self._joints: np.ndarray | None = None
+
+    def joint_command(self, names, positions) -> None:
+        """Takes a target by joint name; raises ValueError (keeping the previous target) when an arm
+        joint is missing, named twice or not finite."""
+        names = [str(name) for name in names]
+        if len(names) != len(positions):
+            raise ValueError(f"{len(names)} joint names but {len(positions)} positions")
+        if len(set(names)) != len(names):
+            raise ValueError(f"joint names {sorted({n for n in names if names.count(n) > 1})} appear twice")
+        missing = [name for name in self.arm_joint_names if name not in names]
+        if missing:
+            raise ValueError(f"the target lacks the arm joints {missing}")
+        target = np.array([positions[names.index(name)] for name in self.arm_joint_names], dtype=float)
+        if not np.all(np.isfinite(target)):
+            raise ValueError("joint target contains NaN or inf")
+        self._joints, self._fresh = target, True
+
+    def clear(self, gripper_openness: float) -> None:
+        super().clear(gripper_openness)
+        self._joints = None
+
+    def next_action(self, hold: bool) -> np.ndarray | None:
+        """The ``joints`` action for this tick: the newest target if it is new (or ``hold``), else None."""
+        if self._joints is None or not (self._fresh or hold):
+            return None
+        self._fresh = False
+        return np.append(self._joints, gripper_sign(self._gripper))

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped, Quaternion, Transform, TransformStamped, Vector3
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -42,7 +42,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header, String
 
-from openhelix_core.geometry import euler_to_quaternion, matrix_to_quaternion
+from openhelix_core.geometry import euler_to_quaternion
 from openhelix_ros import topics
 from openhelix_ros.conversions import arrays_to_pose, depth_to_image, intrinsics_to_camera_info, rgb_to_image
 from openhelix_ros.node_main import run_node
@@ -56,6 +56,7 @@ from openhelix_ros.parameters import (
     topic_name,
 )
 from openhelix_ros.qos import LATCHED
+from openhelix_ros.transforms import transform_message
 from openhelix_sim.demo_robot import CAMERAS, DemoRobot, SensorSchedule, gripper_openness_command, optical_frame
 from openhelix_sim.demo_robot import static_transforms as env_static_transforms
 from openhelix_sim.envs import make_play_table
@@ -136,14 +137,6 @@ LATCHED_TRANSFORMS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, relia
 
 class Interrupted(Exception):
     """The node was asked to shut down (SIGINT / SIGTERM) during the recording."""
-
-
-def transform_message(parent: str, child: str, matrix: np.ndarray, stamp: Time) -> TransformStamped:
-    x, y, z = (float(v) for v in matrix[:3, 3])
-    qx, qy, qz, qw = (float(v) for v in matrix_to_quaternion(np.asarray(matrix[:3, :3], dtype=np.float64)))
-    return TransformStamped(header=Header(stamp=stamp, frame_id=parent), child_frame_id=child,
-                            transform=Transform(translation=Vector3(x=x, y=y, z=z),
-                                                rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
 
 
 class DemoRobotNode(Node):

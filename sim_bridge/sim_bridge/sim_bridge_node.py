@@ -6,7 +6,12 @@ EE pose (``PoseStamped``), joint states, the instruction (latched) and its statu
 messages it receives, waypoint by waypoint; ``execution: servo`` drives the arm to each
 command of the controller's blended, limited stream (``/openhelix/command/ee_pose`` and
 ``/openhelix/command/gripper``), as a Cartesian impedance controller on a real arm does --
-so that the blender, the limiter and the inference latency are part of what is evaluated.
+so that the blender, the limiter and the inference latency are part of what is evaluated;
+``execution: joint_trajectory`` drives the arm joints to each ``trajectory_msgs/JointTrajectory``
+target (the controller's inverse kinematics output), as ros2_control's joint_trajectory_controller
+does. Like a robot's ``robot_state_publisher`` and camera drivers, it publishes the TCP on
+``/tf`` (at each observation's stamp), the robot base and camera optical frames on ``/tf_static``
+and the arm's URDF on ``/robot_description``.
 With ``max_steps > 0`` it exits after executing that many policy waypoints.
 
 With ``mode: evaluate`` it runs an evaluation protocol instead -- CALVIN's chains of five
@@ -28,8 +33,11 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header, String
+from tf2_msgs.msg import TFMessage
+from trajectory_msgs.msg import JointTrajectory
 
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_RATE_HZ
+from openhelix_core.geometry import pose_to_matrix
 from openhelix_msgs.msg import TrajectoryChunk
 from openhelix_ros import topics
 from openhelix_ros.conversions import (
@@ -54,11 +62,13 @@ from openhelix_ros.parameters import (
 )
 from openhelix_ros.qos import ANY_PUBLISHER, LATCHED, RELIABLE
 from openhelix_ros.refusals import RefusalLog
+from openhelix_ros.transforms import TF_QOS, TF_STATIC_QOS, transform_message
+from openhelix_sim.demo_robot import static_transforms
 from openhelix_sim.envs import make_play_table
 from openhelix_sim.envs.calvin_backend import require_calvin_env
 from openhelix_sim.envs.expert import SUPPORTED
 from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner, oracle_for
-from openhelix_sim.execution import ChunkExecutor, ServoFollower, hold_action
+from openhelix_sim.execution import ChunkExecutor, JointServoFollower, ServoFollower, hold_action
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
@@ -87,8 +97,9 @@ PARAMETERS = (
     ParameterSpec("replan_after_horizon", False, "Execute each chunk to its horizon and then take the first chunk "
                   "computed after it (3DDA's CALVIN evaluation) instead of switching to every newer chunk."),
     ParameterSpec("execution", "chunks", "'chunks': execute trajectory chunks waypoint by waypoint; 'servo': follow "
-                  "the controller's pose / gripper command stream like a real arm's servo controller.",
-                  one_of("chunks", "servo")),
+                  "the controller's pose / gripper command stream like a real arm's servo controller; "
+                  "'joint_trajectory': follow its JointTrajectory targets (and gripper commands) like "
+                  "joint_trajectory_controller.", one_of("chunks", "servo", "joint_trajectory")),
     ParameterSpec("realtime", False, "evaluate: advance the scene every tick even when the policy sent nothing new "
                   "(the world does not wait for the model); false = lockstep."),
     ParameterSpec("observe_within_chunks", True, "evaluate, lockstep chunk execution with replan_after_horizon: "
@@ -98,7 +109,12 @@ PARAMETERS = (
     ParameterSpec("pose_command_topic", topics.POSE_COMMAND, "servo: the controller's TCP commands.", topic_name),
     ParameterSpec("gripper_command_topic", topics.GRIPPER_COMMAND, "servo: the controller's gripper commands.",
                   topic_name),
+    ParameterSpec("joint_trajectory_topic", topics.JOINT_TRAJECTORY_COMMAND, "joint_trajectory: the controller's "
+                  "joint targets.", topic_name),
     ParameterSpec("base_frame", "world", "Frame of the published poses.", non_empty),
+    ParameterSpec("robot_base_frame", "panda_link0", "The arm's base link (its pose in base_frame goes to "
+                  "/tf_static).", non_empty),
+    ParameterSpec("tcp_frame", "tcp", "TF frame of the TCP (on /tf) and parent of the gripper camera.", non_empty),
     ParameterSpec("backend", "embedded", "Simulator: 'embedded' (PyBullet play-table of this suite) or 'calvin' "
                   "(CALVIN's own calvin_env, when installed).", one_of("embedded", "calvin")),
     ParameterSpec("calvin_dataset_path", "", "calvin backend: a CALVIN dataset split (e.g. task_ABC_D/validation) "
@@ -148,14 +164,16 @@ class SimBridgeNode(Node):
         self.env = self._make_env()
         self.env.reset(seed=p["seed"])
         self.executor_logic = ChunkExecutor(p["execution_horizon"], replan_after_horizon=p["replan_after_horizon"])
-        self.servo = ServoFollower(self.env.gripper_openness())
+        self.servo = (JointServoFollower(self.env.gripper_openness(), self.env.joint_names()[:7])
+                      if p["execution"] == "joint_trajectory" else ServoFollower(self.env.gripper_openness()))
+        self.action_type = "absolute" if p["execution"] == "chunks" else self.servo.action_type
         self.runner = None
         self.refusals = RefusalLog(self.get_logger())
         self.tick = 0
         self.steps_executed = 0
         self.scenes_observed = 0
         self.chunks_received = 0
-        self.hold_action = hold_action(self.env)
+        self.hold_action = hold_action(self.env, self.action_type)
         self.finished = False
         self._status_steps, self._status_time = 0, time.monotonic()
 
@@ -168,6 +186,14 @@ class SimBridgeNode(Node):
         self.pose_publisher = self.create_publisher(PoseStamped, p["ee_pose_topic"], qos_profile_sensor_data)
         self.joint_publisher = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.status_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.tf_publisher = self.create_publisher(TFMessage, topics.TF, TF_QOS)
+        self.tf_static_publisher = self.create_publisher(TFMessage, topics.TF_STATIC, TF_STATIC_QOS)
+        self.robot_description_publisher = self.create_publisher(String, topics.ROBOT_DESCRIPTION, LATCHED)
+        self.robot_description_publisher.publish(String(data=self.env.robot_urdf()))
+        self.tf_static_publisher.publish(TFMessage(transforms=[
+            transform_message(parent, child, matrix, self.get_clock().now().to_msg())
+            for parent, child, matrix in static_transforms(self.env, p["base_frame"], p["robot_base_frame"],
+                                                           p["tcp_frame"])]))
         self.instruction_publisher = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.instruction = p["instruction"]
         if p["mode"] == "evaluate" and p["protocol"] == "tasks":
@@ -188,8 +214,12 @@ class SimBridgeNode(Node):
             self.instruction = self.runner.start_next_sequence()
             self.get_logger().info(f"evaluating {len(indices)} CALVIN sequences -> {p['results_path']}")
         self.instruction_publisher.publish(String(data=self.instruction or ""))
-        if p["execution"] == "servo":
-            self.create_subscription(PoseStamped, p["pose_command_topic"], self.on_pose_command, ANY_PUBLISHER)
+        if p["execution"] in ("servo", "joint_trajectory"):
+            if p["execution"] == "servo":
+                self.create_subscription(PoseStamped, p["pose_command_topic"], self.on_pose_command, ANY_PUBLISHER)
+            else:
+                self.create_subscription(JointTrajectory, p["joint_trajectory_topic"], self.on_joint_trajectory,
+                                         ANY_PUBLISHER)
             self.create_subscription(Float64, p["gripper_command_topic"],
                                      lambda msg: self.servo.gripper_command(msg.data), ANY_PUBLISHER)
         else:
@@ -234,9 +264,20 @@ class SimBridgeNode(Node):
         except InvalidMessageError as error:
             self.refusals.refuse("invalid_command", f"not following pose command: {error}")
 
+    def on_joint_trajectory(self, msg: JointTrajectory) -> None:
+        """Takes the last point of each trajectory as the joint target (a streaming controller sends one)."""
+        try:
+            if not msg.points:
+                raise ValueError("the trajectory has no points")
+            self.servo.joint_command(msg.joint_names, list(msg.points[-1].positions))
+        except ValueError as error:
+            self.refusals.refuse("invalid_command", f"not following joint trajectory: {error}")
+            return
+        self.refusals.clear("invalid_command")
+
     def next_action(self, hold: bool):
-        """This tick's absolute action from the chunk being executed or the command stream."""
-        if self.params["execution"] == "servo":
+        """This tick's action from the chunk being executed or the command stream."""
+        if self.params["execution"] != "chunks":
             return self.servo.next_action(hold=hold)
         return self.executor_logic.next_action(self.tick)
 
@@ -253,7 +294,7 @@ class SimBridgeNode(Node):
         if action is not None:
             self.hold_action = action
             self.steps_executed += 1
-        self.env.step(self.hold_action, action_type="absolute")
+        self.env.step(self.hold_action, action_type=self.action_type)
         self.tick += 1
         self.observe()
         self.publish_observation()
@@ -268,7 +309,7 @@ class SimBridgeNode(Node):
                 self.last_obs = self.env.get_obs()
             self.publish_observation()  # same scene, new stamp: the planner and controller keep up
             return
-        self.env.step(action, action_type="absolute")
+        self.env.step(action, action_type=self.action_type)
         self.hold_action = action
         self.steps_executed += 1
         self.tick += 1
@@ -302,7 +343,7 @@ class SimBridgeNode(Node):
         self.instruction = instruction
         self.executor_logic.clear(self.tick)
         self.servo.clear(self.env.gripper_openness())
-        self.hold_action = hold_action(self.env)
+        self.hold_action = hold_action(self.env, self.action_type)
         self.instruction_publisher.publish(String(data=instruction))
 
     def finish(self, summary: str) -> None:
@@ -334,6 +375,10 @@ class SimBridgeNode(Node):
         stamp = self.get_clock().now().to_msg()
         self.executor_logic.observation_published(stamp_to_seconds(stamp), self.tick)
         obs = self.last_obs
+        # Before the images: a controller looking the TCP up at an image's stamp finds it.
+        position, orientation = self.env.tcp_pose()
+        self.tf_publisher.publish(TFMessage(transforms=[transform_message(
+            self.params["base_frame"], self.params["tcp_frame"], pose_to_matrix(position, orientation), stamp)]))
         for camera in CAMERAS:
             if f"rgb_{camera}" not in obs:
                 continue
@@ -343,7 +388,6 @@ class SimBridgeNode(Node):
                 self.env.camera_intrinsics(camera), rgb.shape[1], rgb.shape[0], header))
             self.color_publishers[camera].publish(rgb_to_image(rgb, header))
             self.depth_publishers[camera].publish(depth_to_image(depth, header))
-        position, orientation = self.env.tcp_pose()
         self.pose_publisher.publish(PoseStamped(header=Header(stamp=stamp, frame_id=self.params["base_frame"]),
                                                 pose=arrays_to_pose(position, orientation)))
         self.joint_publisher.publish(JointState(header=Header(stamp=stamp), name=list(self.env.joint_names()),

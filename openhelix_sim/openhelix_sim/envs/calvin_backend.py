@@ -51,7 +51,7 @@ import numpy as np
 
 from openhelix_core.geometry import pose_to_matrix, quaternion_to_matrix
 
-from .play_table import ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
+from .play_table import ACTION_SIZES, ACTION_TYPES, ROBOT_OBS_DIM, SCENE_OBS_DIM, check_vector
 
 CALVIN_ENV_INSTALL = (
     "calvin_env (CALVIN's simulator) is not installed. Install it with:\n"
@@ -160,15 +160,18 @@ def flatten_calvin_obs(obs: Mapping) -> dict:
 
 
 def to_calvin_action(action, action_type: str = "absolute"):
-    """Our (7,) action -> what calvin_env's ``Robot.apply_action`` takes.
+    """Our action -> what calvin_env's ``Robot.apply_action`` takes.
 
     ``absolute``: tuple (xyz (3,), Euler xyz (3,), gripper +-1); ``relative``: (7,) array in
-    [-1, 1] with the gripper entry snapped to +-1 (a copy: calvin scales it in place). The
-    gripper opens for values >= 0 and closes below, as in ``PlayTableEnv``."""
-    if action_type not in ("absolute", "relative"):
-        raise ValueError(f"action_type must be 'absolute' or 'relative', got {action_type!r}")
-    a = check_vector(action, 7, "action")
-    gripper = 1 if a[6] >= 0 else -1
+    [-1, 1] with the gripper entry snapped to +-1 (a copy: calvin scales it in place);
+    ``joints``: calvin_env's ``joint_abs`` action (seven arm joints, gripper +-1). The gripper
+    opens for values >= 0 and closes below, as in ``PlayTableEnv``."""
+    if action_type not in ACTION_TYPES:
+        raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
+    a = check_vector(action, ACTION_SIZES[action_type], "action")
+    gripper = 1 if a[-1] >= 0 else -1
+    if action_type == "joints":
+        return {"type": "joint_abs", "action": [*a[:-1].tolist(), gripper]}
     if action_type == "relative":
         bad = np.abs(a) > 1.0
         if np.any(bad):
@@ -515,6 +518,13 @@ class CalvinPlayTableEnv:
         return float(np.clip(width / (2 * float(self.robot.gripper_joint_limits[1])), 0.0, 1.0))
 
     # ------------------------------------------------------------------ joints
+    def robot_urdf(self) -> str:
+        """The URDF text of calvin_env's arm (its robot config's file, under the scene's data path)."""
+        path = Path(self.robot.filename)
+        if not path.is_absolute():
+            path = Path(self.env.scene.data_path) / path
+        return path.read_text(encoding="utf-8")
+
     def _joint_ids(self) -> list:
         return list(self.robot.arm_joint_ids) + list(self.robot.gripper_joint_ids)
 

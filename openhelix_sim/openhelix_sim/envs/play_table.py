@@ -49,6 +49,10 @@ SUBSTEPS = PHYSICS_HZ // int(CALVIN_CONTROL_RATE_HZ)  # 8
 SETTLE_SUBSTEPS = 48  # physics substeps after dropping the blocks in reset (0.2 s)
 
 ROBOT_OBS_DIM = 15
+#: ``step``'s action types and their sizes: a TCP pose (xyz, Euler xyz) or a relative move in
+#: [-1, 1], each with the gripper (>= 0 opens); or the seven arm joint positions (rad) and the gripper.
+ACTION_SIZES = {"absolute": 7, "relative": 7, "joints": 8}
+ACTION_TYPES = tuple(ACTION_SIZES)
 SCENE_OBS_DIM = 24
 
 
@@ -148,12 +152,15 @@ class PlayTableEnv:
         that follows it) with ``k`` = 1 .. 8, the substeps done so far in this step: a caller can
         read the robot's state at 240 Hz (e.g. to publish joint states at a robot's rate).
 
-        Raises ValueError (and leaves the simulation untouched) for a wrong shape, NaN/inf,
-        an unknown action_type, or relative values outside [-1, 1]."""
-        if action_type not in ("absolute", "relative"):
-            raise ValueError(f"action_type must be 'absolute' or 'relative', got {action_type!r}")
-        a = check_vector(action, 7, "action")
-        if action_type == "relative":
+        ``action_type``: see :data:`ACTION_SIZES`. Raises ValueError (and leaves the simulation
+        untouched) for a wrong shape, NaN/inf, an unknown action_type, or relative values outside
+        [-1, 1]."""
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
+        a = check_vector(action, ACTION_SIZES[action_type], "action")
+        if action_type == "joints":
+            self.robot.apply_joints(a[:-1], a[-1])
+        elif action_type == "relative":
             bad = np.abs(a) > 1.0
             if np.any(bad):
                 raise ValueError(f"relative action values must lie in [-1, 1]; indices {np.flatnonzero(bad).tolist()} "
@@ -216,6 +223,11 @@ class PlayTableEnv:
     def gripper_openness(self) -> float:
         """Finger opening width / 0.08 m, clipped to [0, 1] (1 = fully open)."""
         return float(np.clip(self.robot.opening_width() / (2 * robot_mod.FINGER_LIMITS[1]), 0.0, 1.0))
+
+    def robot_urdf(self) -> str:
+        """The URDF text of the simulated arm (its links and joints, as robot_state_publisher serves it)."""
+        with open(self.robot.urdf_path, encoding="utf-8") as urdf:
+            return urdf.read()
 
     def joint_names(self) -> list:
         return list(robot_mod.ARM_JOINT_NAMES + robot_mod.FINGER_JOINT_NAMES)

@@ -138,7 +138,7 @@ class PandaRobot:
 
     def __init__(self, cid: int, urdf_dir: str):
         self.cid = cid
-        path = write_panda_urdf(urdf_dir)
+        path = self.urdf_path = write_panda_urdf(urdf_dir)
         self.base_position = np.array(BASE_POSITION, dtype=float)
         self.base_orientation = np.array(p.getQuaternionFromEuler(BASE_ORIENTATION_EULER))
         self.uid = p.loadURDF(
@@ -244,6 +244,14 @@ class PandaRobot:
         )
         for k, j in enumerate(ARM_JOINT_IDS):
             p.setJointMotorControl2(self.uid, j, p.POSITION_CONTROL, targetPosition=float(q[k]),
+                                    force=MAX_JOINT_FORCE, maxVelocity=MAX_VELOCITY, physicsClientId=self.cid)
+        self.gripper_action = 1 if gripper >= 0 else -1
+        self._control_gripper(self.gripper_action)
+
+    def apply_joints(self, arm_joints, gripper: float) -> None:
+        """Drive the arm joints to absolute positions (rad), as a joint position controller does."""
+        for j, target in zip(ARM_JOINT_IDS, np.asarray(arm_joints, dtype=float)):
+            p.setJointMotorControl2(self.uid, j, p.POSITION_CONTROL, targetPosition=float(target),
                                     force=MAX_JOINT_FORCE, maxVelocity=MAX_VELOCITY, physicsClientId=self.cid)
         self.gripper_action = 1 if gripper >= 0 else -1
         self._control_gripper(self.gripper_action)
