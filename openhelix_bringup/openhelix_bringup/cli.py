@@ -32,12 +32,16 @@ from openhelix_bringup.dataset_commands import add_dataset_commands
 from openhelix_bringup.demo_commands import add_demo_commands
 from openhelix_bringup.launch_files import resolve_launch_file, write_evaluation_config
 from openhelix_bringup.learning_table import add_learning_table_command
+from openhelix_ros import topics
 from openhelix_ros.domains import isolated_domain_id
 from openhelix_ros.launching import LaunchedProcesses, LaunchError, log_tail, parse_launch_file
 from openhelix_sim.experiments.cli import add_sampler_arguments, sampler_from_arguments
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 SIM_NODE = "sim_bridge"
+#: Controller parameters of --execution joint_trajectory: the IK reads the simulated arm's URDF from
+#: /robot_description and relates its base link to the world frame through /tf_static.
+JOINT_TRAJECTORY_CONTROLLER = {"joint_trajectory_topic": topics.JOINT_TRAJECTORY_COMMAND, "ik_base_link": "panda_link0"}
 
 
 def parse_launch_arguments(pairs: list[str]) -> dict[str, str]:
@@ -138,7 +142,9 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
                   **({"execution_horizon": options.execution_horizon} if options.execution_horizon else {}),
                   **({"sampler": options.sampler} if options.sampler != "model" else {}),
                   **({"sampling_steps": options.sampling_steps} if options.sampling_steps else {}),
-                  **({"fast_sampling": False} if options.reference_sampling else {})}
+                  **({"fast_sampling": False} if options.reference_sampling else {}),
+                  **(JOINT_TRAJECTORY_CONTROLLER if options.execution == "joint_trajectory" else {}),
+                  **({"extrinsics_source": "tf", "ee_pose_source": "tf"} if options.transforms else {})}
     if options.checkpoint or len(bridge) > 1 or bridge["execution"] != "chunks" or controller:
         config_dir = str(write_evaluation_config(output / "config", options.config_dir or None, options.checkpoint,
                                                  bridge, controller))
@@ -215,6 +221,7 @@ def run_eval_calvin(options: argparse.Namespace) -> int:
               "protocol": options.protocol, "checkpoint": options.checkpoint or "(parameter files)",
               "checkpoint_sha256": checkpoint_digest(options.checkpoint) if options.checkpoint else None,
               "execution": options.execution, "realtime": options.realtime,
+              "camera_poses_and_tcp": "TF" if options.transforms else "(parameter files)",
               "observe_within_chunks": bridge.get("observe_within_chunks", True),
               "blend_mode": options.blend_mode or "(parameter files)", "inference_delay_s": options.inference_delay,
               "control_rate_hz": options.control_rate or "(parameter files)",
@@ -423,9 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                         "the controller and the planner, e.g. runs/play_table_demo/stage2/final")
     calvin.add_argument("--execution-horizon", type=int, default=0,
                         help="waypoints the bridge executes per chunk (0 = the parameter file's)")
-    calvin.add_argument("--execution", choices=("chunks", "servo"), default="chunks",
+    calvin.add_argument("--execution", choices=("chunks", "servo", "joint_trajectory"), default="chunks",
                         help="chunks: the simulator executes System 1's trajectory chunks; servo: it follows the "
-                        "controller's blended, limited command stream, as a real arm's servo controller does")
+                        "controller's blended, limited command stream, as a real arm's servo controller does; "
+                        "joint_trajectory: it follows that stream converted to joint targets by the controller's "
+                        "inverse kinematics (URDF from /robot_description), as joint_trajectory_controller does")
+    calvin.add_argument("--transforms", action="store_true",
+                        help="the controller reads the camera poses and the TCP from /tf and /tf_static (as on a "
+                        "robot with robot_state_publisher) instead of camera_extrinsics and the EE pose topic")
     calvin.add_argument("--realtime", action="store_true", help="the scene advances every tick, also while "
                         "the policy computes (default: lockstep, the scene waits for the policy)")
     calvin.add_argument("--blend-mode", choices=("ensemble", "replace", "rtc"), default="",

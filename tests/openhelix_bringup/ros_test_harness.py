@@ -11,6 +11,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Header
+from tf2_msgs.msg import TFMessage
 
 from openhelix_msgs.msg import GoalEmbedding, TrajectoryChunk
 from openhelix_ros import topics
@@ -23,6 +24,7 @@ from openhelix_ros.conversions import (
 )
 from openhelix_ros.launching import LaunchedProcesses, parse_launch_file
 from openhelix_ros.qos import LATEST_SENSOR, RELIABLE
+from openhelix_ros.transforms import TF_QOS, TF_STATIC_QOS, transform_message
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240.0
@@ -159,6 +161,11 @@ class FakeRobot(Node):
                                    self.create_publisher(CameraInfo, topics.camera_info(camera), LATEST_SENSOR))
         self.pose_publisher = self.create_publisher(PoseStamped, topics.EE_POSE, LATEST_SENSOR)
         self.joint_publisher = self.create_publisher(JointState, topics.JOINT_STATES, LATEST_SENSOR)
+        self.tf_publisher = self.create_publisher(TFMessage, topics.TF, TF_QOS)
+        self.tf_static_publisher = self.create_publisher(TFMessage, topics.TF_STATIC, TF_STATIC_QOS)
+        # None: no TF; else the TCP goes to /tf stamped this much before the images (and the cameras' frames to
+        # /tf_static), as robot_state_publisher and the camera drivers would.
+        self.tf_age_s: float | None = None
         self.fault: str | None = None
         self.paused = False
         self.published = 0
@@ -200,7 +207,23 @@ class FakeRobot(Node):
                     "far_pose": np.array([1e6, 0.0, 0.4])}.get(self.fault, self.position)
         self.pose_publisher.publish(PoseStamped(header=Header(stamp=header.stamp, frame_id="world"),
                                                 pose=arrays_to_pose(position, np.array([1.0, 0.0, 0.0, 0.0]))))
+        if self.tf_age_s is not None:
+            self.publish_transforms(stamp - self.tf_age_s, position)
         self.joint_publisher.publish(JointState(header=Header(stamp=header.stamp),
                                                 name=["panda_finger_joint1", "panda_finger_joint2"],
                                                 position=[0.04, 0.04]))
         self.published += 1
+
+    def publish_transforms(self, stamp: float, position: np.ndarray) -> None:
+        tcp = np.eye(4)
+        tcp[:3, :3] = np.diag([1.0, -1.0, -1.0])  # the quaternion (1, 0, 0, 0) of the EE pose
+        tcp[:3, 3] = position
+        static_camera = np.eye(4)
+        static_camera[:3, 3] = (1.0, 0.0, 0.8)
+        hand_camera = np.eye(4)
+        hand_camera[:3, 3] = (0.05, 0.0, -0.06)
+        self.tf_publisher.publish(TFMessage(transforms=[
+            transform_message("world", "tcp", tcp, seconds_to_stamp(stamp))]))
+        self.tf_static_publisher.publish(TFMessage(transforms=[
+            transform_message("world", "static_camera_optical_frame", static_camera, seconds_to_stamp(0.0)),
+            transform_message("tcp", "gripper_camera_optical_frame", hand_camera, seconds_to_stamp(0.0))]))

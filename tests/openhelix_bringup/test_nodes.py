@@ -89,3 +89,29 @@ def test_visual_feedback_shows_the_consumed_point_cloud_and_the_planned_path(ros
         processes.stop()
         recorder.destroy_node()
         robot.destroy_node()
+
+
+def test_controller_takes_camera_poses_and_the_tcp_from_tf_and_refuses_missing_or_stale_transforms(ros_domain,
+                                                                                                   tmp_path):
+    from ros_test_harness import FakeRobot, launched_with_robot
+
+    overrides = {"controller": {"extrinsics_source": "tf", "ee_pose_source": "tf", "max_transform_age_s": "0.2"}}
+    with launched_with_robot({"controller"}, ros_domain, tmp_path, overrides, rate_hz=10.0) as (recorder, robot,
+                                                                                                processes):
+        assert isinstance(robot, FakeRobot)
+        status = recorder.messages
+        assert recorder.spin_until(lambda: "no transform for frame(s) ['tcp']" in status.get("openhelix/controller", ""),
+                                   STARTUP_TIMEOUT_S, processes, also=[robot]), (status, logs(processes))
+        assert not recorder.commands
+
+        robot.tf_age_s = 0.05  # a robot_state_publisher slightly behind the cameras
+        assert recorder.spin_until(lambda: len(recorder.commands) >= 5, 120.0, processes, also=[robot]), \
+            (status, logs(processes))
+
+        robot.tf_age_s = 1.0  # TF stalls: the TCP is known only as it was a second before the images
+        assert recorder.spin_until(lambda: "older than the time asked for" in status.get("openhelix/controller", ""),
+                                   60.0, processes, also=[robot]), (status, logs(processes))
+        recorder.spin_for(1.0, processes, also=[robot])
+        stopped_at = len(recorder.commands)
+        recorder.spin_for(2.0, processes, also=[robot])
+        assert len(recorder.commands) == stopped_at, "commands went on while the TCP's transform was stale"
