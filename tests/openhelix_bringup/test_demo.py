@@ -145,3 +145,29 @@ def test_servo_execution_evaluates_the_command_stream_a_real_arm_would_get(tmp_p
     assert report["config"]["execution"] == "servo"
     controller_log = (output / "logs-worker0" / "controller.log").read_text()
     assert "System 1 warm-up call" in controller_log
+
+
+def test_joint_trajectory_execution_through_tf_evaluates_the_ik_path_a_ros2_control_arm_would_get(tmp_path):
+    """The controller reads camera poses and the TCP from the bridge's /tf, converts its command stream by IK
+    (URDF from /robot_description) and the bridge steps only on the joint targets it receives."""
+    output = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "openhelix_bringup.cli", "eval-calvin", "--protocol", "tasks", "--tasks", "open_drawer",
+         "--episodes-per-task", "1", "--first-seed", "100000", "--max-steps", "30", "--static-size", "64",
+         "--gripper-size", "48", "--checkpoint", str(REPO / "sim_bridge" / "checkpoints" / "play_table_demo"),
+         "--execution", "joint_trajectory", "--transforms", "--output", str(output), "--timeout", "400",
+         "--first-domain", str(isolated_domain_id())],
+        capture_output=True, text=True, env={**os.environ}, timeout=500, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [record] = [json.loads(line) for line in (output / "worker0.jsonl").read_text().splitlines()]
+    assert 1 <= record["info"]["steps_per_subtask"][0] <= 30
+    controller = yaml.safe_load((output / "config" / "controller_sim.yaml").read_text())["controller"]
+    assert controller["ros__parameters"]["joint_trajectory_topic"] == "/openhelix/command/joint_trajectory"
+    controller_log = (output / "logs-worker0" / "controller.log").read_text()
+    assert "joint trajectories on /openhelix/command/joint_trajectory: IK panda_link0 -> tcp" in controller_log
+    assert "transforms from /tf and /tf_static" in controller_log
+    assert "no joint trajectory command" not in controller_log and "from TF" not in controller_log
+    bridge_log = (output / "logs-worker0" / "sim_bridge.log").read_text()
+    assert "not following joint trajectory" not in bridge_log
+    report = json.loads((output / "calvin_eval.json").read_text())
+    assert report["config"]["execution"] == "joint_trajectory" and report["config"]["camera_poses_and_tcp"] == "TF"
