@@ -11,15 +11,19 @@ it (linear for the translation, slerp for the rotation), as tf2 does::
 Unlike tf2, which makes a caller wait for data newer than the time asked for, a lookup after a
 frame's newest sample is answered with that sample while it is at most ``max_age_s`` older than
 the time asked for (a robot publishes its TF shortly after the camera's image arrives; a control
-loop cannot wait) and refused beyond that. A time before a dynamic frame's oldest sample is
-refused, as are unknown and unconnected frames. Every refusal is a :class:`TransformLookupError`
-naming the frames, the times and the limit.
+loop cannot wait) and refused beyond that. Between two samples, the nearer one must be within
+``max_age_s`` too: a gap in the data is not bridged. A time before a dynamic frame's oldest
+sample is refused, as are unknown and unconnected frames. Every refusal is a
+:class:`TransformLookupError` naming the frames, the times and the limit. Samples stamped in the
+future (beyond a tolerance, against the caller's clock) are refused when they arrive: one would
+otherwise hide a stalled publisher by always lying ahead of the time asked for.
 
 Pure numpy (no rclpy, no torch): the nodes feed it ``tf2_msgs/TFMessage`` contents.
 """
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -125,19 +129,25 @@ class TransformBuffer:
         if expired:
             del edge.stamps[:expired], edge.translations[:expired], edge.quaternions[:expired]
 
-    def add_message(self, message: Any, static: bool) -> int:
+    def add_message(self, message: Any, static: bool, latest_valid_stamp: float = math.inf) -> int:
         """Every transform of a ``tf2_msgs/TFMessage``-like object (``transforms[]`` of
         ``geometry_msgs/TransformStamped``-like entries); returns how many were stored. A bad
-        entry raises :class:`KinematicsError` naming it; the entries before it are kept."""
+        entry, or a dynamic one stamped after ``latest_valid_stamp`` (the caller's clock plus its
+        tolerance), raises :class:`KinematicsError` naming it; the entries before it are kept."""
         count = 0
         for entry in message.transforms:
             try:
                 stamp = entry.header.stamp.sec + entry.header.stamp.nanosec * 1e-9
+                parent, child = str(entry.header.frame_id), str(entry.child_frame_id)
                 t, r = entry.transform.translation, entry.transform.rotation
-                self.add(str(entry.header.frame_id), str(entry.child_frame_id), stamp, (t.x, t.y, t.z),
-                         (r.x, r.y, r.z, r.w), static)
+                translation, quaternion = (t.x, t.y, t.z), (r.x, r.y, r.z, r.w)
             except AttributeError as error:
                 raise KinematicsError(f"not a TransformStamped-like entry: {error}") from None
+            if not static and stamp > latest_valid_stamp:
+                raise KinematicsError(f"transform {parent!r} -> {child!r} is stamped {stamp:.3f}, "
+                                      f"{stamp - latest_valid_stamp:.3f} s beyond the latest valid stamp "
+                                      f"{latest_valid_stamp:.3f} (this clock plus its tolerance)")
+            self.add(parent, child, stamp, translation, quaternion, static)
             count += 1
         return count
 
@@ -166,6 +176,11 @@ class TransformBuffer:
                                        f"({oldest:.3f}) in the buffer")
         after = bisect.bisect_right(edge.stamps, stamp)
         before = after - 1
+        nearest = min(stamp - edge.stamps[before], edge.stamps[after] - stamp)
+        if nearest > self.max_age_s:
+            raise TransformLookupError(
+                f"{what}: no sample within {self.max_age_s} s (max_transform_age_s) of the time asked for "
+                f"({stamp:.3f}): the nearest are at {edge.stamps[before]:.3f} and {edge.stamps[after]:.3f}")
         fraction = (stamp - edge.stamps[before]) / (edge.stamps[after] - edge.stamps[before])
         translation = (1.0 - fraction) * edge.translations[before] + fraction * edge.translations[after]
         quaternion = _slerp(edge.quaternions[before], edge.quaternions[after], fraction)

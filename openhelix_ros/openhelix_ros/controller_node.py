@@ -486,7 +486,8 @@ class ControllerNode(LifecycleNode):
         p = self.params
         if self._uses_transforms():
             self.transforms = TransformSource(self, p["max_transform_age_s"],
-                                              lambda text: self.refusals.refuse("invalid_transform", text))
+                                              lambda text: self.refusals.refuse("invalid_transform", text),
+                                              p["future_stamp_tolerance_s"])
             self.data_path.append((TransformSource.destroy, self.transforms))
             self.get_logger().info(f"transforms from {topics.TF} and {topics.TF_STATIC} "
                                    f"({self.transforms.implementation})")

@@ -40,11 +40,14 @@ def tf2_ros_available() -> bool:
 
 
 class TransformSource:
-    """Looks up stamped transforms for ``node``; ``on_invalid(text)`` hears of bad ``/tf`` entries
-    (the tf2_ros path validates them itself)."""
+    """Looks up stamped transforms for ``node``; ``on_invalid(text)`` hears of bad ``/tf`` entries:
+    malformed ones, and moving frames stamped more than ``future_tolerance_s`` ahead of the node's
+    clock (the tf2_ros path validates entries itself)."""
 
-    def __init__(self, node, max_age_s: float, on_invalid: Callable[[str], None]) -> None:
+    def __init__(self, node, max_age_s: float, on_invalid: Callable[[str], None],
+                 future_tolerance_s: float) -> None:
         self.node, self.max_age_s, self.on_invalid = node, max_age_s, on_invalid
+        self.future_tolerance_s = future_tolerance_s
         self.subscriptions = []
         if tf2_ros_available():
             import tf2_ros
@@ -67,7 +70,8 @@ class TransformSource:
 
     def _add(self, message, static: bool) -> None:
         try:
-            self.buffer.add_message(message, static)
+            latest_valid = self.node.get_clock().now().nanoseconds * 1e-9 + self.future_tolerance_s
+            self.buffer.add_message(message, static, latest_valid)
         except KinematicsError as error:
             self.on_invalid(f"ignoring a {'static ' if static else ''}transform: {error}")
 

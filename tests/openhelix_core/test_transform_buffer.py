@@ -83,7 +83,7 @@ def test_static_transforms_hold_at_any_time_and_are_replaced():
 
 
 def test_old_samples_leave_the_history():
-    buffer = TransformBuffer(max_age_s=0.1, history_s=1.0)
+    buffer = TransformBuffer(max_age_s=0.3, history_s=1.0)
     for stamp in np.arange(0.0, 3.0001, 0.5):
         buffer.add("world", "tcp", stamp, *tcp_at(stamp), static=False)
     with pytest.raises(TransformLookupError, match="before its oldest sample"):
@@ -115,8 +115,30 @@ def test_tf_message_contents_are_added():
                                child_frame_id=child,
                                transform=SimpleNamespace(translation=SimpleNamespace(x=x, y=0.0, z=0.0),
                                                          rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0)))
-    buffer = TransformBuffer(max_age_s=0.1)
+    buffer = TransformBuffer(max_age_s=0.3)
     count = buffer.add_message(SimpleNamespace(transforms=[entry("world", "tcp", 1, 0, 0.0),
                                                            entry("world", "tcp", 1, 500_000_000, 1.0)]), static=False)
     assert count == 2
     assert buffer.lookup("world", "tcp", 1.25)[0, 3] == pytest.approx(0.5)
+
+
+def test_a_gap_in_the_samples_is_not_bridged():
+    buffer = moving_hand_camera([0.0, 0.1, 2.0])
+    # Near a sample across the gap: answered (the motion is uniform, so exactly).
+    np.testing.assert_allclose(buffer.lookup("world", "hand_camera", 1.95), expected_camera(1.95), atol=1e-9)
+    with pytest.raises(TransformLookupError, match=r"no sample within 0\.1 s"):
+        buffer.lookup("world", "hand_camera", 1.0)
+
+
+def test_a_future_stamped_sample_is_refused_so_that_a_stall_is_still_seen():
+    def message(stamp):
+        return SimpleNamespace(transforms=[SimpleNamespace(
+            header=SimpleNamespace(frame_id="world", stamp=SimpleNamespace(sec=int(stamp), nanosec=0)),
+            child_frame_id="tcp", transform=SimpleNamespace(translation=SimpleNamespace(x=0.0, y=0.0, z=0.0),
+                                                            rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0)))])
+    buffer = TransformBuffer(max_age_s=0.1)
+    buffer.add_message(message(10), static=False, latest_valid_stamp=10.1)
+    with pytest.raises(KinematicsError, match="beyond the latest valid stamp"):
+        buffer.add_message(message(100), static=False, latest_valid_stamp=10.1)
+    with pytest.raises(TransformLookupError, match="older than the time asked for"):
+        buffer.lookup("world", "tcp", 11.0)
