@@ -485,8 +485,7 @@ class ControllerNode(LifecycleNode):
     def _create_data_path(self) -> None:
         p = self.params
         if self._uses_transforms():
-            self.transforms = TransformSource(self, p["max_transform_age_s"],
-                                              lambda text: self.refusals.refuse("invalid_transform", text),
+            self.transforms = TransformSource(self, p["max_transform_age_s"], self._report_transform,
                                               p["future_stamp_tolerance_s"])
             self.data_path.append((TransformSource.destroy, self.transforms))
             self.get_logger().info(f"transforms from {topics.TF} and {topics.TF_STATIC} "
@@ -616,6 +615,12 @@ class ControllerNode(LifecycleNode):
         for camera in self.cameras:
             self.frozen_cameras.update(camera.name, (image_fingerprint(messages[("color", camera.name)]),
                                                      image_fingerprint(messages[("depth", camera.name)])), now)
+
+    def _report_transform(self, problem: str | None) -> None:
+        if problem is None:
+            self.refusals.clear("invalid_transform")
+        else:
+            self.refusals.refuse("invalid_transform", problem)
 
     def _tcp_from_transforms(self, stamp: float) -> PoseStamped:
         matrix = self.transforms.lookup(self.params["base_frame"], self.params["tcp_frame"], stamp)

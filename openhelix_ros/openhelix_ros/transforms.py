@@ -40,13 +40,14 @@ def tf2_ros_available() -> bool:
 
 
 class TransformSource:
-    """Looks up stamped transforms for ``node``; ``on_invalid(text)`` hears of bad ``/tf`` entries:
-    malformed ones, and moving frames stamped more than ``future_tolerance_s`` ahead of the node's
-    clock (the tf2_ros path validates entries itself)."""
+    """Looks up stamped transforms for ``node``. ``report(text)`` hears of each bad ``/tf`` message
+    -- malformed entries, moving frames stamped more than ``future_tolerance_s`` ahead of the
+    node's clock -- and ``report(None)`` of each good one (the tf2_ros path validates entries
+    itself)."""
 
-    def __init__(self, node, max_age_s: float, on_invalid: Callable[[str], None],
+    def __init__(self, node, max_age_s: float, report: Callable[[str | None], None],
                  future_tolerance_s: float) -> None:
-        self.node, self.max_age_s, self.on_invalid = node, max_age_s, on_invalid
+        self.node, self.max_age_s, self.report = node, max_age_s, report
         self.future_tolerance_s = future_tolerance_s
         self.subscriptions = []
         if tf2_ros_available():
@@ -73,7 +74,9 @@ class TransformSource:
             latest_valid = self.node.get_clock().now().nanoseconds * 1e-9 + self.future_tolerance_s
             self.buffer.add_message(message, static, latest_valid)
         except KinematicsError as error:
-            self.on_invalid(f"ignoring a {'static ' if static else ''}transform: {error}")
+            self.report(f"ignoring a {'static ' if static else ''}transform: {error}")
+            return
+        self.report(None)
 
     def lookup(self, target_frame: str, source_frame: str, stamp: float) -> np.ndarray:
         """``(4, 4)`` pose of ``source_frame`` in ``target_frame`` at ``stamp`` (s); raises
