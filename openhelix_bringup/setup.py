@@ -18,7 +18,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch", "*.launch.xml")),
-        (f"share/{PACKAGE}/config", files("config", "*.yaml", "*.xml", "*.env")),
+        (f"share/{PACKAGE}/config", files("config", "*.yaml", "*.xml", "*.env", "*.rviz", "*.json")),
     ],
     install_requires=["setuptools"],
     extras_require={"test": ["pytest"]},
