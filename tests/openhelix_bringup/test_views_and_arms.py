@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
 
 from openhelix_core.runtime.planner import goal_model_id
 from openhelix_ros import topics
 from openhelix_ros.parameters import validate_values
-from openhelix_ros.qos import LATEST_SENSOR
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "openhelix_bringup" / "config"
@@ -37,9 +36,9 @@ CAMERA_IMAGES = {topics.camera_color("static"), topics.camera_color("gripper")}
 RVIZ_SHOWS = CAMERA_IMAGES | {topics.POLICY_POINT_CLOUD, topics.POLICY_MARKERS, topics.POSE_COMMAND, topics.EE_POSE}
 FOXGLOVE_SHOWS = CAMERA_IMAGES | {topics.POLICY_POINT_CLOUD, topics.POLICY_MARKERS, topics.POSE_COMMAND,
                                   topics.GRIPPER_COMMAND, topics.GOAL_AGE, topics.DIAGNOSTICS}
-# Published best effort (the controller's command stream with LATEST_SENSOR, the sim bridge's sensors
-# with qos_profile_sensor_data): a Reliable reader never receives them.
-BEST_EFFORT = CAMERA_IMAGES | {topics.POSE_COMMAND, topics.GRIPPER_COMMAND, topics.EE_POSE}
+# Published best effort (the sim bridge's sensors with qos_profile_sensor_data): a Reliable reader never
+# receives them. (A Best Effort reader of the reliable command streams is fine too.)
+BEST_EFFORT = CAMERA_IMAGES | {topics.EE_POSE}
 
 
 def node_parameters(module: str) -> dict:
@@ -98,7 +97,7 @@ def test_rviz_config_uses_default_plugins_and_the_default_base_frame():
 
 
 def test_rviz_reads_best_effort_topics_best_effort():
-    assert LATEST_SENSOR.reliability == ReliabilityPolicy.BEST_EFFORT  # the controller's command stream
+    assert qos_profile_sensor_data.reliability == ReliabilityPolicy.BEST_EFFORT  # the sim bridge's sensors
     for display in rviz_displays():
         if "Topic" in display and display["Topic"]["Value"] in BEST_EFFORT:
             assert display["Topic"]["Reliability Policy"] == "Best Effort", display["Name"]
