@@ -1,4 +1,4 @@
-"""Forward kinematics of a URDF chain and a static transform tree, in numpy.
+"""Forward kinematics and Jacobian of a URDF chain, and a static transform tree, in numpy.
 
 Pure numpy and the standard library's XML parser: no rclpy, no torch, so a dataset converter
 (rosbags in, arrays out) can use it on any machine.
@@ -11,6 +11,11 @@ from joint positions::
     chain.forward([q1, ..., q7])           # (4, 4)
     chain.forward(q_batch)                 # (N, 7) -> (N, 4, 4)
     chain.forward_from_joint_state(msg.name, msg.position)
+    chain.jacobian([q1, ..., q7])          # (6, 7): tip linear and angular velocity per joint velocity
+    chain.limits, chain.velocity_limits    # (7, 2), (7,) from the URDF's <limit>
+
+The Jacobian (and :meth:`KinematicChain.pose_and_jacobian`, both in one pass) is what
+:mod:`openhelix_core.inverse_kinematics` iterates on.
 
 :class:`TransformTree` holds frames linked by 4x4 transforms (``/tf_static`` and the like) and
 answers ``lookup(target_frame, source_frame)``: the pose of ``source_frame`` in
@@ -28,7 +33,8 @@ imports torch):
 * quaternions are ``(x, y, z, w)``, as in ROS messages; 4x4 matrices act on column vectors.
 
 URDFs with a DOCTYPE or entity declarations are refused rather than expanded, and so are
-malformed XML, non-finite numbers and ``floating`` / ``planar`` joints inside the chain.
+malformed XML, non-finite numbers, velocity limits that are not positive and ``floating`` /
+``planar`` joints inside the chain.
 Every error is a :class:`KinematicsError` (a ``ValueError``) naming what is wrong.
 """
 from __future__ import annotations
@@ -115,15 +121,29 @@ def check_rigid_transform(matrix: Any, what: str) -> np.ndarray:
         raise KinematicsError(f"{what}: not a numeric 4x4 matrix ({error})") from None
     if matrix.shape != (4, 4):
         raise KinematicsError(f"{what}: expected a 4x4 matrix, got shape {matrix.shape}")
-    if not np.all(np.isfinite(matrix)):
+    if not np.isfinite(matrix).all():
         raise KinematicsError(f"{what}: contains NaN or inf")
-    if not np.allclose(matrix[3], (0.0, 0.0, 0.0, 1.0), atol=ROTATION_TOLERANCE):
+    if not _close(matrix[3], _LAST_ROW):
         raise KinematicsError(f"{what}: last row must be 0 0 0 1, got {matrix[3].tolist()}")
     rotation = matrix[:3, :3]
-    if (not np.allclose(rotation.T @ rotation, np.eye(3), atol=ROTATION_TOLERANCE)
-            or np.linalg.det(rotation) < 0.0):
+    if not _close(rotation.T @ rotation, _IDENTITY_3) or _determinant_3(rotation) < 0.0:
         raise KinematicsError(f"{what}: the 3x3 block is not a rotation (orthonormal, determinant +1)")
     return matrix
+
+
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+_IDENTITY_3 = np.eye(3)
+
+
+def _close(actual: np.ndarray, expected: np.ndarray) -> bool:
+    """``np.allclose(actual, expected, atol=ROTATION_TOLERANCE)`` without its overhead (IK checks
+    a target 30 times a second)."""
+    return bool((np.abs(actual - expected) <= ROTATION_TOLERANCE + 1e-5 * np.abs(expected)).all())
+
+
+def _determinant_3(matrix: np.ndarray) -> float:
+    (a, b, c), (d, e, f), (g, h, i) = matrix.tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
 # URDF ------------------------------------------------------------------------------------------
@@ -140,6 +160,7 @@ class UrdfJoint:
     axis: np.ndarray              # (3,) unit vector in the joint frame (zeros for fixed joints)
     lower: float = -math.inf
     upper: float = math.inf
+    velocity: float = math.inf    # <limit velocity> (rad/s or m/s); inf where the URDF gives none
 
     @property
     def movable(self) -> bool:
@@ -263,13 +284,18 @@ def _parse_joint(element: ElementTree.Element, where: str) -> UrdfJoint:
         axis = axis / norm
     else:
         axis = np.zeros(3)
-    lower, upper = -math.inf, math.inf
+    lower, upper, velocity = -math.inf, math.inf, math.inf
     limit = element.find("limit")
     if limit is not None and kind in ("revolute", "prismatic"):
         lower = float(_floats(limit.get("lower"), 1, (0.0,), f"{what} <limit lower>")[0])
         upper = float(_floats(limit.get("upper"), 1, (0.0,), f"{what} <limit upper>")[0])
+    if limit is not None and kind in MOVABLE_TYPES and limit.get("velocity") is not None:
+        velocity = float(_floats(limit.get("velocity"), 1, (), f"{what} <limit velocity>")[0])
+        if velocity <= 0.0:
+            # A trajectory's duration is the joint motion divided by this limit: zero would make it infinite.
+            raise KinematicsError(f"{what}: <limit velocity> must be positive, got {limit.get('velocity')!r}")
     return UrdfJoint(name, kind, links["parent"], links["child"], transform(rpy_to_matrix(rpy), xyz), axis,
-                     lower, upper)
+                     lower, upper, velocity)
 
 
 # the chain -------------------------------------------------------------------------------------
@@ -302,6 +328,17 @@ class KinematicChain:
         self.joints: list[UrdfJoint] = list(reversed(self._up)) + self._down
         self.joint_names: list[str] = [j.name for j in self.joints if j.movable]
         self._index = {name: k for k, name in enumerate(self.joint_names)}
+        self._up_branch = _Branch(self._up, self._index)
+        self._down_branch = _Branch(self._down, self._index)
+        # Jacobian columns in branch order (up joints, then down joints, each top-down) -> chain order.
+        branch_order = np.concatenate([self._up_branch.indices, self._down_branch.indices])
+        self._columns = np.argsort(branch_order)
+        # Moving an up joint moves base_link instead of tip_link: seen from the base, the tip turns the other way.
+        self._column_signs = np.concatenate([-np.ones(len(self._up_branch.indices)),
+                                             np.ones(len(self._down_branch.indices))])
+        self._revolute = np.concatenate([self._up_branch.revolute, self._down_branch.revolute])
+        self._any_prismatic = not bool(np.all(self._revolute))
+        self._axes = np.concatenate([self._up_branch.axes, self._down_branch.axes])[:, :, None]   # (J, 3, 1)
 
     @classmethod
     def from_urdf(cls, urdf: str | Path, base_link: str, tip_link: str) -> "KinematicChain":
@@ -312,6 +349,11 @@ class KinematicChain:
     def limits(self) -> np.ndarray:
         """``(J, 2)`` lower and upper limits of :attr:`joint_names` (``-inf, inf`` for continuous joints)."""
         return np.array([[j.lower, j.upper] for j in self.joints if j.movable], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def velocity_limits(self) -> np.ndarray:
+        """``(J,)`` URDF velocity limits of :attr:`joint_names` (rad/s, m/s; ``inf`` where none is given)."""
+        return np.array([j.velocity for j in self.joints if j.movable], dtype=np.float64)
 
     def _positions(self, positions: Any) -> tuple[np.ndarray, bool]:
         """``(N, J)`` float64 positions and whether the input was a batch."""
@@ -369,6 +411,52 @@ class KinematicChain:
         poses = invert(self._product(self._up, array)) @ self._product(self._down, array)
         return poses if batch else poses[0]
 
+    def jacobian(self, positions: Any) -> np.ndarray:
+        """``(6, J)`` geometric Jacobian of ``tip_link`` in ``base_link`` at ``(J,)`` positions (or a
+        dict of numbers): rows are the tip's linear velocity (x, y, z, at the tip's origin) and
+        angular velocity (x, y, z), both in ``base_link`` coordinates, per unit joint velocity."""
+        return self.pose_and_jacobian(positions)[1]
+
+    def pose_and_jacobian(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`forward` ``(4, 4)`` and :meth:`jacobian` ``(6, J)`` of one configuration, in one pass."""
+        array, batch = self._positions(positions)
+        if batch:
+            raise KinematicsError(f"the Jacobian takes one configuration of shape ({len(self.joint_names)},), "
+                                  f"got a batch of {array.shape[0]}")
+        return self._pose_and_jacobian(array[0])
+
+    def _pose_and_jacobian(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pose_and_jacobian` of checked finite float64 ``(J,)`` positions (the IK's inner loop,
+        hence the special cases that skip work: no up branch, no prismatic joint)."""
+        tip_in_common, down_frames = self._down_branch.frames(positions)
+        if self._up_branch.count:
+            base_in_common, up_frames = self._up_branch.frames(positions)
+            frames = np.concatenate([up_frames, down_frames])
+        else:
+            frames = down_frames
+        axes = (frames[:, :3, :3] @ self._axes)[..., 0].T      # (3, J) joint axes in the common frame
+        lever = tip_in_common[:3, 3, None] - frames[:, :3, 3].T  # (3, J) joint origin -> tip
+        columns = np.empty((6, len(self.joint_names)))        # branch order
+        columns[0] = axes[1] * lever[2] - axes[2] * lever[1]  # axis x lever, spelt out: np.cross costs 5x more
+        columns[1] = axes[2] * lever[0] - axes[0] * lever[2]
+        columns[2] = axes[0] * lever[1] - axes[1] * lever[0]
+        columns[3:] = axes
+        if self._any_prismatic:
+            columns[:3] = np.where(self._revolute, columns[:3], axes)
+            columns[3:] *= self._revolute
+        if not self._up_branch.count:
+            return tip_in_common, columns   # down-only branches are already in chain order and base frame
+        columns *= self._column_signs
+        columns = columns[:, self._columns]
+        rotation_t = base_in_common[:3, :3].T
+        pose = np.eye(4)
+        pose[:3, :3] = rotation_t @ tip_in_common[:3, :3]
+        pose[:3, 3] = rotation_t @ (tip_in_common[:3, 3] - base_in_common[:3, 3])
+        jacobian = np.empty_like(columns)
+        jacobian[:3] = rotation_t @ columns[:3]
+        jacobian[3:] = rotation_t @ columns[3:]
+        return pose, jacobian
+
     def forward_from_joint_state(self, names: Sequence[str], positions: Any) -> np.ndarray:
         """:meth:`forward` from a JointState-like name list and positions: ``(len(names),)`` (one
         state) or ``(N, len(names))``. Other joints are ignored; a chain joint missing from
@@ -389,6 +477,67 @@ class KinematicChain:
             raise KinematicsError(f"joint state has {len(names)} names but positions of shape {array.shape}")
         columns = [names.index(name) for name in self.joint_names]
         return self.forward(array[..., columns])
+
+
+class _Branch:
+    """One branch of a chain (common ancestor -> base_link or -> tip_link, top-down), prepared so that
+    its frames cost a few batched operations and one matrix product per movable joint.
+
+    Each movable joint ``k`` becomes ``fixed[k] @ motion(q_k)``: ``fixed[k]`` gathers the fixed
+    joints since the previous movable joint and the joint's own origin, ``tail`` the fixed joints
+    after the last one. ``motion(q) = I + sin(q) K + (1 - cos(q)) K^2 + q T`` (Rodrigues with the
+    axis' cross-product matrix ``K`` for revolute and continuous joints, the translation generator
+    ``T`` for prismatic ones), so ``fixed[k] @ motion(q)`` is a weighted sum of matrices that are
+    multiplied out here, once."""
+
+    def __init__(self, joints: list[UrdfJoint], index: Mapping[str, int]) -> None:
+        fixed, indices, axes, revolute, rotation_generators, translation_generators = [], [], [], [], [], []
+        pending = np.eye(4)
+        for joint in joints:
+            pending = pending @ joint.origin
+            if not joint.movable:
+                continue
+            x, y, z = joint.axis
+            rotation, translation = np.zeros((4, 4)), np.zeros((4, 4))
+            if joint.type == "prismatic":
+                translation[:3, 3] = joint.axis
+            else:
+                rotation[:3, :3] = [[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]]
+            fixed.append(pending)
+            indices.append(index[joint.name])
+            axes.append(joint.axis)
+            revolute.append(joint.type != "prismatic")
+            rotation_generators.append(rotation)
+            translation_generators.append(translation)
+            pending = np.eye(4)
+        self.count = len(indices)
+        self.tail = pending
+        self.indices = np.array(indices, dtype=np.int64)
+        self.axes = np.array(axes, dtype=np.float64).reshape(-1, 3)
+        self.revolute = np.array(revolute, dtype=bool)
+        fixed = np.array(fixed).reshape(-1, 4, 4)
+        rotation_generators = np.array(rotation_generators).reshape(-1, 4, 4)
+        self._fixed = fixed
+        self._fixed_sine = fixed @ rotation_generators
+        self._fixed_versine = self._fixed_sine @ rotation_generators
+        self._fixed_translation = fixed @ np.array(translation_generators).reshape(-1, 4, 4)
+        self._any_prismatic = not bool(np.all(self.revolute))
+
+    def frames(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The branch's end ``(4, 4)`` and each movable joint's frame after its motion ``(M, 4, 4)``,
+        in the common ancestor's frame, for the chain's ``(J,)`` positions. A joint's motion leaves
+        its own axis and (for revolute joints) its origin in place, so these frames give both."""
+        frames = np.empty((self.count, 4, 4))
+        if self.count == 0:
+            return self.tail.copy(), frames   # a copy: callers may write into the pose they get
+        q = positions[self.indices][:, None, None]
+        steps = self._fixed + np.sin(q) * self._fixed_sine + (1.0 - np.cos(q)) * self._fixed_versine
+        if self._any_prismatic:
+            steps += q * self._fixed_translation
+        frames[0] = steps[0]
+        for k in range(1, self.count):
+            np.matmul(frames[k - 1], steps[k], out=frames[k])
+        return frames[-1] @ self.tail, frames
 
 
 # the transform tree ----------------------------------------------------------------------------

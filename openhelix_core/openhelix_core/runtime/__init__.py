@@ -7,6 +7,7 @@
 * :mod:`.policy` -- both systems in one process (:class:`~.policy.DualSystemPolicy`);
 * :mod:`.chunking` -- chunks on a clock: blending, the command stream a real arm follows;
 * :mod:`.safety` -- limits, watchdogs, e-stop latch;
+* :mod:`.joint_commands` -- TCP commands to joint trajectory points for ros2_control (IK);
 * :mod:`.worker` -- the model thread that keeps slow inference off the command stream;
 * :mod:`.devices` -- torch device and CPU-thread settings of a robot process.
 """
