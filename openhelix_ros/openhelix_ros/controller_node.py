@@ -237,7 +237,8 @@ PARAMETERS = (
                   "whose IK does not reach it is not sent.", positive),
     ParameterSpec("ik_orientation_tolerance_rad", 0.00873, "Largest TCP rotation error of an IK solution (rad).",
                   positive),
-    ParameterSpec("ik_max_iterations", 100, "Damped least-squares iterations per IK solve.", positive),
+    ParameterSpec("ik_max_iterations", 50, "Damped least-squares iterations per IK solve at most (a solve from the "
+                  "measured joints takes a few; a refused one stops early or runs them all).", positive),
 )
 
 
