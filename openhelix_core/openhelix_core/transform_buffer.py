@@ -89,8 +89,10 @@ class TransformBuffer:
         return sorted({*self._edges, *(edge.parent for edge in self._edges.values())})
 
     def clear(self) -> None:
-        """Forgets everything (after a clock jump nothing stamped before compares with the new time)."""
-        self._edges.clear()
+        """Forgets every moving frame's samples (after a clock jump nothing stamped before compares
+        with the new time); static transforms stay, as in tf2: they hold at any time and a latched
+        ``/tf_static`` is not sent again."""
+        self._edges = {child: edge for child, edge in self._edges.items() if edge.static}
 
     def add(self, parent: str, child: str, stamp: float, translation: Sequence[float],
             quaternion: Sequence[float], static: bool) -> None:

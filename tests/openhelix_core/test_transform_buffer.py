@@ -142,3 +142,12 @@ def test_a_future_stamped_sample_is_refused_so_that_a_stall_is_still_seen():
         buffer.add_message(message(100), static=False, latest_valid_stamp=10.1)
     with pytest.raises(TransformLookupError, match="older than the time asked for"):
         buffer.lookup("world", "tcp", 11.0)
+
+
+def test_clear_forgets_moving_frames_but_keeps_static_ones():
+    buffer = moving_hand_camera([0.0, 0.1])
+    buffer.add("world", "static_camera", 0.0, (1.0, 0.0, 1.0), (0, 0, 0, 1), static=True)
+    buffer.clear()
+    assert buffer.lookup("world", "static_camera", 123.0)[0, 3] == 1.0
+    with pytest.raises(TransformLookupError, match="not connected"):  # world -> tcp was a moving frame
+        buffer.lookup("world", "hand_camera", 0.05)
