@@ -100,7 +100,8 @@ def test_controller_takes_camera_poses_and_the_tcp_from_tf_and_refuses_missing_o
                                                                                                 processes):
         assert isinstance(robot, FakeRobot)
         status = recorder.messages
-        assert recorder.spin_until(lambda: "no transform for frame(s) ['tcp']" in status.get("openhelix/controller", ""),
+        assert recorder.spin_until(lambda: "TCP from TF: cannot look up 'tcp' in 'world': no transform" in
+                                   status.get("openhelix/controller", ""),
                                    STARTUP_TIMEOUT_S, processes, also=[robot]), (status, logs(processes))
         assert not recorder.commands
 
