@@ -255,6 +255,7 @@ class ControllerNode(LifecycleNode):
         self.transforms: TransformSource | None = None
         self.joint_commands: JointCommandPlanner | None = None  # the IK of joint_trajectory_topic
         self.joint_trajectory_publisher = None
+        self.frame_warned: set[str] = set()  # cameras whose image frame_id differs from camera_frames
         self.limits = SafetyLimits(tuple(p["workspace_min"]), tuple(p["workspace_max"]), p["max_linear_velocity"],
                                    p["max_angular_velocity"], p["max_linear_acceleration"], p["gripper_min"],
                                    p["gripper_max"])
@@ -635,7 +636,12 @@ class ControllerNode(LifecycleNode):
         for camera in self.cameras:
             if camera.mount != TF_MOUNT:
                 continue
-            stamp = stamp_to_seconds(messages[("color", camera.name)].header.stamp)
+            header = messages[("color", camera.name)].header
+            if header.frame_id and header.frame_id.lstrip("/") != camera.frame and camera.name not in self.frame_warned:
+                self.frame_warned.add(camera.name)  # a driver's name for the frame may differ: say so once
+                self.get_logger().warning(f"camera '{camera.name}': its images are in frame '{header.frame_id}' but "
+                                          f"camera_frames names '{camera.frame}', whose pose is used")
+            stamp = stamp_to_seconds(header.stamp)
             try:
                 poses[camera.name] = self.transforms.lookup(self.params["base_frame"], camera.frame, stamp)
             except TransformLookupError as error:
