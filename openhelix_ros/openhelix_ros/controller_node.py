@@ -218,7 +218,10 @@ PARAMETERS = (
     ParameterSpec("publish_point_cloud", False, "Publish the point cloud System 1 consumed (costly)."),
     ParameterSpec("publish_markers", False, "Publish the planned path as a MarkerArray."),
     ParameterSpec("ee_pose_topic", topics.EE_POSE, "End-effector pose in base_frame.", topic_name),
-    ParameterSpec("joint_states_topic", topics.JOINT_STATES, "Joint states including the fingers.", topic_name),
+    ParameterSpec("joint_states_topic", topics.JOINT_STATES, "Joint states: the arm's (they seed the IK of "
+                  "joint_trajectory_topic) and the fingers' unless gripper_joint_states_topic is set.", topic_name),
+    ParameterSpec("gripper_joint_states_topic", "", "Joint states holding gripper_joint_names when a separate node "
+                  "publishes them (a gripper driver or adapter); '' = joint_states_topic.", optional_topic_name),
     ParameterSpec("goal_topic", topics.GOAL_EMBEDDING, "Goal embeddings from the planner.", topic_name),
     ParameterSpec("chunk_topic", topics.TRAJECTORY_CHUNK, "Where trajectory chunks are published.", topic_name),
     ParameterSpec("pose_command_topic", topics.POSE_COMMAND, "Cartesian TCP command stream.", topic_name),
@@ -288,7 +291,9 @@ class ControllerNode(LifecycleNode):
         p = self.params
         observation_age = p["max_observation_age_s"]
         self.watchdog = InputWatchdog({"goal": p["max_goal_age_s"], "observation": observation_age,
-                                       "joint_states": observation_age},
+                                       "joint_states": observation_age,
+                                       **({"gripper_joint_states": observation_age}
+                                          if p["gripper_joint_states_topic"] else {})},
                                       p["heartbeat_timeout_s"] if p["heartbeat_topic"] else 0.0,
                                       p["future_stamp_tolerance_s"], self.estop)
         self.stream = CommandStream(self.limits, p["blend_mode"], p["execution_horizon"], p["ensemble_decay"],
@@ -309,6 +314,7 @@ class ControllerNode(LifecycleNode):
         self.latest_observation: dict | None = None
         self.camera_infos: dict[str, CameraInfo] = {}
         self.joint_state: JointState | None = None
+        self.gripper_joint_state: JointState | None = None  # with gripper_joint_states_topic
         self.ee_pose: PoseStamped | None = None
         self.last_tick_time: float | None = None
         self.was_blocked = True
@@ -502,6 +508,8 @@ class ControllerNode(LifecycleNode):
             synchronized_inputs.append((("ee_pose", ""), PoseStamped, p["ee_pose_topic"]))
         self._synchronize(synchronized_inputs)
         self._subscribe(JointState, p["joint_states_topic"], self.on_joint_state, LATEST_SENSOR)
+        if p["gripper_joint_states_topic"]:
+            self._subscribe(JointState, p["gripper_joint_states_topic"], self.on_gripper_joint_state, LATEST_SENSOR)
         self._subscribe(GoalEmbedding, p["goal_topic"], self.on_goal, RELIABLE)
         if p["heartbeat_topic"]:
             self._subscribe(Bool, p["heartbeat_topic"], self.on_heartbeat, ANY_PUBLISHER)
@@ -652,6 +660,10 @@ class ControllerNode(LifecycleNode):
         if self._accept_stamp("joint_states", stamp_to_seconds(msg.header.stamp)):
             self.joint_state = msg
 
+    def on_gripper_joint_state(self, msg: JointState) -> None:
+        if self._accept_stamp("gripper_joint_states", stamp_to_seconds(msg.header.stamp)):
+            self.gripper_joint_state = msg
+
     def on_goal(self, msg: GoalEmbedding) -> None:
         try:
             goal = goal_from_msg(msg, expected_dim=self.system1.goal_dim)
@@ -762,7 +774,8 @@ class ControllerNode(LifecycleNode):
         if messages is None or not self.motion_allowed(now):
             return
         try:
-            openness = gripper_openness(self.joint_state, self.params["gripper_joint_names"],
+            finger_state = self.gripper_joint_state if self.params["gripper_joint_states_topic"] else self.joint_state
+            openness = gripper_openness(finger_state, self.params["gripper_joint_names"],
                                         self.params["gripper_max_width"])
             names = [camera.name for camera in self.cameras]
             observation = build_observation(

@@ -166,6 +166,7 @@ class FakeRobot(Node):
         # None: no TF; else the TCP goes to /tf stamped this much before the images (and the cameras' frames to
         # /tf_static), as robot_state_publisher and the camera drivers would.
         self.tf_age_s: float | None = None
+        self.gripper_joint_publisher = None  # publish_gripper_joints_on() adds a gripper driver's topic
         self.fault: str | None = None
         self.paused = False
         self.published = 0
@@ -209,10 +210,15 @@ class FakeRobot(Node):
                                                 pose=arrays_to_pose(position, np.array([1.0, 0.0, 0.0, 0.0]))))
         if self.tf_age_s is not None:
             self.publish_transforms(stamp - self.tf_age_s, position)
-        self.joint_publisher.publish(JointState(header=Header(stamp=header.stamp),
-                                                name=["panda_finger_joint1", "panda_finger_joint2"],
-                                                position=[0.04, 0.04]))
+        fingers = JointState(header=Header(stamp=header.stamp), name=["panda_finger_joint1", "panda_finger_joint2"],
+                             position=[0.04, 0.04])
+        self.joint_publisher.publish(fingers)
+        if self.gripper_joint_publisher is not None:
+            self.gripper_joint_publisher.publish(fingers)
         self.published += 1
+
+    def publish_gripper_joints_on(self, topic: str) -> None:
+        self.gripper_joint_publisher = self.create_publisher(JointState, topic, LATEST_SENSOR)
 
     def publish_transforms(self, stamp: float, position: np.ndarray) -> None:
         tcp = np.eye(4)

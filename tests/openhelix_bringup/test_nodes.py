@@ -116,3 +116,19 @@ def test_controller_takes_camera_poses_and_the_tcp_from_tf_and_refuses_missing_o
         stopped_at = len(recorder.commands)
         recorder.spin_for(2.0, processes, also=[robot])
         assert len(recorder.commands) == stopped_at, "commands went on while the TCP's transform was stale"
+
+
+def test_gripper_joints_may_come_from_their_own_topic(ros_domain, tmp_path):
+    from ros_test_harness import launched_with_robot
+
+    overrides = {"controller": {"gripper_joint_states_topic": "/gripper/joint_states"}}
+    with launched_with_robot({"controller"}, ros_domain, tmp_path, overrides, rate_hz=10.0) as (recorder, robot,
+                                                                                                processes):
+        status = recorder.messages
+        assert recorder.spin_until(lambda: "no gripper_joint_states received yet" in
+                                   status.get("openhelix/controller", ""), STARTUP_TIMEOUT_S, processes,
+                                   also=[robot]), (status, logs(processes))
+        assert not recorder.commands
+        robot.publish_gripper_joints_on("/gripper/joint_states")
+        assert recorder.spin_until(lambda: len(recorder.commands) >= 5, 120.0, processes, also=[robot]), \
+            (status, logs(processes))
