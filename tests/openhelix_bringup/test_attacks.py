@@ -243,11 +243,18 @@ def test_a_wild_checkpoint_gets_every_published_waypoint_clipped_to_the_box(ros_
 
 def test_a_driver_requesting_an_incompatible_qos_is_an_error_on_diagnostics(controller_and_robot):
     recorder, robot, processes = controller_and_robot
-    recorder.create_subscription(PoseStamped, topics.POSE_COMMAND, lambda msg: None,
+    # A ros2_control-style reliable reader matches the command stream (reliable, volatile, keep last 1) ...
+    reliable_commands = []
+    recorder.create_subscription(PoseStamped, topics.POSE_COMMAND, reliable_commands.append,
                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    # ... a reader asking for the history of a latched topic cannot.
+    recorder.create_subscription(PoseStamped, topics.POSE_COMMAND, lambda msg: None,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
     key = f"incompatible_qos {topics.POSE_COMMAND}"
     assert recorder.spin_until(lambda: key in recorder.controller_status(), 60, processes, also=[robot])
     assert recorder.levels["openhelix/controller"] == DiagnosticStatus.ERROR
+    assert recorder.spin_until(lambda: reliable_commands, 60, processes, also=[robot])
 
 
 def test_commands_keep_flowing_and_estop_acts_while_a_slow_system1_computes(ros_domain, tmp_path):
