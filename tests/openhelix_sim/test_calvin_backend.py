@@ -214,6 +214,24 @@ def test_real_calvin_env_smoke(calvin_env_after_embedded):
 
 
 @needs_calvin_env
+def test_joint_targets_drive_calvins_arm_and_its_urdf_predicts_the_tcp(calvin_env_after_embedded):
+    from openhelix_core.geometry import pose_to_matrix
+    from openhelix_core.kinematics import KinematicChain
+    from openhelix_sim.execution import hold_action
+
+    _, env = calvin_env_after_embedded
+    target = hold_action(env, "joints") + np.r_[np.full(7, 0.1), 0.0]
+    for _ in range(40):
+        env.step(target, action_type="joints")
+    reached = np.asarray(env.joint_positions())[:7]
+    np.testing.assert_allclose(reached, target[:7], atol=1e-3)
+    # The URDF the bridge serves on /robot_description is the one calvin_env simulates.
+    chain = KinematicChain.from_urdf(env.robot_urdf(), "panda_link0", "tcp")
+    tcp = pose_to_matrix(*env.robot_base_pose()) @ chain.forward(reached)
+    np.testing.assert_allclose(tcp[:3, 3], env.tcp_pose()[0], atol=1e-6)
+
+
+@needs_calvin_env
 def test_embedded_env_survives_a_calvin_env(calvin_env_after_embedded):
     """calvin_env's base cylinder would land in the embedded env's client and break its reset."""
     embedded, _ = calvin_env_after_embedded
