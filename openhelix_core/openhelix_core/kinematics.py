@@ -105,14 +105,6 @@ def invert(matrix: np.ndarray) -> np.ndarray:
     return inverse
 
 
-def _axis_rotations(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """``(N, 3, 3)`` rotations by ``angles`` (N,) about the unit ``axis`` (Rodrigues)."""
-    x, y, z = axis
-    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    s, c = np.sin(angles)[:, None, None], np.cos(angles)[:, None, None]
-    return np.eye(3) + s * k + (1.0 - c) * (k @ k)
-
-
 def check_rigid_transform(matrix: Any, what: str) -> np.ndarray:
     """``matrix`` as a finite ``(4, 4)`` float64 rigid transform; KinematicsError naming ``what``."""
     try:
@@ -317,19 +309,19 @@ class KinematicChain:
                 f"links '{base_link}' and '{tip_link}' are not connected in URDF '{model.name}' (their roots are "
                 f"'{up_from_base[-1]}' and '{up_from_tip[-1]}'); links: {model.links}")
         # Joints from the common ancestor down to each link, top-down.
-        self._up = [model.joints[link] for link in reversed(up_from_base[:up_from_base.index(common)])]
-        self._down = [model.joints[link] for link in reversed(up_from_tip[:up_from_tip.index(common)])]
-        for joint in self._up + self._down:
+        up = [model.joints[link] for link in reversed(up_from_base[:up_from_base.index(common)])]
+        down = [model.joints[link] for link in reversed(up_from_tip[:up_from_tip.index(common)])]
+        for joint in up + down:
             if joint.type in ("floating", "planar"):
                 raise KinematicsError(f"joint '{joint.name}' between '{base_link}' and '{tip_link}' is {joint.type}; "
                                       "only revolute, continuous, prismatic and fixed joints are supported")
         self.model, self.base_link, self.tip_link = model, base_link, tip_link
         # Chain order: from base_link up to the common ancestor, then down to tip_link.
-        self.joints: list[UrdfJoint] = list(reversed(self._up)) + self._down
+        self.joints: list[UrdfJoint] = list(reversed(up)) + down
         self.joint_names: list[str] = [j.name for j in self.joints if j.movable]
         self._index = {name: k for k, name in enumerate(self.joint_names)}
-        self._up_branch = _Branch(self._up, self._index)
-        self._down_branch = _Branch(self._down, self._index)
+        self._up_branch = _Branch(up, self._index)
+        self._down_branch = _Branch(down, self._index)
         # Jacobian columns in branch order (up joints, then down joints, each top-down) -> chain order.
         branch_order = np.concatenate([self._up_branch.indices, self._down_branch.indices])
         self._columns = np.argsort(branch_order)
@@ -386,29 +378,12 @@ class KinematicChain:
             raise KinematicsError(f"joint positions of {bad} are NaN or inf")
         return array, batch
 
-    def _product(self, joints: list[UrdfJoint], positions: np.ndarray) -> np.ndarray:
-        """``(N, 4, 4)`` product of the joints' transforms, top-down."""
-        count = positions.shape[0]
-        result = np.broadcast_to(np.eye(4), (count, 4, 4)).copy()
-        for joint in joints:
-            result = result @ joint.origin
-            if not joint.movable:
-                continue
-            q = positions[:, self._index[joint.name]]
-            motion = np.broadcast_to(np.eye(4), (count, 4, 4)).copy()
-            if joint.type == "prismatic":
-                motion[:, :3, 3] = q[:, None] * joint.axis
-            else:
-                motion[:, :3, :3] = _axis_rotations(joint.axis, q)
-            result = result @ motion
-        return result
-
     def forward(self, positions: Any) -> np.ndarray:
         """Pose of ``tip_link`` in ``base_link``: ``(4, 4)`` for ``(J,)`` positions or a dict of
         numbers, ``(N, 4, 4)`` for ``(N, J)`` positions or a dict of ``(N,)`` arrays (radians,
         metres; in :attr:`joint_names` order)."""
         array, batch = self._positions(positions)
-        poses = invert(self._product(self._up, array)) @ self._product(self._down, array)
+        poses = invert(self._up_branch.ends(array)) @ self._down_branch.ends(array)
         return poses if batch else poses[0]
 
     def jacobian(self, positions: Any) -> np.ndarray:
@@ -523,6 +498,24 @@ class _Branch:
         self._fixed_translation = fixed @ np.array(translation_generators).reshape(-1, 4, 4)
         self._any_prismatic = not bool(np.all(self.revolute))
 
+    def _steps(self, joints: slice | int, q: np.ndarray) -> np.ndarray:
+        """``fixed[k] @ motion(q)`` of the movable joints ``joints`` at positions ``q`` (one per
+        joint, or a batch of one joint's), each ``(4, 4)``."""
+        q = q[..., None, None]
+        steps = (self._fixed[joints] + np.sin(q) * self._fixed_sine[joints]
+                 + (1.0 - np.cos(q)) * self._fixed_versine[joints])
+        if self._any_prismatic:
+            steps += q * self._fixed_translation[joints]
+        return steps
+
+    def ends(self, positions: np.ndarray) -> np.ndarray:
+        """``(N, 4, 4)`` branch ends in the common ancestor's frame for the chain's ``(N, J)``
+        positions (one joint at a time: a batch may be long)."""
+        result = np.broadcast_to(np.eye(4), (positions.shape[0], 4, 4))
+        for k, column in enumerate(self.indices):
+            result = result @ self._steps(k, positions[:, column])
+        return result @ self.tail
+
     def frames(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The branch's end ``(4, 4)`` and each movable joint's frame after its motion ``(M, 4, 4)``,
         in the common ancestor's frame, for the chain's ``(J,)`` positions. A joint's motion leaves
@@ -530,10 +523,7 @@ class _Branch:
         frames = np.empty((self.count, 4, 4))
         if self.count == 0:
             return self.tail.copy(), frames   # a copy: callers may write into the pose they get
-        q = positions[self.indices][:, None, None]
-        steps = self._fixed + np.sin(q) * self._fixed_sine + (1.0 - np.cos(q)) * self._fixed_versine
-        if self._any_prismatic:
-            steps += q * self._fixed_translation
+        steps = self._steps(slice(None), positions[self.indices])
         frames[0] = steps[0]
         for k in range(1, self.count):
             np.matmul(frames[k - 1], steps[k], out=frames[k])
