@@ -434,13 +434,21 @@ class KinematicChain:
 
     def forward_from_joint_state(self, names: Sequence[str], positions: Any) -> np.ndarray:
         """:meth:`forward` from a JointState-like name list and positions: ``(len(names),)`` (one
-        state) or ``(N, len(names))``. Other joints are ignored; a chain joint missing from
-        ``names`` is an error naming it."""
+        state) or ``(N, len(names))``; see :meth:`joint_state_positions`."""
+        return self.forward(self.joint_state_positions(names, positions))
+
+    def joint_state_positions(self, names: Sequence[str], positions: Any) -> np.ndarray:
+        """The positions of :attr:`joint_names`, picked by name from a JointState-like name list and
+        positions: ``(J,)`` from ``(len(names),)``, ``(N, J)`` from ``(N, len(names))``. Other joints
+        are ignored (they may even be NaN); a chain joint that is missing, named twice or not finite
+        is an error naming it."""
         names = [str(n) for n in names]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise KinematicsError(f"joint state names {duplicates} more than once")
-        missing = [name for name in self.joint_names if name not in names]
+        index: dict[str, int] = {}
+        for k, name in enumerate(names):
+            if name in index:
+                raise KinematicsError(f"joint state names '{name}' more than once")
+            index[name] = k
+        missing = [name for name in self.joint_names if name not in index]
         if missing:
             raise KinematicsError(f"joint state lacks joints {missing} of the chain {self.base_link} -> "
                                   f"{self.tip_link}; it has {names}")
@@ -450,9 +458,8 @@ class KinematicChain:
             raise KinematicsError(f"joint state positions are not numeric: {error}") from None
         if array.ndim not in (1, 2) or array.shape[-1] != len(names):
             raise KinematicsError(f"joint state has {len(names)} names but positions of shape {array.shape}")
-        columns = [names.index(name) for name in self.joint_names]
-        return self.forward(array[..., columns])
-
+        return self._positions(array[..., [index[name] for name in self.joint_names]])[0].reshape(
+            array.shape[:-1] + (len(self.joint_names),))
 
 class _Branch:
     """One branch of a chain (common ancestor -> base_link or -> tip_link, top-down), prepared so that

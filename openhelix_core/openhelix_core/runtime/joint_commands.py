@@ -26,7 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..inverse_kinematics import IkError, IkSolution, InverseKinematics
-from ..kinematics import QUATERNION_NORM_TOLERANCE, KinematicChain, quaternion_to_matrix, transform
+from ..kinematics import (
+    QUATERNION_NORM_TOLERANCE,
+    KinematicChain,
+    KinematicsError,
+    quaternion_to_matrix,
+    transform,
+)
 
 
 class IkNotConvergedError(IkError):
@@ -80,29 +86,15 @@ class JointCommandPlanner:
         return cls(chain, ik, min_duration_s)
 
     def measured_positions(self, joint_state_names: Sequence[str], joint_state_positions: Sequence[float]) -> np.ndarray:
-        """``(J,)`` positions of the chain's joints, picked by name from a JointState-like name list
-        and positions (other joints ignored)."""
-        names = [str(name) for name in joint_state_names]
+        """``(J,)`` positions of the chain's joints, picked by name from one JointState-like name
+        list and positions (other joints ignored)."""
+        if np.ndim(joint_state_positions) != 1:
+            raise IkError(f"joint state has {len(joint_state_names)} names but positions of shape "
+                          f"{np.shape(joint_state_positions)}")
         try:
-            positions = np.asarray(joint_state_positions, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise IkError(f"joint state positions are not numeric: {error}") from None
-        if positions.shape != (len(names),):
-            raise IkError(f"joint state has {len(names)} names but positions of shape {positions.shape}")
-        index = {}
-        for k, name in enumerate(names):
-            if name in index:
-                raise IkError(f"joint state names '{name}' more than once")
-            index[name] = k
-        missing = [name for name in self.joint_names if name not in index]
-        if missing:
-            raise IkError(f"joint state lacks joints {missing} of the chain {self.chain.base_link} -> "
-                          f"{self.chain.tip_link}; it has {names}")
-        measured = positions[[index[name] for name in self.joint_names]]
-        bad = [name for name, value in zip(self.joint_names, measured) if not math.isfinite(value)]
-        if bad:
-            raise IkError(f"joint state positions of {bad} are NaN or inf")
-        return measured
+            return self.chain.joint_state_positions(joint_state_names, joint_state_positions)
+        except KinematicsError as error:
+            raise IkError(str(error)) from None
 
     def plan(self, position: Any, orientation: Any, joint_state_names: Sequence[str],
              joint_state_positions: Sequence[float]) -> JointCommand:
