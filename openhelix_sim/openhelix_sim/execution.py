@@ -31,6 +31,7 @@ import numpy as np
 
 from openhelix_core.data.calvin_format import CALVIN_CONTROL_PERIOD_S
 from openhelix_core.models.system1 import System1Processor
+from openhelix_core.models.system1.processor_system1 import calvin_gripper_action
 from openhelix_core.runtime.chunking import TrajectoryBlender
 from openhelix_core.types import TrajectoryChunk
 
@@ -54,13 +55,8 @@ def hold_action(env, action_type: str = "absolute") -> np.ndarray:
     positions) that keeps ``env``'s arm where it is, gripper as it is."""
     if action_type == "joints":
         arm_joints = np.asarray(env.joint_positions(), dtype=float)[:PANDA_ARM_JOINTS]
-        return np.append(arm_joints, gripper_sign(env.gripper_openness()))
+        return np.append(arm_joints, calvin_gripper_action(env.gripper_openness()))
     return waypoint_to_absolute_action(*env.tcp_pose(), env.gripper_openness())
-
-
-def gripper_sign(openness: float) -> float:
-    """CALVIN's gripper action of an openness: +1 (open) from 0.5 up, else -1 (close)."""
-    return 1.0 if openness >= 0.5 else -1.0
 
 
 def on_tick_clock(chunk: TrajectoryChunk, tick_period_s: float) -> TrajectoryChunk:
@@ -208,4 +204,4 @@ class JointServoFollower(ServoFollower):
         if self._joints is None or not (self._fresh or hold):
             return None
         self._fresh = False
-        return np.append(self._joints, gripper_sign(self._gripper))
+        return np.append(self._joints, calvin_gripper_action(self._gripper))

@@ -38,6 +38,12 @@ def _as_numpy(x: ArrayLike, name: str) -> np.ndarray:
         raise ValueError(f"{name} is not numeric: {error}") from error
 
 
+def calvin_gripper_action(openness: ArrayLike) -> np.ndarray:
+    """CALVIN's gripper action of openness values (same shape): ``+1`` (open) from 0.5 up, else
+    ``-1`` (close), as 3DDA's ``convert_action``."""
+    return np.where(np.asarray(openness) >= 0.5, 1.0, -1.0)
+
+
 def gripper_state(position: ArrayLike, orientation: ArrayLike, openness: float) -> np.ndarray:
     """Pack one gripper state as ``(8,)`` ``[x, y, z, qx, qy, qz, qw, openness]`` (validated)."""
     position = _as_numpy(position, "ee_position")
@@ -206,8 +212,8 @@ class System1Processor:
         """
         traj = System1Processor._check_trajectory(trajectory)
         euler = geometry.quaternion_to_euler(traj[:, 3:7], "xyz")
-        gripper = np.where(traj[:, 7:8] >= 0.5, 1.0, -1.0)
+        gripper = calvin_gripper_action(traj[:, 7:8])
         return np.concatenate([traj[:, :3], euler, gripper], axis=-1)
 
 
-__all__ = ["System1Processor", "gripper_state"]
+__all__ = ["System1Processor", "calvin_gripper_action", "gripper_state"]
