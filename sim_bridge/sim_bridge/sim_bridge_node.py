@@ -68,7 +68,7 @@ from openhelix_sim.envs import make_play_table
 from openhelix_sim.envs.calvin_backend import require_calvin_env
 from openhelix_sim.envs.expert import SUPPORTED
 from openhelix_sim.evaluation_runner import CalvinEvaluationRunner, StepOutcome, TaskEpisodeRunner, oracle_for
-from openhelix_sim.execution import ChunkExecutor, JointServoFollower, ServoFollower, hold_action
+from openhelix_sim.execution import PANDA_ARM_JOINTS, ChunkExecutor, JointServoFollower, ServoFollower, hold_action
 from openhelix_sim.task_set import DEFAULT_TASKS, EVAL_EPISODES_PER_TASK, EVAL_SEED_OFFSET, SCENE_VARIATIONS
 
 CAMERAS = ("static", "gripper")
@@ -164,7 +164,7 @@ class SimBridgeNode(Node):
         self.env = self._make_env()
         self.env.reset(seed=p["seed"])
         self.executor_logic = ChunkExecutor(p["execution_horizon"], replan_after_horizon=p["replan_after_horizon"])
-        self.servo = (JointServoFollower(self.env.gripper_openness(), self.env.joint_names()[:7])
+        self.servo = (JointServoFollower(self.env.gripper_openness(), self.env.joint_names()[:PANDA_ARM_JOINTS])
                       if p["execution"] == "joint_trajectory" else ServoFollower(self.env.gripper_openness()))
         self.action_type = "absolute" if p["execution"] == "chunks" else self.servo.action_type
         self.runner = None
